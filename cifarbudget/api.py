@@ -1,0 +1,54 @@
+"""The library's public functions over the registries (``import cifarbudget`` re-exports them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from cifarbudget.plugins import get_registry
+from cifarbudget.registry import Entry, Registry
+
+
+def models() -> Registry:
+    return get_registry("models")
+
+
+def augmentations() -> Registry:
+    return get_registry("augmentations")
+
+
+def schedulers() -> Registry:
+    return get_registry("schedulers")
+
+
+def tta_policies() -> Registry:
+    return get_registry("tta")
+
+
+def datasets() -> Registry:
+    return get_registry("datasets")
+
+
+def recipes() -> Registry:
+    return get_registry("recipes")
+
+
+def create_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
+    """Build the registered model ``name`` with fresh weights."""
+    model = models().create(name, num_classes=num_classes, **kwargs)
+    if not isinstance(model, nn.Module):
+        from cifarbudget.errors import PluginError
+
+        raise PluginError(f"model {name!r}: its factory returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered model names, naturally sorted, filtered by a shell wildcard (``"resnet*"``)."""
+    return models().names(pattern)
+
+
+def describe(kind: str, pattern: str | None = None) -> list[Entry]:
+    """Entries (name, description, providing plugin) of one registry kind."""
+    return get_registry(kind).entries(pattern)

@@ -1,0 +1,203 @@
+"""The plugin manager: builtin plugins first, then every entry point of the group ``cifarbudget``.
+
+Entry points are loaded one by one; a plugin that fails to import, or whose hook raises, is
+recorded (name and error) and skipped, so every other plugin keeps working and an unknown-name
+error can point at it. Set ``CIFARBUDGET_DISABLE_PLUGIN_AUTOLOAD=1`` to load the builtin plugins
+only (tests, CI, debugging a broken install).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from cifarbudget import hookspecs
+from cifarbudget.errors import DuplicateNameError
+from cifarbudget.registry import Registry
+
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "cifarbudget.builtin.models",
+    "cifarbudget.builtin.augmentations",
+    "cifarbudget.builtin.schedulers",
+    "cifarbudget.builtin.tta",
+    "cifarbudget.builtin.datasets",
+    "cifarbudget.builtin.recipes",
+)
+AUTOLOAD_ENV = "CIFARBUDGET_DISABLE_PLUGIN_AUTOLOAD"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of registry: its CLI name, the singular used in messages, and its hook."""
+
+    name: str
+    singular: str
+    hook: str
+
+
+KINDS: dict[str, Kind] = {
+    k.name: k
+    for k in (
+        Kind("models", "model", "cifarbudget_register_models"),
+        Kind("augmentations", "augmentation", "cifarbudget_register_augmentations"),
+        Kind("schedulers", "scheduler", "cifarbudget_register_schedulers"),
+        Kind("tta", "TTA policy", "cifarbudget_register_tta_policies"),
+        Kind("datasets", "dataset", "cifarbudget_register_datasets"),
+        Kind("recipes", "recipe", "cifarbudget_register_recipes"),
+    )
+}
+
+
+@dataclass
+class PluginInfo:
+    """An installed plugin as ``cifarbudget plugins`` shows it."""
+
+    name: str
+    version: str | None
+    distribution: str | None
+    builtin: bool
+    hooks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FailedPlugin:
+    """A plugin that could not be imported, or one of whose hooks raised."""
+
+    name: str
+    version: str | None
+    distribution: str | None
+    stage: str  # "import" or the name of the hook that raised
+    error: str
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+
+
+class PluginSystem:
+    """A pluggy manager plus one lazily built :class:`Registry` per kind."""
+
+    def __init__(
+        self,
+        *,
+        autoload: bool | None = None,
+        extra_plugins: tuple[tuple[str, Any], ...] = (),
+    ) -> None:
+        if autoload is None:
+            autoload = not os.environ.get(AUTOLOAD_ENV)
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+        self.failed: dict[str, FailedPlugin] = {}
+        self._registries: dict[str, Registry] = {}
+        self._lock = threading.Lock()
+        version = _own_version()
+        for module_name in DEFAULT_PLUGINS:
+            self._register(importlib.import_module(module_name), module_name, version, "cifarbudget", True)
+        for name, plugin in extra_plugins:
+            self._register(plugin, name, None, None, False)
+        if autoload:
+            self._load_entry_points()
+
+    def _register(self, plugin: Any, name: str, version: str | None, dist: str | None, builtin: bool) -> None:
+        self.pm.register(plugin, name=name)
+        hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
+        self.infos[name] = PluginInfo(name, version, dist, builtin, hooks)
+
+    def _load_entry_points(self) -> None:
+        for ep in sorted(metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist = getattr(ep, "dist", None)
+            dist_name = dist.metadata["Name"] if dist is not None else None
+            version = dist.version if dist is not None else None
+            if ep.name in self.infos or ep.name in self.failed:
+                continue  # the same distribution seen twice on sys.path
+            try:
+                plugin = ep.load()
+                self._register(plugin, ep.name, version, dist_name, False)
+            except Exception as exc:  # a broken plugin must not take the host down
+                self.failed[ep.name] = FailedPlugin(ep.name, version, dist_name, "import", _describe(exc))
+
+    def registry(self, kind: str) -> Registry:
+        """The registry of ``kind`` (see :data:`KINDS`), filled by every plugin on first use."""
+        with self._lock:
+            if kind not in self._registries:
+                self._registries[kind] = self._build(KINDS[kind])
+            return self._registries[kind]
+
+    def _build(self, kind: Kind) -> Registry:
+        registry = Registry(kind.singular, plural=kind.name)
+        caller = getattr(self.pm.hook, kind.hook)
+        # pluggy keeps implementations in registration order; builtins were registered first.
+        for impl in caller.get_hookimpls():
+            view = registry.for_plugin(impl.plugin_name)
+            kwargs = {"registry": view} if "registry" in impl.argnames else {}
+            try:
+                impl.function(**kwargs)
+            except DuplicateNameError:
+                raise
+            except Exception as exc:
+                info = self.infos.get(impl.plugin_name)
+                self.failed.setdefault(
+                    impl.plugin_name,
+                    FailedPlugin(
+                        impl.plugin_name,
+                        info.version if info else None,
+                        info.distribution if info else None,
+                        kind.hook,
+                        _describe(exc),
+                    ),
+                )
+        registry.failed_plugins = {f.name: f.error for f in self.failed.values()}
+        return registry
+
+    def load_all(self) -> None:
+        """Build every registry now (so that hook failures show up in :meth:`report`)."""
+        for kind in KINDS:
+            self.registry(kind)
+
+    def report(self) -> dict[str, list[dict[str, Any]]]:
+        """Installed and failed plugins, as ``cifarbudget plugins --json`` prints them."""
+        self.load_all()
+        return {
+            "plugins": [asdict(i) for i in self.infos.values() if i.name not in self.failed],
+            "failed": [asdict(f) for f in self.failed.values()],
+        }
+
+
+def _own_version() -> str:
+    from cifarbudget import __version__
+
+    return __version__
+
+
+_system: PluginSystem | None = None
+_system_lock = threading.Lock()
+
+
+def get_plugin_system() -> PluginSystem:
+    """The process-wide plugin system, created on first use."""
+    global _system
+    with _system_lock:
+        if _system is None:
+            _system = PluginSystem()
+        return _system
+
+
+def reset_plugins(*, autoload: bool | None = None, extra_plugins: tuple[tuple[str, ModuleType | Any], ...] = ()) -> PluginSystem:
+    """Throw the plugin system away and build a new one (tests, or after installing a plugin)."""
+    global _system
+    with _system_lock:
+        _system = PluginSystem(autoload=autoload, extra_plugins=extra_plugins)
+        return _system
+
+
+def get_registry(kind: str) -> Registry:
+    """Shortcut for ``get_plugin_system().registry(kind)``."""
+    return get_plugin_system().registry(kind)

@@ -1,0 +1,144 @@
+"""A generic name -> factory registry with wildcard listing, shared by every plugin kind.
+
+One :class:`Registry` exists per kind (models, augmentations, ...). Plugins add to it through
+:meth:`Registry.add` while their ``cifarbudget_register_*`` hook runs; the plugin manager hands
+each plugin a view that records which plugin provided each name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from cifarbudget.errors import DuplicateNameError, PluginError, UnknownNameError
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered name: what builds it, what it is, and which plugin provided it."""
+
+    name: str
+    factory: Callable[..., Any]
+    description: str
+    plugin: str
+
+
+def natural_key(text: str) -> list[Any]:
+    """Sort key that orders ``resnet20 < resnet110`` (numbers compare as numbers)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+class Registry:
+    """Names of one kind (``"model"``, ``"augmentation"``, ...) mapped to their factories."""
+
+    def __init__(self, kind: str, plural: str | None = None) -> None:
+        self.kind = kind
+        self.plural = plural or f"{kind}s"
+        self._entries: dict[str, Entry] = {}
+        # plugin name -> error text, for plugins that failed before they could register anything;
+        # set by the plugin manager so that unknown-name errors can point at them.
+        self.failed_plugins: dict[str, str] = {}
+
+    # -- writing -------------------------------------------------------------------------------
+    def add(
+        self,
+        name: str,
+        factory: Callable[..., Any],
+        *,
+        description: str = "",
+        plugin: str = "<unknown>",
+    ) -> None:
+        """Register ``factory`` under ``name``; raise if the name is invalid or already taken."""
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise PluginError(
+                f"plugin {plugin!r}: invalid {self.kind} name {name!r} "
+                "(use lower-case letters, digits, '-', '_' or '.')"
+            )
+        if not callable(factory):
+            raise PluginError(f"plugin {plugin!r}: the factory for {self.kind} {name!r} is not callable")
+        if name in self._entries:
+            other = self._entries[name].plugin
+            raise DuplicateNameError(
+                f"{self.kind} {name!r} is registered twice: by plugin {other!r} and by plugin {plugin!r}; "
+                "uninstall or disable one of them"
+            )
+        self._entries[name] = Entry(name, factory, description.strip(), plugin)
+
+    def for_plugin(self, plugin: str) -> PluginRegistryView:
+        """The view handed to one plugin's hook: ``add`` records that plugin as the provider."""
+        return PluginRegistryView(self, plugin)
+
+    # -- reading -------------------------------------------------------------------------------
+    def get(self, name: str) -> Entry:
+        """The entry for ``name``, or an :class:`UnknownNameError` with close matches."""
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UnknownNameError(self._unknown_message(name)) from None
+
+    def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Call the factory registered under ``name``."""
+        return self.get(name).factory(*args, **kwargs)
+
+    def names(self, pattern: str | None = None) -> list[str]:
+        """Registered names, naturally sorted, optionally filtered by a shell wildcard."""
+        return [e.name for e in self.entries(pattern)]
+
+    def entries(self, pattern: str | None = None) -> list[Entry]:
+        """Registered entries, naturally sorted, optionally filtered by a shell wildcard."""
+        found = [e for n, e in self._entries.items() if pattern is None or fnmatch.fnmatchcase(n, pattern)]
+        return sorted(found, key=lambda e: natural_key(e.name))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {len(self)} entries)"
+
+    def _unknown_message(self, name: str) -> str:
+        msg = f"Unknown {self.kind} {name!r}."
+        close = difflib.get_close_matches(str(name), list(self._entries), n=3, cutoff=0.6)
+        if not close:  # prefix matches catch 'resnet' -> resnet20, resnet32, ...
+            close = [n for n in self.names() if n.startswith(str(name))][:3]
+        if close:
+            msg += " Did you mean: " + ", ".join(close) + "?"
+        else:
+            msg += f" Run 'cifarbudget list {self.plural}' to see the available ones."
+        if self.failed_plugins:
+            failed = "; ".join(f"{p} ({err})" for p, err in sorted(self.failed_plugins.items()))
+            msg += f" These plugins failed to load and may have provided it: {failed}."
+        return msg
+
+
+class PluginRegistryView:
+    """What a plugin's ``cifarbudget_register_*`` hook receives: ``add`` plus read access."""
+
+    def __init__(self, registry: Registry, plugin: str) -> None:
+        self._registry = registry
+        self._plugin = plugin
+
+    @property
+    def kind(self) -> str:
+        return self._registry.kind
+
+    def add(self, name: str, factory: Callable[..., Any], *, description: str = "") -> None:
+        """Register ``factory`` under ``name`` (lower-case, unique across all plugins)."""
+        self._registry.add(name, factory, description=description, plugin=self._plugin)
+
+    def names(self, pattern: str | None = None) -> list[str]:
+        return self._registry.names(pattern)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._registry
