@@ -40,7 +40,9 @@ def create_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
     if not isinstance(model, nn.Module):
         from cifarbudget.errors import PluginError
 
-        raise PluginError(f"model {name!r}: its factory returned {type(model).__name__}, not a torch.nn.Module")
+        raise PluginError(
+            f"model {name!r}: its factory returned {type(model).__name__}, not a torch.nn.Module"
+        )
     return model
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import torch
@@ -27,20 +28,32 @@ _SUFFIX = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
 
 
 def parse_budget(value: str | int | float) -> int:
-    """Parse ``5M``, ``4.5M``, ``500k``, ``5000000`` (or an int) into a parameter count."""
+    """Parse ``5M``, ``4.5M``, ``500k``, ``5000000`` (or an int) into a parameter count.
+
+    Decimal arithmetic keeps ``4.1M`` exactly 4,100,000 (a float product would be 4099999.99...).
+    """
     if isinstance(value, bool):
         raise BudgetError(f"invalid budget {value!r}")
-    if isinstance(value, (int, float)):
-        number = float(value)
-    else:
-        match = _BUDGET.match(str(value))
-        if not match:
-            raise BudgetError(
-                f"invalid budget {value!r}: use a parameter count such as 5M, 4.5M, 500k or 5000000"
-            )
-        digits, exponent, suffix = match.groups()
-        number = float(digits) * 10 ** int(exponent or 0) * _SUFFIX[suffix.lower()]
-    if number <= 0 or number != int(number):
+    try:
+        if isinstance(value, int):
+            number = Decimal(value)
+        elif isinstance(value, float):
+            number = Decimal(repr(value))
+        else:
+            match = _BUDGET.match(str(value))
+            if not match:
+                raise BudgetError(
+                    f"invalid budget {value!r}: use a parameter count such as 5M, 4.5M, 500k or 5000000"
+                )
+            digits, exponent, suffix = match.groups()
+            if exponent and int(exponent) > 15:
+                raise BudgetError(f"invalid budget {value!r}: it is too large")
+            number = Decimal(digits) * Decimal(10) ** int(exponent or 0) * _SUFFIX[suffix.lower()]
+        if not number.is_finite():
+            raise BudgetError(f"invalid budget {value!r}: it must be a finite number")
+    except InvalidOperation:
+        raise BudgetError(f"invalid budget {value!r}") from None
+    if number <= 0 or number != number.to_integral_value():
         raise BudgetError(f"invalid budget {value!r}: it must be a positive whole number of parameters")
     return int(number)
 

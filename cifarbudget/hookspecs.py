@@ -70,7 +70,9 @@ def cifarbudget_register_schedulers(registry: PluginRegistryView) -> None:
         ``factory(optimizer, *, epochs: int, steps_per_epoch: int) ->
         torch.optim.lr_scheduler.LRScheduler``; the engine calls ``scheduler.step()`` once per
         optimizer step (``epochs * steps_per_epoch`` times in all), never per epoch. The
-        optimizer's initial ``lr`` is the peak learning rate.
+        optimizer's initial ``lr`` is the peak learning rate. When the user asks for a warmup
+        (``--warmup N``) the factory is also passed ``warmup_epochs: float``; a factory that
+        does not accept it is reported as not supporting warmup.
     :returns: nothing; the return value is ignored.
     """
 

@@ -19,7 +19,7 @@ from typing import Any
 import pluggy
 
 from cifarbudget import hookspecs
-from cifarbudget.errors import DuplicateNameError
+from cifarbudget.errors import DuplicateNameError, PluginError
 from cifarbudget.registry import Registry
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
@@ -96,8 +96,11 @@ class PluginSystem:
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
         self.failed: dict[str, FailedPlugin] = {}
+        # plugin name -> error, shared (live) by every registry so unknown-name errors can name it
+        self.failed_errors: dict[str, str] = {}
         self._registries: dict[str, Registry] = {}
-        self._lock = threading.Lock()
+        # re-entrant: a hook may read another registry (a recipe checking that its model exists)
+        self._lock = threading.RLock()
         version = _own_version()
         for module_name in DEFAULT_PLUGINS:
             self._register(importlib.import_module(module_name), module_name, version, "cifarbudget", True)
@@ -106,9 +109,21 @@ class PluginSystem:
         if autoload:
             self._load_entry_points()
 
+    def _fail(self, name: str, version: str | None, dist: str | None, stage: str, error: str) -> None:
+        if name not in self.failed:
+            self.failed[name] = FailedPlugin(name, version, dist, stage, error)
+            self.failed_errors[name] = error
+
     def _register(self, plugin: Any, name: str, version: str | None, dist: str | None, builtin: bool) -> None:
         self.pm.register(plugin, name=name)
-        hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
+        callers = self.pm.get_hookcallers(plugin) or []
+        # an implementation without a spec is a misspelled hook: pluggy would silently never call it
+        unknown = sorted(c.name for c in callers if c.spec is None and c.name.startswith("cifarbudget_"))
+        if unknown:
+            self.pm.unregister(plugin)
+            known = ", ".join(k.hook for k in KINDS.values())
+            raise PluginError(f"implements unknown hook {', '.join(unknown)} (the hooks are: {known})")
+        hooks = sorted(c.name for c in callers)
         self.infos[name] = PluginInfo(name, version, dist, builtin, hooks)
 
     def _load_entry_points(self) -> None:
@@ -116,13 +131,28 @@ class PluginSystem:
             dist = getattr(ep, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else None
             version = dist.version if dist is not None else None
-            if ep.name in self.infos or ep.name in self.failed:
-                continue  # the same distribution seen twice on sys.path
+            seen = self.infos.get(ep.name) or self.failed.get(ep.name)
+            if seen is not None:
+                if seen.distribution == dist_name:
+                    continue  # the same distribution seen twice on sys.path
+                self._fail(
+                    ep.name,
+                    version,
+                    dist_name,
+                    "import",
+                    f"PluginError: the plugin name {ep.name!r} is used by both {seen.distribution} "
+                    f"and {dist_name}; uninstall one of them",
+                )
+                continue
             try:
                 plugin = ep.load()
-                self._register(plugin, ep.name, version, dist_name, False)
             except Exception as exc:  # a broken plugin must not take the host down
-                self.failed[ep.name] = FailedPlugin(ep.name, version, dist_name, "import", _describe(exc))
+                self._fail(ep.name, version, dist_name, "import", _describe(exc))
+                continue
+            try:
+                self._register(plugin, ep.name, version, dist_name, False)
+            except Exception as exc:
+                self._fail(ep.name, version, dist_name, "register", _describe(exc))
 
     def registry(self, kind: str) -> Registry:
         """The registry of ``kind`` (see :data:`KINDS`), filled by every plugin on first use."""
@@ -133,6 +163,7 @@ class PluginSystem:
 
     def _build(self, kind: Kind) -> Registry:
         registry = Registry(kind.singular, plural=kind.name)
+        registry.failed_plugins = self.failed_errors
         caller = getattr(self.pm.hook, kind.hook)
         # pluggy keeps implementations in registration order; builtins were registered first.
         for impl in caller.get_hookimpls():
@@ -143,18 +174,15 @@ class PluginSystem:
             except DuplicateNameError:
                 raise
             except Exception as exc:
+                registry.remove_plugin(impl.plugin_name)  # nothing of a half-run hook survives
                 info = self.infos.get(impl.plugin_name)
-                self.failed.setdefault(
+                self._fail(
                     impl.plugin_name,
-                    FailedPlugin(
-                        impl.plugin_name,
-                        info.version if info else None,
-                        info.distribution if info else None,
-                        kind.hook,
-                        _describe(exc),
-                    ),
+                    info.version if info else None,
+                    info.distribution if info else None,
+                    kind.hook,
+                    _describe(exc),
                 )
-        registry.failed_plugins = {f.name: f.error for f in self.failed.values()}
         return registry
 
     def load_all(self) -> None:
@@ -190,7 +218,9 @@ def get_plugin_system() -> PluginSystem:
         return _system
 
 
-def reset_plugins(*, autoload: bool | None = None, extra_plugins: tuple[tuple[str, ModuleType | Any], ...] = ()) -> PluginSystem:
+def reset_plugins(
+    *, autoload: bool | None = None, extra_plugins: tuple[tuple[str, ModuleType | Any], ...] = ()
+) -> PluginSystem:
     """Throw the plugin system away and build a new one (tests, or after installing a plugin)."""
     global _system
     with _system_lock:

@@ -55,7 +55,7 @@ class Registry:
         plugin: str = "<unknown>",
     ) -> None:
         """Register ``factory`` under ``name``; raise if the name is invalid or already taken."""
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise PluginError(
                 f"plugin {plugin!r}: invalid {self.kind} name {name!r} "
                 "(use lower-case letters, digits, '-', '_' or '.')"
@@ -69,6 +69,11 @@ class Registry:
                 "uninstall or disable one of them"
             )
         self._entries[name] = Entry(name, factory, description.strip(), plugin)
+
+    def remove_plugin(self, plugin: str) -> None:
+        """Drop every entry ``plugin`` added (its hook raised halfway: nothing of it should survive)."""
+        for name in [n for n, e in self._entries.items() if e.plugin == plugin]:
+            del self._entries[name]
 
     def for_plugin(self, plugin: str) -> PluginRegistryView:
         """The view handed to one plugin's hook: ``add`` records that plugin as the provider."""
@@ -109,9 +114,10 @@ class Registry:
 
     def _unknown_message(self, name: str) -> str:
         msg = f"Unknown {self.kind} {name!r}."
-        close = difflib.get_close_matches(str(name), list(self._entries), n=3, cutoff=0.6)
-        if not close:  # prefix matches catch 'resnet' -> resnet20, resnet32, ...
-            close = [n for n in self.names() if n.startswith(str(name))][:3]
+        # prefix matches first ('resnet' -> resnet20, resnet32, ...), then look-alikes ('resnet2' -> resnet20)
+        prefixed = [n for n in self.names() if n.startswith(str(name))]
+        alike = difflib.get_close_matches(str(name), list(self._entries), n=3, cutoff=0.6)
+        close = list(dict.fromkeys(prefixed + alike))[:3]
         if close:
             msg += " Did you mean: " + ", ".join(close) + "?"
         else:

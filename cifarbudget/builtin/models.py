@@ -262,6 +262,6 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
 
 
 @hookimpl
-def cifarbudget_register_models(registry) -> None:  # noqa: ANN001 - the documented contract
+def cifarbudget_register_models(registry) -> None:
     for name, (factory, description) in MODELS.items():
         registry.add(name, factory, description=description)

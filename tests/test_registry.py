@@ -1,0 +1,258 @@
+"""The generic Registry and the plugin manager that fills it.
+
+Plugins fill registries through hooks such as ``cifarbudget_register_models(registry)``; these
+tests drive :class:`cifarbudget.registry.Registry` directly and through
+``cifarbudget.reset_plugins(extra_plugins=...)``.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import pytest
+from torch import nn
+
+import cifarbudget
+from cifarbudget.errors import CifarBudgetError, DuplicateNameError, PluginError, UnknownNameError
+from cifarbudget.plugins import DEFAULT_PLUGINS
+from cifarbudget.registry import Entry, Registry, natural_key
+
+
+def _factory(num_classes: int = 10) -> nn.Module:
+    return nn.Linear(3 * 32 * 32, num_classes)
+
+
+def _registry(*names: str) -> Registry:
+    reg = Registry("model")
+    for name in names:
+        reg.add(name, _factory, description=f"the {name} net", plugin="tests")
+    return reg
+
+
+def _plugin(name: str, register) -> ModuleType:
+    """A plugin module whose ``cifarbudget_register_models`` hook is ``register``."""
+    module = ModuleType(name)
+    register.__name__ = "cifarbudget_register_models"
+    module.cifarbudget_register_models = cifarbudget.hookimpl(register)  # type: ignore[attr-defined]
+    return module
+
+
+# --- add / get / create ----------------------------------------------------------------------------
+def test_add_get_create() -> None:
+    reg = _registry("tiny")
+    entry = reg.get("tiny")
+    assert entry == Entry("tiny", _factory, "the tiny net", "tests")
+    model = reg.create("tiny", num_classes=7)
+    assert isinstance(model, nn.Linear) and model.out_features == 7
+    assert "tiny" in reg and "other" not in reg
+    assert len(reg) == 1
+    assert list(reg) == ["tiny"]
+    assert repr(reg) == "Registry('model', 1 entries)"
+
+
+def test_description_is_stripped_and_defaults_to_empty() -> None:
+    reg = Registry("model")
+    reg.add("a", _factory, description="  padded\n")
+    reg.add("b", _factory)
+    assert reg.get("a").description == "padded"
+    assert reg.get("b").description == ""
+    assert reg.get("b").plugin == "<unknown>"
+
+
+def test_names_are_naturally_sorted() -> None:
+    reg = _registry("resnet110", "resnetsmall", "resnet32", "resnet20", "airnet")
+    assert reg.names() == ["airnet", "resnet20", "resnet32", "resnet110", "resnetsmall"]
+    assert [e.name for e in reg.entries()] == reg.names()
+    assert sorted(["resnet110", "resnet20", "resnet32"], key=natural_key) == [
+        "resnet20",
+        "resnet32",
+        "resnet110",
+    ]
+
+
+def test_wildcard_filter() -> None:
+    reg = _registry("resnet110", "resnet20", "resnetsmall", "wrn16-4", "airnet", "airnet-small")
+    assert reg.names("resnet*") == ["resnet20", "resnet110", "resnetsmall"]
+    assert reg.names("resnet?0") == ["resnet20"]
+    assert reg.names("air*") == ["airnet", "airnet-small"]
+    assert reg.names("*-*") == ["airnet-small", "wrn16-4"]
+    assert reg.names("RESNET*") == []  # case-sensitive, like the names themselves
+    assert reg.names("nothing*") == []
+
+
+def test_list_models_wildcard_on_builtins() -> None:
+    assert cifarbudget.list_models("resnet*") == [
+        "resnet20",
+        "resnet32",
+        "resnet44",
+        "resnet56",
+        "resnet110",
+        "resnetsmall",
+    ]
+    assert cifarbudget.list_models("resnet[0-9]*") == [
+        "resnet20",
+        "resnet32",
+        "resnet44",
+        "resnet56",
+        "resnet110",
+    ]
+    assert cifarbudget.list_models("nothing*") == []
+
+
+@pytest.mark.parametrize(
+    "bad", ["ResNet20", "my net", "", "-leading-dash", "_x", "a/b", "tab\tname", "ümlaut"]
+)
+def test_invalid_names_raise(bad: str) -> None:
+    reg = Registry("model")
+    with pytest.raises(PluginError, match=r"plugin 'someplugin': invalid model name") as info:
+        reg.add(bad, _factory, plugin="someplugin")
+    assert "lower-case" in str(info.value)
+    assert len(reg) == 0
+
+
+def test_trailing_newline_is_invalid() -> None:
+    with pytest.raises(PluginError, match="invalid model name"):
+        Registry("model").add("resnet20\n", _factory)
+
+
+@pytest.mark.parametrize("good", ["resnet20", "wrn16-4", "airnet_v2", "vit.tiny", "9lives"])
+def test_valid_names(good: str) -> None:
+    reg = Registry("model")
+    reg.add(good, _factory)
+    assert reg.names() == [good]
+
+
+def test_factory_must_be_callable() -> None:
+    with pytest.raises(PluginError, match=r"plugin 'p': the factory for model 'x' is not callable"):
+        Registry("model").add("x", "not a function", plugin="p")  # type: ignore[arg-type]
+
+
+def test_duplicate_names_both_plugins() -> None:
+    reg = Registry("model")
+    reg.add("resnet20", _factory, plugin="first-plugin")
+    with pytest.raises(DuplicateNameError) as info:
+        reg.add("resnet20", _factory, plugin="second-plugin")
+    msg = str(info.value)
+    assert msg == (
+        "model 'resnet20' is registered twice: by plugin 'first-plugin' and by plugin 'second-plugin'; "
+        "uninstall or disable one of them"
+    )
+    assert reg.get("resnet20").plugin == "first-plugin"  # the first registration is kept
+
+
+def test_unknown_name_suggests_close_matches() -> None:
+    reg = _registry("resnet20", "resnet32", "resnet110", "resnetsmall", "airnet")
+    with pytest.raises(UnknownNameError) as info:
+        reg.get("resnet2")
+    msg = str(info.value)
+    assert msg.startswith("Unknown model 'resnet2'. Did you mean: ")
+    assert "resnet20" in msg
+    assert "failed to load" not in msg
+    assert isinstance(info.value, KeyError) and isinstance(info.value, CifarBudgetError)
+
+
+def test_unknown_name_prefix_suggestions() -> None:
+    reg = _registry("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
+    with pytest.raises(UnknownNameError, match=r"Did you mean: resnet20, resnet32, resnet44\?"):
+        reg.get("res")
+
+
+def test_unknown_name_without_match_points_at_list() -> None:
+    reg = Registry("TTA policy", plural="tta")
+    reg.add("flip", _factory)
+    with pytest.raises(UnknownNameError) as info:
+        reg.get("zzzzzz")
+    assert (
+        str(info.value)
+        == "Unknown TTA policy 'zzzzzz'. Run 'cifarbudget list tta' to see the available ones."
+    )
+
+
+def test_unknown_name_lists_failed_plugins() -> None:
+    reg = _registry("resnet20")
+    reg.failed_plugins = {"cifarbudget-vit": "ImportError: No module named 'einops'"}
+    with pytest.raises(UnknownNameError) as info:
+        reg.get("vit-tiny")
+    assert str(info.value).endswith(
+        "These plugins failed to load and may have provided it: "
+        "cifarbudget-vit (ImportError: No module named 'einops')."
+    )
+
+
+def test_unknown_builtin_model_via_api() -> None:
+    with pytest.raises(UnknownNameError, match=r"Unknown model 'resnet2'\. Did you mean: .*resnet20"):
+        cifarbudget.create_model("resnet2")
+
+
+# --- entries record their plugin -------------------------------------------------------------------
+def test_builtin_entries_record_plugin_and_description() -> None:
+    entry = cifarbudget.models().get("resnetsmall")
+    assert entry.plugin == "cifarbudget.builtin.models"
+    assert "4,754,218 parameters" in entry.description
+    for e in cifarbudget.describe("models"):
+        assert e.plugin == "cifarbudget.builtin.models"
+        assert e.description, f"{e.name} has no description"
+
+
+def test_plugin_view_records_provider() -> None:
+    reg = Registry("model")
+    view = reg.for_plugin("my-plugin")
+    assert view.kind == "model"
+    view.add("mynet", _factory, description="My net (Doe et al. 2025)")
+    assert reg.get("mynet") == Entry("mynet", _factory, "My net (Doe et al. 2025)", "my-plugin")
+    assert view.names() == ["mynet"] and "mynet" in view
+
+
+# --- through the plugin manager ---------------------------------------------------------------------
+def test_extra_plugin_registers_models() -> None:
+    def register(registry) -> None:
+        registry.add("tinynet", _factory, description="A linear probe")
+
+    cifarbudget.reset_plugins(
+        autoload=False, extra_plugins=(("tiny-plugin", _plugin("tiny_plugin", register)),)
+    )
+    entry = cifarbudget.models().get("tinynet")
+    assert entry.plugin == "tiny-plugin"
+    assert entry.description == "A linear probe"
+    assert cifarbudget.create_model("tinynet", num_classes=3).out_features == 3
+    assert "resnet20" in cifarbudget.list_models()  # the builtins are still there
+
+
+def test_duplicate_across_plugins_names_both() -> None:
+    def register(registry) -> None:
+        registry.add("resnet20", _factory)
+
+    cifarbudget.reset_plugins(autoload=False, extra_plugins=(("copycat", _plugin("copycat", register)),))
+    with pytest.raises(DuplicateNameError) as info:
+        cifarbudget.list_models()
+    msg = str(info.value)
+    assert "model 'resnet20' is registered twice" in msg
+    assert "'cifarbudget.builtin.models'" in msg and "'copycat'" in msg
+
+
+def test_failing_hook_is_recorded_and_named_in_unknown_errors() -> None:
+    def register(registry) -> None:
+        registry.add("halfnet", _factory)
+        raise RuntimeError("boom\nsecond line")
+
+    system = cifarbudget.reset_plugins(
+        autoload=False, extra_plugins=(("broken", _plugin("broken", register)),)
+    )
+    assert "resnet20" in cifarbudget.list_models()  # one broken plugin does not take the host down
+    assert system.failed["broken"].stage == "cifarbudget_register_models"
+    assert system.failed["broken"].error == "RuntimeError: boom"
+    with pytest.raises(UnknownNameError) as info:
+        cifarbudget.create_model("vit-tiny")
+    assert "These plugins failed to load and may have provided it: broken (RuntimeError: boom)." in str(
+        info.value
+    )
+    report = system.report()
+    assert [f["name"] for f in report["failed"]] == ["broken"]
+    assert "broken" not in [p["name"] for p in report["plugins"]]
+
+
+def test_builtin_plugins_come_first() -> None:
+    system = cifarbudget.get_plugin_system()
+    assert list(system.infos)[: len(DEFAULT_PLUGINS)] == list(DEFAULT_PLUGINS)
+    assert all(system.infos[name].builtin for name in DEFAULT_PLUGINS)
+    assert "cifarbudget_register_models" in system.infos["cifarbudget.builtin.models"].hooks
