@@ -6,6 +6,7 @@ Library entry points::
     cifarbudget.list_models("resnet*")
     model = cifarbudget.create_model("resnetsmall")
     report = cifarbudget.check_budget("resnetsmall", budget="5M")
+    result = cifarbudget.run("resnet20", dataset="synthetic", epochs=3)
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ from cifarbudget.budget import BudgetReport, check_budget, parse_budget
 from cifarbudget.errors import CifarBudgetError
 from cifarbudget.hookspecs import hookimpl, hookspec
 from cifarbudget.plugins import get_plugin_system, get_registry, reset_plugins
+from cifarbudget.results import RunResult, load_result
+from cifarbudget.runner import run
 
 __all__ = [
     "BudgetReport",
     "CifarBudgetError",
+    "RunResult",
     "__version__",
     "augmentations",
     "check_budget",
@@ -47,10 +51,12 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "list_models",
+    "load_result",
     "models",
     "parse_budget",
     "recipes",
     "reset_plugins",
+    "run",
     "schedulers",
     "tta_policies",
 ]

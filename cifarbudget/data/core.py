@@ -1,0 +1,151 @@
+"""The in-memory split, the stratified validation split and the on-device batch iterator.
+
+A split is one uint8 tensor ``(N, 3, H, W)`` plus int64 labels. For training it is moved to the
+training device once; shuffling, batching and normalisation then happen there as tensor ops, so
+there is no DataLoader, no worker process and no per-image Python on the hot path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from cifarbudget.errors import DataError
+
+
+@dataclass
+class Split:
+    """One split of a dataset: ``images`` uint8 (N, 3, H, W), ``labels`` int64 (N,), class names."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    source: str = ""  # where it came from, for the run's record
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
+            raise DataError(
+                f"dataset split {self.source or ''}: images must be uint8 (N, 3, H, W), "
+                f"got {self.images.dtype} {tuple(self.images.shape)}"
+            )
+        if self.labels.shape != (self.images.shape[0],):
+            raise DataError(
+                f"dataset split {self.source or ''}: {len(self.labels)} labels for {len(self.images)} images"
+            )
+        self.labels = self.labels.long()
+        if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
+            raise DataError(f"dataset split {self.source or ''}: labels outside 0..{len(self.classes) - 1}")
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def default_data_dir() -> Path:
+    """``$CIFARBUDGET_DATA`` or ``~/.cache/cifarbudget/data``."""
+    env = os.environ.get("CIFARBUDGET_DATA")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cifarbudget" / "data"
+
+
+def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train indices, val indices): ``val_size`` images, class proportions kept, fixed by ``seed``.
+
+    Each class contributes ``round(val_size * class_share)`` images (largest remainders fill
+    the rounding gap), chosen by a permutation drawn from a generator seeded with ``seed``.
+    """
+    n = len(labels)
+    if not 0 <= val_size < n:
+        raise DataError(f"--val-size {val_size} must be between 0 and the training set size - 1 ({n - 1})")
+    if val_size == 0:
+        return torch.arange(n), torch.empty(0, dtype=torch.long)
+    labels = labels.cpu()
+    classes, counts = torch.unique(labels, return_counts=True)
+    exact = counts.double() * val_size / n
+    take = exact.floor().long()
+    remainder = int(val_size - take.sum())
+    if remainder:
+        order = torch.argsort(exact - take.double(), descending=True, stable=True)
+        take[order[:remainder]] += 1
+    gen = torch.Generator().manual_seed(seed)
+    val_parts = []
+    for cls, k in zip(classes.tolist(), take.tolist(), strict=True):
+        idx = torch.nonzero(labels == cls).flatten()
+        val_parts.append(idx[torch.randperm(len(idx), generator=gen)[:k]])
+    val = torch.cat(val_parts).sort().values
+    mask = torch.ones(n, dtype=torch.bool)
+    mask[val] = False
+    return torch.nonzero(mask).flatten(), val
+
+
+def subset(split: Split, indices: torch.Tensor) -> Split:
+    return Split(split.images[indices], split.labels[indices], split.classes, split.source)
+
+
+def normalization_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std (in 0..1 units) of a uint8 image tensor, computed in chunks."""
+    total = torch.zeros(3, dtype=torch.float64)
+    total_sq = torch.zeros(3, dtype=torch.float64)
+    count = 0
+    for chunk in images.split(4096):
+        x = chunk.double() / 255
+        total += x.sum(dim=(0, 2, 3))
+        total_sq += (x * x).sum(dim=(0, 2, 3))
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean * mean).clamp_min(1e-12).sqrt()
+    return mean.tolist(), std.tolist()
+
+
+@dataclass
+class DeviceSplit:
+    """A split resident on the training device, yielding normalised float batches."""
+
+    images: torch.Tensor  # uint8 (N, 3, H, W) on device
+    labels: torch.Tensor  # int64 (N,) on device
+    mean: torch.Tensor = field(repr=False)  # (1, 3, 1, 1) float on device, 0..255 units
+    std: torch.Tensor = field(repr=False)
+    channels_last: bool = False
+
+    @classmethod
+    def from_split(
+        cls,
+        split: Split,
+        device: torch.device,
+        mean: list[float],
+        std: list[float],
+        channels_last: bool = False,
+    ) -> DeviceSplit:
+        m = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+        s = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+        return cls(split.images.to(device), split.labels.to(device), m, s, channels_last)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images.float() - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def batches(
+        self, batch_size: int, *, shuffle: bool, drop_last: bool
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Normalised ``(images, labels)`` batches; shuffling uses torch's global RNG on the device."""
+        n = len(self)
+        order = torch.randperm(n, device=self.labels.device) if shuffle else None
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            if order is None:
+                idx = slice(start, min(start + batch_size, n))
+                yield self.normalize(self.images[idx]), self.labels[idx]
+            else:
+                idx_t = order[start : start + batch_size]
+                yield self.normalize(self.images[idx_t]), self.labels[idx_t]
+
+    def steps(self, batch_size: int, drop_last: bool) -> int:
+        return len(self) // batch_size if drop_last else -(-len(self) // batch_size)

@@ -1,0 +1,217 @@
+"""``RunResult``: the versioned record of one run (``result.json``), its provenance manifest, and I/O.
+
+The schema is documented in ``docs/results.md`` and shipped as ``result_schema.json`` (JSON
+Schema); :func:`validate_result` checks a record against it. Writes are atomic, so a killed
+process leaves either the previous record or the new one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from cifarbudget.errors import CifarBudgetError
+from cifarbudget.io import atomic_write_json, atomic_write_text
+
+SCHEMA_NAME = "cifarbudget.result"
+SCHEMA_VERSION = 1
+RESULT_FILE = "result.json"
+METRICS_FILE = "metrics.csv"
+STATUSES = ("running", "finished", "diverged", "failed")
+
+
+@dataclass
+class RunResult:
+    """Everything a run produced, as stored in ``result.json``."""
+
+    run_id: str
+    status: str
+    spec: dict[str, Any]
+    budget: dict[str, Any]
+    out_of_budget: bool = False
+    data: dict[str, Any] = field(default_factory=dict)
+    pipeline: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    final: dict[str, Any] = field(default_factory=dict)
+    timing: dict[str, Any] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    schema: str = SCHEMA_NAME
+    schema_version: int = SCHEMA_VERSION
+    run_dir: Path | None = field(default=None, compare=False, repr=False)
+
+    # Convenient views of the numbers people ask for first.
+    @property
+    def test_acc(self) -> float | None:
+        return self.final.get("test_acc")
+
+    @property
+    def test_acc_tta(self) -> float | None:
+        return self.final.get("test_acc_tta")
+
+    @property
+    def val_acc(self) -> float | None:
+        return self.final.get("val_acc")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("run_dir")
+        return {"schema": d.pop("schema"), "schema_version": d.pop("schema_version"), **d}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], run_dir: Path | None = None) -> RunResult:
+        if data.get("schema") != SCHEMA_NAME:
+            raise CifarBudgetError("not a cifarbudget result (missing 'schema': 'cifarbudget.result')")
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise CifarBudgetError(f"unsupported result schema version {data.get('schema_version')!r}")
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "run_dir"}
+        return cls(**known, run_dir=run_dir)
+
+    def save(self, run_dir: Path) -> None:
+        """Write ``result.json`` and ``metrics.csv`` atomically into ``run_dir``."""
+        self.run_dir = run_dir
+        atomic_write_json(run_dir / RESULT_FILE, self.to_dict())
+        atomic_write_text(run_dir / METRICS_FILE, history_csv(self.history))
+
+    def summary(self) -> str:
+        """A few lines for the terminal."""
+        lines = [f"run {self.run_id}: {self.status}" + (" (OUT OF BUDGET)" if self.out_of_budget else "")]
+        f = self.final
+        if f.get("val_acc") is not None:
+            lines.append(
+                f"  val acc   {f['val_acc']:.4f} ({self.data.get('n_val', 0)} held-out training images)"
+            )
+        if f.get("test_acc") is not None:
+            lines.append(f"  test acc  {f['test_acc']:.4f}")
+        if f.get("test_acc_tta") is not None:
+            lines.append(f"  test acc  {f['test_acc_tta']:.4f} with TTA {f['tta']} ({f['tta_views']} views)")
+        if self.timing.get("train_seconds") is not None:
+            lines.append(
+                f"  trained   {self.timing['train_seconds']:.1f}s, {self.timing.get('train_images_per_s', 0):.0f} images/s"
+                f" on {self.manifest.get('device_name', self.manifest.get('device', '?'))}"
+            )
+        if self.error:
+            lines.append(f"  error     {self.error}")
+        if self.run_dir is not None:
+            lines.append(f"  results   {self.run_dir}")
+        return "\n".join(lines)
+
+
+def load_result(path: Path | str) -> RunResult:
+    """Load a ``result.json`` (or the run folder holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULT_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CifarBudgetError(f"no result at {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CifarBudgetError(f"corrupt result file {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise CifarBudgetError(f"corrupt result file {path}: not a JSON object")
+    return RunResult.from_dict(data, run_dir=path.parent)
+
+
+def history_csv(history: list[dict[str, Any]]) -> str:
+    columns: list[str] = []
+    for row in history:
+        columns.extend(k for k in row if k not in columns)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    return buffer.getvalue()
+
+
+@lru_cache(maxsize=1)
+def result_schema() -> dict[str, Any]:
+    return json.loads((Path(__file__).parent / "result_schema.json").read_text())
+
+
+def validate_result(data: dict[str, Any]) -> None:
+    """Raise ``jsonschema.ValidationError`` when ``data`` does not match the documented schema."""
+    import jsonschema
+
+    jsonschema.validate(data, result_schema())
+
+
+# --- provenance ---------------------------------------------------------------------------------
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@lru_cache(maxsize=1)
+def git_revision() -> str | None:
+    """The git commit of the working directory (``+dirty`` when it has uncommitted changes)."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def device_name(device: Any) -> str:
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        return torch.cuda.get_device_name(device)
+    if getattr(device, "type", str(device)) == "cpu":
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
+        except OSError:
+            pass
+        return f"{platform.processor() or 'cpu'} ({torch.get_num_threads()} threads)"
+    return str(device)
+
+
+def manifest(device: Any, seed: int) -> dict[str, Any]:
+    """Package versions, git revision, hardware, command line and start time of a run."""
+    import torch
+
+    return {
+        "cifarbudget": _version("cifarbudget"),
+        "torch": torch.__version__,
+        "torchvision": _version("torchvision"),
+        "timm": _version("timm"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "git_revision": git_revision(),
+        "device": str(device),
+        "device_name": device_name(device),
+        "cuda": torch.version.cuda if getattr(device, "type", "") == "cuda" else None,
+        "cpu_count": os.cpu_count(),
+        "seed": seed,
+        "command": " ".join(sys.argv),
+        "started_at": now(),
+    }
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

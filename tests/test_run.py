@@ -1,0 +1,246 @@
+"""End-to-end ``cifarbudget run`` on synthetic data: learning, the record, resume, divergence, budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import cifarbudget
+from cifarbudget.errors import BudgetError, DataError
+from cifarbudget.results import load_result, validate_result
+from cifarbudget.runner import resolve_spec, run
+
+# A small, fast configuration: ~1.5k training images, a 0.3M-parameter net.
+FAST = {"dataset": "synthetic", "train_subset": 1536, "batch_size": 128}
+
+
+def _cli(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CIFARBUDGET_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "cifarbudget.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        **kwargs,
+    )
+
+
+def _comparable(history: list[dict]) -> list[dict]:
+    """Per-epoch metrics without the wall-clock fields."""
+    return [{k: v for k, v in h.items() if k not in ("seconds", "images_per_s")} for h in history]
+
+
+def test_run_learns_and_writes_a_complete_record(tmp_path: Path) -> None:
+    result = run(
+        "airnet-small",
+        epochs=3,
+        sched="onecycle",
+        tta="flip",
+        results_dir=tmp_path,
+        progress=False,
+        lr=0.2,
+        label_smoothing=0.1,
+        **FAST,
+    )
+    assert result.status == "finished"
+    assert result.test_acc >= 0.45, result.final  # chance is 0.10; 36 steps on 1.5k images
+    assert result.test_acc_tta is not None and result.final["tta_views"] == 2
+    assert result.final["inference_macs_tta"] == 2 * result.budget["macs"]
+    assert result.data["n_val"] == 600 and result.data["n_train"] == 1536  # 10% of 6,000 held out
+    run_dir = tmp_path / result.run_id
+    data = json.loads((run_dir / "result.json").read_text())
+    validate_result(data)
+    assert [h["epoch"] for h in data["history"]] == [1, 2, 3]
+    assert all(h["val_acc"] is not None for h in data["history"])
+    assert data["manifest"]["torch"] == torch.__version__
+    assert data["pipeline"][0]["name"] == "crop-flip"
+    assert sum(map(sum, data["final"]["confusion_matrix"])) == data["data"]["n_test"]
+    csv_lines = (run_dir / "metrics.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("epoch,") and len(csv_lines) == 4
+    for name in ("curves.png", "confusion.png"):
+        import matplotlib.image
+
+        png = matplotlib.image.imread(run_dir / name)
+        assert png.shape[0] > 200 and png.shape[1] > 200
+        assert png.std() > 0.05  # a real picture, not a blank canvas
+    assert (run_dir / "checkpoint.pt").exists()
+
+
+def test_rerun_of_a_finished_spec_trains_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = run("airnet-small", epochs=1, results_dir=tmp_path, progress=False, **FAST)
+    import cifarbudget.trainer
+
+    monkeypatch.setattr(cifarbudget.trainer, "train_run", lambda *a, **k: pytest.fail("trained again"))
+    again = run("airnet-small", epochs=1, results_dir=tmp_path, progress=False, **FAST)
+    assert again.to_dict() == first.to_dict()
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    args = [
+        "run",
+        "airnet-small",
+        "--dataset",
+        "synthetic",
+        "--train-subset",
+        "2048",
+        "--epochs",
+        "3",
+        "--sched",
+        "cosine",
+        "--aug",
+        "cutmix",
+        "--seed",
+        "3",
+        "--quiet",
+    ]
+    reference = _cli([*args, "--results-dir", str(tmp_path / "reference")], tmp_path, timeout=600)
+    assert reference.returncode == 0, reference.stderr
+    ref = load_result(next((tmp_path / "reference").iterdir()))
+
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cifarbudget.cli", *args, "--results-dir", str(killed_dir)],
+        cwd=tmp_path,
+        env={**os.environ, "CIFARBUDGET_DISABLE_PLUGIN_AUTOLOAD": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    record = killed_dir / ref.run_id / "result.json"
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill as soon as epoch 1 is recorded: epoch 2 is running
+        if record.exists() and len(json.loads(record.read_text())["history"]) == 1:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    interrupted = json.loads(record.read_text())
+    assert interrupted["status"] == "running" and len(interrupted["history"]) == 1
+
+    resumed = _cli([*args, "--results-dir", str(killed_dir)], tmp_path, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch 1" in resumed.stderr
+    res = load_result(killed_dir / ref.run_id)
+    assert _comparable(res.history) == _comparable(ref.history)
+    assert res.final == ref.final
+    assert res.manifest["resumed_at_epoch"] == 1
+
+    third = _cli([*args, "--results-dir", str(killed_dir)], tmp_path, timeout=600)
+    assert third.returncode == 0 and "already finished" in third.stderr
+    assert f"test acc  {ref.test_acc:.4f}" in third.stdout
+
+
+def test_divergence_is_recorded_and_exits_nonzero(tmp_path: Path) -> None:
+    proc = _cli(
+        [
+            "run",
+            "airnet-small",
+            "--dataset",
+            "synthetic",
+            "--train-subset",
+            "512",
+            "--epochs",
+            "2",
+            "--lr",
+            "1e6",
+            "--quiet",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "diverged" in errors[0]
+    assert "Traceback" not in proc.stderr
+    (run_dir,) = tmp_path.iterdir()
+    data = json.loads((run_dir / "result.json").read_text())
+    validate_result(data)
+    assert data["status"] == "diverged" and "non-finite" in data["error"]
+
+
+def test_over_budget_is_refused_before_any_data_is_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cifarbudget.trainer
+
+    monkeypatch.setattr(cifarbudget.trainer, "_load_splits", lambda *a, **k: pytest.fail("data was loaded"))
+    with pytest.raises(BudgetError, match=r"11,171,146 trainable parameters >= budget 5,000,000"):
+        run("preactresnet18", dataset="synthetic", results_dir=tmp_path, progress=False)
+
+
+def test_allow_over_budget_trains_and_marks_the_result(tmp_path: Path) -> None:
+    result = run(
+        "resnet20",
+        dataset="synthetic",
+        budget="200k",
+        allow_over_budget=True,
+        epochs=1,
+        train_subset=256,
+        results_dir=tmp_path,
+        progress=False,
+    )
+    assert result.status == "finished" and result.out_of_budget is True
+    assert json.loads((tmp_path / result.run_id / "result.json").read_text())["out_of_budget"] is True
+
+
+def test_offline_cifar10_fails_fast_with_one_line(tmp_path: Path, invoke) -> None:
+    t0 = time.time()
+    res = invoke(
+        [
+            "run",
+            "resnetsmall",
+            "--aug",
+            "cutmix",
+            "--sched",
+            "cosine",
+            "--tta",
+            "--data-dir",
+            str(tmp_path / "nothing-here"),
+            "--results-dir",
+            str(tmp_path / "runs"),
+        ]
+    )
+    assert res.exit_code != 0 and time.time() - t0 < 60
+    (line,) = [x for x in res.output.splitlines() if x.startswith("Error:")]
+    assert "--data-dir" in line and "--download" in line
+
+
+def test_recipe_values_are_overridden_by_explicit_options() -> None:
+    spec = resolve_spec(recipe="paper-optimized", epochs=5, tta="none")
+    assert spec.model == "resnetsmall" and spec.sched == "cosine" and spec.epochs == 5 and spec.tta == "none"
+    assert spec.augs == ("crop-flip", "cutmix", "blur", "erasing")
+    assert resolve_spec("resnet20", augs=["cutmix"]).augs == ("crop-flip", "cutmix")
+    assert resolve_spec("resnet20", augs=["none"]).augs == ()
+
+
+def test_recipes_hook_lists_builtin_recipes() -> None:
+    """The builtin plugin implements ``cifarbudget_register_recipes``."""
+    assert {"paper-initial", "paper-optimized"} <= set(cifarbudget.recipes().names())
+    paper = cifarbudget.recipes().create("paper-initial")
+    assert paper["lr"] == 0.1 and paper["epochs"] == 100 and paper["sched"] == "multistep"
+
+
+def test_unknown_names_fail_before_training() -> None:
+    with pytest.raises(KeyError, match="Did you mean: cutmix"):
+        resolve_spec("resnet20", augs=["cutmx"])
+
+
+def test_missing_imagefolder_is_a_data_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        run(
+            "resnet20",
+            dataset="imagefolder",
+            data_dir=tmp_path / "missing",
+            results_dir=tmp_path,
+            progress=False,
+        )
