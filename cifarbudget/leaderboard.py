@@ -1,0 +1,650 @@
+"""Leaderboards from run records: seeds -> mean, std and 95% CI; Pareto fronts; ablations; formats.
+
+Data flows in three steps, each a plain function over pandas frames::
+
+    runs, warnings = load_results(["results/runs"])  # one row per result.json, flat columns
+    board = leaderboard(runs)                          # one row per configuration (spec minus seed)
+    text = format_frame(board, "markdown")             # or csv, html, json
+
+A *configuration* is every ``RunSpec`` field except ``seed``; its ``config_id`` is a short hash of
+those fields, so runs that differ only in their seed are aggregated together. Only ``finished``,
+within-budget runs with a test accuracy are ranked; :func:`not_ranked` lists the others with the
+reason. The statistics are documented in ``docs/leaderboard.md``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import itertools
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cifarbudget.errors import CifarBudgetError
+from cifarbudget.results import RESULT_FILE, SCHEMA_NAME, SCHEMA_VERSION
+
+FORMATS = ("markdown", "csv", "html", "json")
+PARETO_COSTS = {"params": "params", "macs": "macs"}
+
+# Spec fields in the order a reader expects them; spec fields not listed (added later) follow.
+SPEC_ORDER = (
+    "model",
+    "dataset",
+    "augs",
+    "sched",
+    "tta",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "label_smoothing",
+    "ema",
+    "warmup_epochs",
+    "val_size",
+    "train_subset",
+    "num_classes",
+    "budget",
+    "allow_over_budget",
+    "aug_params",
+)
+# Always shown in markdown/html; the other spec columns are shown only where they vary.
+CORE_KEYS = ("model", "dataset", "augs", "sched", "tta", "epochs")
+# Per-run metrics averaged over the seeds of a configuration: (column in the runs frame, with spread?).
+MEAN_METRICS = (
+    ("test_acc", True),
+    ("test_acc_tta", True),
+    ("val_acc", False),
+    ("train_seconds", False),
+    ("train_images_per_s", False),
+)
+# A measured throughput, when a result carries one (``timing`` or ``final``); first found wins.
+MEASURED_THROUGHPUT_KEYS = ("measured_images_per_s", "inference_images_per_s", "steady_images_per_s")
+
+# Two-sided 95% Student t quantiles t_{0.975, df} (computed with mpmath, 17 significant digits).
+_T975 = {
+    1: 12.706204736174705,
+    2: 4.3026527297494639,
+    3: 3.1824463052837096,
+    4: 2.7764451051977944,
+    5: 2.5705818356363155,
+    6: 2.44691185114497,
+    7: 2.3646242515927853,
+    8: 2.3060041352041667,
+    9: 2.2621571627982055,
+    10: 2.2281388519862747,
+    11: 2.2009851600916399,
+    12: 2.1788128296672289,
+    13: 2.1603686564627925,
+    14: 2.1447866879178038,
+    15: 2.1314495455597757,
+    16: 2.1199052992212547,
+    17: 2.1098155778333171,
+    18: 2.1009220402410385,
+    19: 2.0930240544083098,
+    20: 2.0859634472658648,
+    21: 2.0796138447276804,
+    22: 2.0738730679040262,
+    23: 2.0686576104190487,
+    24: 2.0638985616280258,
+    25: 2.0595385527532977,
+    26: 2.0555294386428732,
+    27: 2.0518305164802856,
+    28: 2.0484071417952452,
+    29: 2.0452296421327043,
+    30: 2.0422724563012383,
+    40: 2.0210753903062734,
+    60: 2.0002978220142605,
+    120: 1.9799304050824408,
+}
+_Z975 = 1.9599639845400542
+
+
+def t_quantile_975(df: int) -> float:
+    """``t_{0.975, df}``: exact table up to 30 degrees of freedom and at 40, 60, 120.
+
+    In between (and beyond 120, towards the normal quantile 1.95996) it interpolates linearly in
+    ``1/df``, which is accurate to about 1e-4. ``df < 1`` gives NaN.
+    """
+    if df < 1:
+        return math.nan
+    if df in _T975:
+        return _T975[df]
+    knots = [(1 / k, v) for k, v in sorted(_T975.items()) if k >= 30] + [(0.0, _Z975)]
+    x = 1 / df
+    for (x0, y0), (x1, y1) in itertools.pairwise(knots):
+        if x1 <= x <= x0:
+            return y1 + (y0 - y1) * (x - x1) / (x0 - x1)
+    return _Z975  # unreachable: every df > 30 falls between two knots
+
+
+# --- loading -------------------------------------------------------------------------------------
+def find_result_files(paths: Iterable[Path | str]) -> tuple[list[Path], list[str]]:
+    """Every ``result.json`` under ``paths`` (folders, searched recursively, or result files)."""
+    files: list[Path] = []
+    warnings: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_file():
+            files.append(path)
+        elif path.is_dir():
+            for root, dirs, names in os.walk(path):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                if RESULT_FILE in names:
+                    files.append(Path(root) / RESULT_FILE)
+        else:
+            warnings.append(f"no such file or folder: {path}")
+    return sorted(set(files)), warnings
+
+
+def _config_id(spec: dict[str, Any]) -> str:
+    rest = {k: v for k, v in spec.items() if k != "seed"}
+    canonical = json.dumps(rest, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def _cell(value: Any) -> Any:
+    """A spec value as one table cell: lists joined with '+', dicts as canonical JSON."""
+    if isinstance(value, list | tuple):
+        return "+".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return value
+
+
+def flatten_result(data: Any, path: str = "") -> dict[str, Any]:
+    """One ``result.json`` object as one flat row; raises ``ValueError`` when it is not a run record."""
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    if data.get("schema") != SCHEMA_NAME:
+        raise ValueError(f"not a cifarbudget result (schema {data.get('schema')!r})")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"unsupported schema version {data.get('schema_version')!r}")
+    spec, budget = data.get("spec"), data.get("budget")
+    if not isinstance(spec, dict) or not isinstance(budget, dict):
+        raise ValueError("'spec' or 'budget' is missing")
+    for key in ("model", "dataset", "seed"):
+        if key not in spec:
+            raise ValueError(f"'spec.{key}' is missing")
+    final = data.get("final") or {}
+    timing = data.get("timing") or {}
+    manifest = data.get("manifest") or {}
+    row: dict[str, Any] = {
+        "run_id": data.get("run_id"),
+        "config_id": _config_id(spec),
+        "status": data.get("status"),
+    }
+    for key, value in spec.items():
+        row[key] = _cell(value)
+    if not spec.get("augs"):
+        row["augs"] = "none"
+    row.update(
+        params=budget.get("params"),
+        macs=budget.get("macs"),
+        within_budget=bool(budget.get("within_budget", True)),
+        out_of_budget=bool(data.get("out_of_budget", False)),
+        val_acc=final.get("val_acc"),
+        best_val_acc=final.get("best_val_acc"),
+        test_acc=final.get("test_acc"),
+        test_acc_tta=final.get("test_acc_tta"),
+        tta_views=final.get("tta_views"),
+        inference_macs=final.get("inference_macs", budget.get("macs")),
+        inference_macs_tta=final.get("inference_macs_tta"),
+        epochs_done=len(data.get("history") or []),
+        train_seconds=timing.get("train_seconds"),
+        train_images_per_s=timing.get("train_images_per_s"),
+        error=data.get("error"),
+        device_name=manifest.get("device_name"),
+        git_revision=manifest.get("git_revision"),
+        started_at=manifest.get("started_at"),
+        path=path,
+    )
+    for key in MEASURED_THROUGHPUT_KEYS:
+        value = timing.get(key, final.get(key))
+        if value is not None:
+            row["measured_images_per_s"] = value
+            break
+    return row
+
+
+def _read_one(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        data = json.loads(path.read_bytes())
+    except OSError as exc:
+        return None, f"skipped {path}: unreadable ({exc.strerror or exc})"
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return None, f"skipped {path}: corrupt or truncated JSON ({exc})"
+    try:
+        return flatten_result(data, str(path)), None
+    except (ValueError, TypeError, AttributeError) as exc:
+        return None, f"skipped {path}: {exc}"
+
+
+PARALLEL_MIN_FILES = 2000  # below this, a process pool costs more than it saves
+
+
+def _read_many(files: list[Path]) -> list[tuple[dict[str, Any] | None, str | None]]:
+    return [_read_one(f) for f in files]
+
+
+def _read_parallel(files: list[Path], workers: int) -> list[tuple[dict[str, Any] | None, str | None]]:
+    """Parse in ``workers`` forked processes: ``json.loads`` holds the GIL, so threads do not help."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    size = -(-len(files) // (4 * workers))
+    chunks = [files[i : i + size] for i in range(0, len(files), size)]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        return [outcome for chunk in pool.map(_read_many, chunks) for outcome in chunk]
+
+
+def load_results(
+    paths: Iterable[Path | str] | Path | str, *, workers: int | None = None
+) -> tuple[pd.DataFrame, list[str]]:
+    """Read every ``result.json`` under ``paths``: one row per run, and one warning per skipped file.
+
+    A corrupt, truncated or foreign file is skipped with a warning naming it; so is a second copy
+    of a run id already read (a run counts once however many folders hold it). Never raises on
+    bad files; the frame is empty (no columns) when nothing could be read.
+
+    ``workers``: processes that parse the files; by default one per CPU (at most 8) from
+    2,000 files on where ``fork`` is available, else none. ``workers=1`` reads in this process.
+    """
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    files, warnings = find_result_files(paths)
+    if workers is None:
+        import multiprocessing
+
+        parallel = len(files) >= PARALLEL_MIN_FILES and "fork" in multiprocessing.get_all_start_methods()
+        workers = min(os.cpu_count() or 1, 8) if parallel else 1
+    outcomes = None
+    if workers > 1 and len(files) > 1:
+        try:
+            outcomes = _read_parallel(files, workers)
+        except (OSError, RuntimeError, ValueError):  # no fork, no processes, a broken pool: read here
+            outcomes = None
+    if outcomes is None:
+        outcomes = _read_many(files)
+    rows: list[dict[str, Any]] = []
+    seen: dict[str, str] = {}
+    for row, warning in outcomes:
+        if warning:
+            warnings.append(warning)
+        if row is None:
+            continue
+        first = seen.setdefault(row["run_id"], row["path"])
+        if first != row["path"]:
+            warnings.append(f"skipped {row['path']}: run {row['run_id']} already read from {first}")
+            continue
+        rows.append(row)
+    return pd.DataFrame.from_records(rows), warnings
+
+
+# --- filters -------------------------------------------------------------------------------------
+def filter_runs(
+    runs: pd.DataFrame,
+    *,
+    budget: int | None = None,
+    datasets: Sequence[str] = (),
+    models: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Keep runs with ``params < budget``, on one of ``datasets``, of a model matching a shell pattern."""
+    if runs.empty:
+        return runs
+    keep = pd.Series(True, index=runs.index)
+    if budget is not None:
+        keep &= runs["params"] < budget
+    if datasets:
+        keep &= runs["dataset"].isin(list(datasets))
+    if models:
+        names = runs["model"].astype(str).str.lower()
+        keep &= names.map(lambda n: any(fnmatch.fnmatchcase(n, p.lower()) for p in models))
+    return runs[keep].reset_index(drop=True)
+
+
+# --- ranking -------------------------------------------------------------------------------------
+def spec_keys(runs: pd.DataFrame) -> list[str]:
+    """The configuration columns of ``runs``: every spec field but the seed, in reading order."""
+    from cifarbudget.spec import RunSpec
+
+    known = [k for k in SPEC_ORDER if k in runs.columns]
+    extra = [
+        k for k in RunSpec.__dataclass_fields__ if k not in SPEC_ORDER and k != "seed" and k in runs.columns
+    ]
+    return known + extra
+
+
+def ranked_mask(runs: pd.DataFrame) -> pd.Series:
+    """True for the runs a leaderboard ranks: finished, within budget, with a test accuracy."""
+    return (
+        (runs["status"] == "finished")
+        & runs["within_budget"].astype(bool)
+        & ~runs["out_of_budget"].astype(bool)
+        & runs["test_acc"].notna()
+    )
+
+
+def _reason(row: pd.Series) -> str:
+    if row["out_of_budget"] or not row["within_budget"]:
+        return f"out of budget: {int(row['params']):,} parameters, budget {int(row['budget']):,}"
+    status = row["status"]
+    if status == "diverged":
+        return "diverged" + (f": {row['error']}" if isinstance(row["error"], str) else "")
+    if status == "failed":
+        return "failed" + (f": {row['error']}" if isinstance(row["error"], str) else "")
+    if status == "running":
+        return f"running or killed: {row['epochs_done']} of {row['epochs']} epochs recorded"
+    if status == "finished":
+        return "finished without a test accuracy"
+    return f"unknown status {status!r}"
+
+
+NOT_RANKED_COLUMNS = (
+    "run_id",
+    "model",
+    "dataset",
+    "augs",
+    "sched",
+    "tta",
+    "epochs",
+    "seed",
+    "status",
+    "params",
+    "reason",
+    "path",
+)
+
+
+def not_ranked(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per run that is not ranked (diverged, failed, running, out of budget), with the reason."""
+    if runs.empty:
+        return pd.DataFrame(columns=list(NOT_RANKED_COLUMNS))
+    rest = runs[~ranked_mask(runs)]
+    out = rest.assign(reason=rest.apply(_reason, axis=1) if len(rest) else pd.Series(dtype=object))
+    columns = [c for c in NOT_RANKED_COLUMNS if c in out.columns]
+    return out[columns].sort_values(["model", "run_id"], kind="stable").reset_index(drop=True)
+
+
+def _ci95(std: pd.Series, count: pd.Series) -> pd.Series:
+    t = count.map(lambda n: t_quantile_975(int(n) - 1))
+    return t * std / count.pow(0.5)
+
+
+def leaderboard(runs: pd.DataFrame, *, sort: str | None = None, ascending: bool = False) -> pd.DataFrame:
+    """One row per configuration of the ranked runs: seeds -> n, mean, sample std and 95% CI.
+
+    Ranked by ``test_acc_mean`` (descending; ties by ``val_acc_mean``, then fewer ``params``), or by
+    ``sort``. ``*_std`` is the sample standard deviation (ddof=1) and ``*_ci95`` the half-width of
+    the Student t interval ``t_{0.975,n-1} * std / sqrt(n)``; both are NaN for a single seed.
+    """
+    keys = spec_keys(runs) if not runs.empty else list(SPEC_ORDER)
+    measured = "measured_images_per_s" in runs.columns
+    ranked = runs[ranked_mask(runs)] if not runs.empty else runs
+    columns = _board_columns(keys, measured)
+    if ranked.empty:
+        return pd.DataFrame(columns=columns)
+    metrics = [m for m, _ in MEAN_METRICS] + (["measured_images_per_s"] if measured else [])
+    ranked = ranked.assign(**{m: pd.to_numeric(ranked[m], errors="coerce") for m in metrics})
+    named: dict[str, tuple[str, Any]] = {k: (k, "first") for k in keys}
+    named["n"] = ("run_id", "count")
+    named.update(
+        params=("params", "first"), macs=("macs", "first"), inference_macs_tta=("inference_macs_tta", "max")
+    )
+    for metric in metrics:
+        named[f"{metric}_mean"] = (metric, "mean")
+        named[f"__{metric}_std"] = (metric, "std")
+        named[f"__{metric}_count"] = (metric, "count")
+    grouped = ranked.groupby("config_id", sort=False, dropna=False)
+    board = grouped.agg(**named).reset_index()
+    board["seeds"] = grouped["seed"].agg(lambda s: ",".join(str(v) for v in sorted(s))).to_numpy()
+    for metric, spread in MEAN_METRICS:
+        if spread:
+            std, count = board[f"__{metric}_std"], board[f"__{metric}_count"]
+            board[f"{metric}_std"] = std
+            board[f"{metric}_ci95"] = _ci95(std, count)
+    board["inference_macs_tta"] = board["inference_macs_tta"].fillna(board["macs"])
+    board = board.astype({"n": "int64", "params": "int64", "macs": "int64", "inference_macs_tta": "int64"})
+    board = sort_board(board[[c for c in columns if c != "rank"]], sort=sort, ascending=ascending)
+    return board
+
+
+def _board_columns(keys: list[str], measured: bool) -> list[str]:
+    stats = [
+        "n",
+        "seeds",
+        "test_acc_mean",
+        "test_acc_std",
+        "test_acc_ci95",
+        "test_acc_tta_mean",
+        "test_acc_tta_std",
+        "test_acc_tta_ci95",
+        "val_acc_mean",
+        "params",
+        "macs",
+        "inference_macs_tta",
+        "train_seconds_mean",
+        "train_images_per_s_mean",
+    ]
+    if measured:
+        stats.append("measured_images_per_s_mean")
+    return ["rank", "config_id", *keys, *stats]
+
+
+def sort_board(board: pd.DataFrame, *, sort: str | None = None, ascending: bool = False) -> pd.DataFrame:
+    """Order ``board`` by ``sort`` (default ``test_acc_mean``) and number the rows in ``rank``."""
+    board = board.drop(columns=["rank"], errors="ignore")
+    column = sort or "test_acc_mean"
+    if column not in board.columns:
+        raise CifarBudgetError(f"cannot sort by {column!r}; columns: {', '.join(board.columns)}")
+    by = [column] + [c for c in ("test_acc_mean", "val_acc_mean", "params") if c != column]
+    order = [ascending] + [c == "params" for c in by[1:]]
+    board = board.sort_values(by, ascending=order, na_position="last", kind="stable").reset_index(drop=True)
+    board.insert(0, "rank", pd.RangeIndex(1, len(board) + 1).to_numpy(dtype="int64"))
+    return board
+
+
+# --- Pareto fronts and ablations -----------------------------------------------------------------
+def pareto(board: pd.DataFrame, by: str = "params", metric: str = "test_acc_mean") -> pd.DataFrame:
+    """The non-dominated rows of ``board``: no other row is at least as accurate and as cheap, and
+    strictly better in one of the two. ``by`` is ``params`` or ``macs``; rows keep their order.
+    """
+    if by not in PARETO_COSTS:
+        raise CifarBudgetError(f"--pareto must be one of {', '.join(PARETO_COSTS)} (got {by!r})")
+    if board.empty:
+        return board
+    cost_column = PARETO_COSTS[by]
+    valid = board[board[metric].notna()]
+    order = valid.sort_values([cost_column, metric], ascending=[True, False], kind="stable")
+    keep: list[Any] = []
+    best = -math.inf
+    for _, group in order.groupby(cost_column, sort=True):
+        top = group[metric].max()
+        if top > best:
+            keep.extend(group.index[group[metric] == top])
+            best = top
+    return board.loc[sorted(keep)]
+
+
+ABLATION_COLUMNS = (
+    "factor",
+    "level",
+    "combos_with",
+    "combos_without",
+    "runs_with",
+    "runs_without",
+    "mean_with",
+    "mean_without",
+    "delta",
+)
+
+
+def ablation(board: pd.DataFrame) -> pd.DataFrame:
+    """Marginal effect of each augmentation, scheduler and TTA policy on the ranked configurations.
+
+    ``aug``: configurations whose pipeline contains the augmentation vs. those whose pipeline does
+    not. ``sched``: configurations with the scheduler vs. those with any other. Each side is the
+    plain mean of the configurations' ``test_acc_mean`` (every configuration counts once, whatever
+    its number of seeds), i.e. averaged over the other factors as they occur in the grid.
+    ``tta``: paired, on the same configurations: ``test_acc_tta_mean`` (with) vs. ``test_acc_mean``
+    (the same models evaluated without TTA). ``delta = mean_with - mean_without``.
+    """
+    rows: list[dict[str, Any]] = []
+    if board.empty:
+        return pd.DataFrame(columns=list(ABLATION_COLUMNS))
+    acc, n = board["test_acc_mean"], board["n"]
+
+    def side(mask: pd.Series, values: pd.Series = acc) -> tuple[int, int, float]:
+        return int(mask.sum()), int(n[mask].sum()), float(values[mask].mean()) if mask.any() else math.nan
+
+    pipelines = board["augs"].astype(str).str.split("+").map(lambda p: set(p) - {"none", ""})
+    for aug in sorted(set().union(*pipelines)):
+        has = pipelines.map(lambda p, a=aug: a in p).astype(bool)
+        rows.append(_ablation_row("aug", aug, side(has), side(~has)))
+    for sched in sorted(board["sched"].astype(str).unique()):
+        has = board["sched"].astype(str) == sched
+        rows.append(_ablation_row("sched", sched, side(has), side(~has)))
+    for policy in sorted(board["tta"].astype(str).unique()):
+        if policy == "none":
+            continue
+        has = (board["tta"].astype(str) == policy) & board["test_acc_tta_mean"].notna()
+        rows.append(_ablation_row("tta", policy, side(has, board["test_acc_tta_mean"]), side(has)))
+    return pd.DataFrame(rows, columns=list(ABLATION_COLUMNS))
+
+
+def _ablation_row(
+    factor: str, level: str, with_: tuple[int, int, float], without: tuple[int, int, float]
+) -> dict[str, Any]:
+    return {
+        "factor": factor,
+        "level": level,
+        "combos_with": with_[0],
+        "combos_without": without[0],
+        "runs_with": with_[1],
+        "runs_without": without[1],
+        "mean_with": with_[2],
+        "mean_without": without[2],
+        "delta": with_[2] - without[2],
+    }
+
+
+# --- output formats ------------------------------------------------------------------------------
+def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` as strings for people: 4-decimal accuracies, grouped counts, blanks for NaN.
+
+    In a leaderboard, the spec columns beyond model, dataset, augs, sched, tta and epochs are
+    dropped when every row has the same value, and so are columns with no value at all (markdown
+    and html only; csv and json keep every column).
+    """
+    from cifarbudget.budget import format_count
+
+    out = frame.copy()
+    if "config_id" in out.columns and len(out) > 1:
+        constant = [
+            c
+            for c in SPEC_ORDER
+            if c in out.columns and c not in CORE_KEYS and out[c].astype(str).nunique(dropna=False) == 1
+        ]
+        out = out.drop(columns=constant)
+    elif "config_id" in out.columns:
+        out = out.drop(columns=[c for c in SPEC_ORDER if c in out.columns and c not in CORE_KEYS])
+    if "config_id" in out.columns and len(out):  # e.g. the TTA columns when no configuration uses TTA
+        out = out.drop(columns=[c for c in out.columns if out[c].isna().all()])
+    for column in out.columns:
+        values = frame[column]
+        if column in ("macs", "inference_macs_tta"):
+            out[column] = values.map(lambda v: "" if pd.isna(v) else format_count(v))
+        elif column == "params":
+            out[column] = values.map(lambda v: "" if pd.isna(v) else f"{int(v):,}")
+        elif "acc" in column or column in ("mean_with", "mean_without", "delta"):
+            out[column] = values.map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
+        elif column.endswith("_seconds_mean"):
+            out[column] = values.map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
+        elif column.endswith("images_per_s_mean"):
+            out[column] = values.map(lambda v: "" if pd.isna(v) else f"{v:.0f}")
+        elif pd.api.types.is_float_dtype(values):
+            out[column] = values.map(lambda v: "" if pd.isna(v) else f"{v:g}")
+        else:
+            out[column] = values.map(
+                lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
+            )
+    return out
+
+
+def frame_to_json(frame: pd.DataFrame) -> str:
+    """JSON with pandas' table schema (``pd.read_json(..., orient="table")`` reads it) and exact floats.
+
+    :func:`read_leaderboard_json` reads it back into an identical frame (dtypes and every bit of
+    every float); NaN is written as ``null``.
+    """
+    from pandas.io.json import build_table_schema
+
+    schema = build_table_schema(frame, index=False, version=True)
+    records = [
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
+        for record in frame.to_dict(orient="records")
+    ]
+    payload = {"schema": schema, "data": records}
+    return json.dumps(payload, separators=(",", ":"), default=_json_default) + "\n"
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+_DTYPES = {"integer": "int64", "number": "float64", "boolean": "bool", "string": "object"}
+
+
+def read_leaderboard_json(source: str | Path) -> pd.DataFrame:
+    """Read what :func:`frame_to_json` wrote (a path, or the JSON text) back into the same frame."""
+    if isinstance(source, Path) or not str(source).lstrip().startswith("{"):
+        source = Path(source).read_text()
+    try:
+        payload = json.loads(source)
+        fields = [f for f in payload["schema"]["fields"] if f["name"] != "index"]
+        data = payload["data"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CifarBudgetError(f"not a cifarbudget leaderboard JSON: {exc}") from None
+    columns: dict[str, pd.Series] = {}
+    for field in fields:
+        name = field["name"]
+        dtype = field.get("extDtype") or _DTYPES.get(field["type"], "object")
+        values = [record.get(name) for record in data]
+        if dtype == "float64":
+            values = [math.nan if v is None else v for v in values]
+        columns[name] = pd.Series(values, dtype=dtype)
+    return pd.DataFrame(columns)
+
+
+def format_frame(frame: pd.DataFrame, fmt: str = "markdown") -> str:
+    """``frame`` as markdown (default), csv, html (a ``<table>``) or json (see :func:`frame_to_json`)."""
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    if fmt == "json":
+        return frame_to_json(frame)
+    if fmt == "html":
+        return (
+            display_frame(frame).to_html(index=False, escape=True, na_rep="", classes="leaderboard", border=0)
+            + "\n"
+        )
+    if fmt == "markdown":
+        if frame.empty:
+            return "(no rows)\n"
+        return display_frame(frame).to_markdown(index=False, disable_numparse=True) + "\n"
+    raise CifarBudgetError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def describe_config(row: pd.Series | dict[str, Any]) -> str:
+    """``resnet20 | crop-flip+cutout | cosine | tta flip | 30 ep``: a short label for plots."""
+    tta = f" | tta {row['tta']}" if str(row.get("tta", "none")) != "none" else ""
+    return f"{row['model']} | {row['augs']} | {row['sched']}{tta} | {row['epochs']} ep"

@@ -1,0 +1,391 @@
+"""One self-contained HTML page about a set of runs: leaderboard, plots, ablation and provenance.
+
+The page loads nothing: the CSS is inline and every plot is a PNG data URI drawn with matplotlib
+(``Figure`` objects, no pyplot state, Agg), so it can be mailed, archived or opened offline.
+:func:`write_report` is what ``cifarbudget report`` calls.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cifarbudget import leaderboard as lb
+from cifarbudget.errors import CifarBudgetError
+from cifarbudget.io import atomic_write_text
+
+DEFAULT_BUDGET = 5_000_000
+MAX_TABLE_ROWS = 100
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto;
+       max-width: 1200px; padding: 0 1em; color: #1d2330; background: #fff; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { font-size: 1.25em; margin-top: 1.8em;
+     border-bottom: 1px solid #d9dde5; padding-bottom: 0.2em; }
+p.sub { color: #5b6475; margin-top: 0; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 0.82em; margin: 0.6em 0; }
+th, td { padding: 0.3em 0.6em; border-bottom: 1px solid #e6e9ef; text-align: right; white-space: nowrap; }
+th { background: #f3f5f9; position: sticky; top: 0; }
+td:nth-child(-n+8), th:nth-child(-n+8) { text-align: left; }
+table.notranked td, table.notranked th { text-align: left; }
+tbody tr:first-child td { font-weight: 600; }
+table.notranked tbody tr:first-child td, table.ablation tbody tr:first-child td { font-weight: normal; }
+img { max-width: 100%; height: auto; border: 1px solid #e6e9ef; margin: 0.4em 0; }
+.figs { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
+.note { color: #5b6475; font-size: 0.9em; }
+ul.warnings li { color: #8a4b00; font-family: ui-monospace, monospace; font-size: 0.85em; }
+dl { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; font-size: 0.9em; }
+dt { font-weight: 600; } dd { margin: 0; font-family: ui-monospace, monospace; }
+"""
+
+
+@dataclass
+class ReportSummary:
+    """What :func:`write_report` wrote and read."""
+
+    path: Path | None
+    n_runs: int
+    n_ranked_configs: int
+    warnings: list[str] = field(default_factory=list)
+
+
+# --- figures -------------------------------------------------------------------------------------
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def png_data_uri(fig_or_png: Any) -> str:
+    """A matplotlib figure (or PNG bytes) as a ``data:image/png;base64,...`` URI."""
+    if isinstance(fig_or_png, bytes):
+        png = fig_or_png
+    else:
+        buffer = io.BytesIO()
+        fig_or_png.savefig(buffer, format="png", dpi=100)
+        png = buffer.getvalue()
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def accuracy_vs_params(board: pd.DataFrame, runs: pd.DataFrame, budget: int) -> Any:
+    """Mean test accuracy (95% CI bars) vs. parameters, the Pareto front, over-budget runs, the budget."""
+    fig = _figure(7.5, 4.6)
+    ax = fig.subplots()
+    costs: list[float] = [float(budget)]
+    if not board.empty:
+        x, y = board["params"].astype(float), board["test_acc_mean"].astype(float)
+        err = board["test_acc_ci95"].astype(float).fillna(0.0)
+        ax.errorbar(
+            x,
+            y,
+            yerr=err,
+            fmt="o",
+            ms=5,
+            color="#3465a4",
+            ecolor="#9fb6d6",
+            capsize=3,
+            label="configuration (mean, 95% CI)",
+        )
+        front = lb.pareto(board, by="params").sort_values("params")
+        ax.step(
+            front["params"],
+            front["test_acc_mean"],
+            where="post",
+            color="#cc0000",
+            lw=1.4,
+            label="Pareto front",
+        )
+        ax.plot(front["params"], front["test_acc_mean"], "o", mfc="none", mec="#cc0000", ms=9)
+        for i, (_, row) in enumerate(board.head(8).iterrows()):  # alternate above/below: neighbours collide
+            ax.annotate(
+                f"#{row['rank']} {row['model']}",
+                (row["params"], row["test_acc_mean"]),
+                textcoords="offset points",
+                xytext=(5, 4 if i % 2 == 0 else -11),
+                fontsize=7,
+                color="#333",
+            )
+        costs.extend(x.tolist())
+    over = runs[(runs["out_of_budget"] | ~runs["within_budget"]) & runs["test_acc"].notna()]
+    if len(over):
+        ax.plot(
+            over["params"].astype(float),
+            over["test_acc"].astype(float),
+            "x",
+            color="#888",
+            label="out-of-budget run (not ranked)",
+        )
+        costs.extend(over["params"].astype(float).tolist())
+    ax.axvline(budget, color="#4e9a06", ls="--", lw=1.2, label=f"budget {budget:,}")
+    accs = [float(v) for v in (*board["test_acc_mean"].dropna(), *over["test_acc"])]
+    if accs:  # frame the points, not the (possibly huge, n=2) error bars; accuracy stays in [0, 1]
+        lo, hi = min(accs), max(accs)
+        pad = max(0.02, 0.15 * (hi - lo))
+        ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad))
+    positive = [c for c in costs if c > 0]
+    if positive and max(positive) / min(positive) > 20:
+        ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _short_count(v)))
+    ax.set_xlabel("trainable parameters")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title("Accuracy vs. parameters", fontsize=10)
+    return fig
+
+
+def _short_count(value: float) -> str:
+    """``4754218 -> '4.754M'``, ``300000 -> '300k'``: axis tick labels."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.4g}{suffix}"
+    return f"{value:.4g}"
+
+
+def _read_history(path: str) -> list[dict[str, Any]]:
+    try:
+        return json.loads(Path(path).read_bytes()).get("history") or []
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def training_curves(board: pd.DataFrame, runs: pd.DataFrame, top: int) -> Any | None:
+    """Validation accuracy per epoch of the ``top`` configurations: mean over seeds, thin seeds behind."""
+    fig = _figure(7.5, 4.2)
+    ax = fig.subplots()
+    drawn = 0
+    colors = ["#3465a4", "#cc0000", "#4e9a06", "#f57900", "#75507b", "#c4a000", "#06989a", "#555753"]
+    ranked = runs[lb.ranked_mask(runs)]
+    for i, (_, row) in enumerate(board.head(top).iterrows()):
+        color = colors[i % len(colors)]
+        curves: list[pd.Series] = []
+        for path in ranked.loc[ranked["config_id"] == row["config_id"], "path"]:
+            points = {h["epoch"]: h["val_acc"] for h in _read_history(path) if h.get("val_acc") is not None}
+            if points:
+                curve = pd.Series(points, dtype=float).sort_index()
+                curves.append(curve)
+                ax.plot(curve.index, curve.to_numpy(), color=color, alpha=0.25, lw=0.8)
+        if not curves:
+            continue
+        mean = pd.concat(curves, axis=1).mean(axis=1)
+        ax.plot(
+            mean.index,
+            mean.to_numpy(),
+            color=color,
+            lw=1.8,
+            marker="." if len(mean) < 30 else None,
+            label=f"#{row['rank']} {lb.describe_config(row)} (n={row['n']})",
+        )
+        drawn += 1
+    if not drawn:
+        return None
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(f"Validation accuracy of the top {drawn} configurations (thin lines: seeds)", fontsize=10)
+    return fig
+
+
+def best_run_confusion(board: pd.DataFrame, runs: pd.DataFrame) -> tuple[bytes, str] | None:
+    """The confusion-matrix PNG of the best run of the top configuration, and a caption."""
+    from cifarbudget.plots import plot_confusion
+
+    if board.empty:
+        return None
+    top = board.iloc[0]
+    candidates = runs[lb.ranked_mask(runs) & (runs["config_id"] == top["config_id"])]
+    metric = "test_acc_tta" if candidates["test_acc_tta"].notna().any() else "test_acc"
+    best = candidates.sort_values(metric, ascending=False).iloc[0]
+    try:
+        data = json.loads(Path(best["path"]).read_bytes())
+    except (OSError, ValueError):
+        return None
+    final = data.get("final") or {}
+    use_tta = bool(final.get("confusion_matrix_tta"))
+    matrix = final.get("confusion_matrix_tta") if use_tta else final.get("confusion_matrix")
+    if not matrix:
+        return None
+    classes = (data.get("data") or {}).get("classes") or [str(i) for i in range(len(matrix))]
+    acc = final.get("test_acc_tta") if use_tta else final.get("test_acc")
+    with_tta = f" with TTA {final.get('tta')}" if use_tta else ""
+    title = f"{best['run_id']}\ntest accuracy {acc:.4f}{with_tta}"
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "confusion.png"
+        plot_confusion(matrix, classes, target, title)
+        png = target.read_bytes()
+    caption = (
+        f"Confusion matrix (rows: true class, columns: predicted) of run {best['run_id']}, seed "
+        f"{best['seed']}, the most accurate seed of configuration #1"
+        + (f", with TTA {final.get('tta')}" if use_tta else "")
+        + "."
+    )
+    return png, caption
+
+
+# --- page ----------------------------------------------------------------------------------------
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _table(frame: pd.DataFrame, css_class: str, max_rows: int = MAX_TABLE_ROWS) -> str:
+    shown = frame.head(max_rows)
+    table = lb.format_frame(shown, "html").replace('class="dataframe leaderboard"', f'class="{css_class}"')
+    more = (
+        (
+            f'<p class="note">Showing {max_rows} of {len(frame)} rows; '
+            "<code>cifarbudget leaderboard</code> prints them all.</p>"
+        )
+        if len(frame) > max_rows
+        else ""
+    )
+    return f'<div class="scroll">{table}</div>{more}'
+
+
+def _img(uri: str, alt: str) -> str:
+    return f'<img src="{uri}" alt="{_e(alt)}">'
+
+
+def build_report(
+    paths: Iterable[Path | str],
+    *,
+    budget: int = DEFAULT_BUDGET,
+    datasets: Sequence[str] = (),
+    models: Sequence[str] = (),
+    top: int = 5,
+) -> tuple[str, ReportSummary]:
+    """The report page for the runs under ``paths`` as one HTML string, and its summary."""
+    from cifarbudget import __version__
+    from cifarbudget.results import now
+
+    paths = [str(p) for p in paths]
+    runs, warnings = lb.load_results(paths)
+    if runs.empty:
+        raise CifarBudgetError(f"no run results found in {', '.join(paths)}")
+    n_files = len(runs)
+    runs = lb.filter_runs(runs, datasets=datasets, models=models)
+    if runs.empty:
+        raise CifarBudgetError("no runs match --dataset/--model")
+    board = lb.leaderboard(runs)
+    left_out = lb.not_ranked(runs)
+
+    sections: list[str] = []
+    sections.append("<h2>Leaderboard</h2>")
+    if board.empty:
+        sections.append('<p class="note">No finished, within-budget run to rank.</p>')
+    else:
+        sections.append(
+            '<p class="note">One row per configuration (every spec field except the seed). '
+            "n seeds; mean, sample standard deviation and 95% Student t half-width of the test accuracy "
+            "(the test split is evaluated once per run, at the end); ranked by mean test accuracy.</p>"
+        )
+        sections.append(_table(board, "leaderboard"))
+    if not left_out.empty:
+        sections.append(f"<h2>Not ranked ({len(left_out)} run{'' if len(left_out) == 1 else 's'})</h2>")
+        sections.append(_table(left_out.drop(columns=["path"]), "notranked"))
+
+    sections.append("<h2>Accuracy vs. parameters</h2>")
+    sections.append(
+        _img(
+            png_data_uri(accuracy_vs_params(board, runs, budget)),
+            "test accuracy against trainable parameters with the Pareto front and budget line",
+        )
+    )
+    sections.append(
+        f'<p class="note">Red: the Pareto front (no configuration is both more accurate and '
+        f"smaller). Dashed green: the budget ({budget:,} parameters).</p>"
+    )
+
+    figures: list[str] = []
+    curves = training_curves(board, runs, top) if not board.empty else None
+    if curves is not None:
+        figures.append(_img(png_data_uri(curves), f"validation accuracy per epoch, top {top} configurations"))
+    confusion = best_run_confusion(board, runs)
+    if confusion is not None:
+        figures.append(_img(png_data_uri(confusion[0]), confusion[1]))
+    if figures:
+        sections.append("<h2>Training curves and confusion matrix</h2>")
+        sections.append('<div class="figs">' + "".join(figures) + "</div>")
+        if confusion is not None:
+            sections.append(f'<p class="note">{_e(confusion[1])}</p>')
+
+    ablation = lb.ablation(board)
+    if not ablation.empty:
+        sections.append("<h2>Ablation</h2>")
+        sections.append(
+            '<p class="note">Mean test accuracy of the configurations with vs. without each augmentation '
+            "and scheduler (each configuration counts once); TTA is paired: the same configurations with "
+            "and without it. Marginal, not causal, when the grid is unbalanced.</p>"
+        )
+        sections.append(_table(ablation, "ablation"))
+
+    devices = runs["device_name"].dropna().value_counts()
+    revisions = runs["git_revision"].dropna().value_counts()
+    provenance = {
+        "generated at": now(),
+        "cifarbudget version": __version__,
+        "result folders": ", ".join(paths),
+        "runs": f"{len(runs)} ({n_files - len(runs)} filtered out); {int(lb.ranked_mask(runs).sum())} "
+        f"ranked in {len(board)} configurations, {len(left_out)} not ranked",
+        "filters": ", ".join([f"dataset {d}" for d in datasets] + [f"model {m}" for m in models]) or "none",
+        "devices": "; ".join(f"{d} ({c} runs)" for d, c in devices.items()) or "unknown",
+        "git revisions": "; ".join(f"{r} ({c} runs)" for r, c in revisions.items()) or "unknown",
+    }
+    sections.append("<h2>Provenance</h2>")
+    items = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in provenance.items())
+    sections.append(f"<dl>{items}</dl>")
+    if warnings:
+        sections.append(f"<h3>Warnings ({len(warnings)})</h3>")
+        sections.append('<ul class="warnings">' + "".join(f"<li>{_e(w)}</li>" for w in warnings) + "</ul>")
+    else:
+        sections.append('<p class="note">Every result file was read without warnings.</p>')
+
+    title = "cifarbudget report"
+    best_line = ""
+    if not board.empty:
+        first = board.iloc[0]
+        best_line = (
+            f"Best: {_e(lb.describe_config(first))}: test accuracy {first['test_acc_mean']:.4f} "
+            f"(n={first['n']}), {int(first['params']):,} parameters."
+        )
+    page = (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{title}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+        f'<h1>{title}</h1>\n<p class="sub">{len(runs)} runs from {_e(", ".join(paths))}. {best_line}</p>\n'
+        + "\n".join(sections)
+        + "\n</body>\n</html>\n"
+    )
+    summary = ReportSummary(None, len(runs), len(board), warnings)
+    return page, summary
+
+
+def write_report(
+    paths: Iterable[Path | str],
+    output: Path | str,
+    *,
+    budget: int = DEFAULT_BUDGET,
+    datasets: Sequence[str] = (),
+    models: Sequence[str] = (),
+    top: int = 5,
+) -> ReportSummary:
+    """Write the report page to ``output`` (atomically) and return its summary."""
+    page, summary = build_report(paths, budget=budget, datasets=datasets, models=models, top=top)
+    atomic_write_text(output, page)
+    summary.path = Path(output)
+    return summary

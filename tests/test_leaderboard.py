@@ -1,0 +1,702 @@
+"""Leaderboards: loading run records, seeds -> mean/std/CI, what is ranked, Pareto, ablation, formats.
+
+Synthetic ``result.json`` records (valid against the shipped schema) written by :func:`make_record`;
+every expected number below is worked out by hand from the accuracies in :data:`GRID`.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from click.testing import Result
+
+from cifarbudget import leaderboard as lb
+from cifarbudget.results import validate_result
+from cifarbudget.spec import RunSpec
+
+Invoke = Callable[..., Result]
+
+MODELS = {  # trainable parameters and MACs of the real builtin models
+    "airnet-small": (292_688, 21_431_552),
+    "resnet20": (269_722, 40_551_040),
+    "preactresnet18": (11_171_146, 555_422_720),
+}
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+T1 = 12.706204736174705  # t_{0.975, 1}
+T2 = 4.3026527297494639  # t_{0.975, 2}
+
+
+def make_record(
+    model: str = "airnet-small",
+    seed: int = 1,
+    test_acc: float | None = 0.8,
+    *,
+    augs: tuple[str, ...] = ("crop-flip",),
+    sched: str = "multistep",
+    tta: str = "none",
+    test_acc_tta: float | None = None,
+    val_acc: float | None = None,
+    status: str = "finished",
+    epochs: int = 3,
+    lr: float = 0.1,
+    dataset: str = "synthetic",
+    train_seconds: float = 10.0,
+    images_per_s: float = 500.0,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """A schema-valid ``result.json`` object for one synthetic run."""
+    params, macs = MODELS[model]
+    spec = RunSpec(
+        model=model,
+        dataset=dataset,
+        augs=augs,
+        sched=sched,
+        tta=tta,
+        epochs=epochs,
+        lr=lr,
+        seed=seed,
+        allow_over_budget=params >= 5_000_000,
+    )
+    within = params < spec.budget
+    views = {"none": 1, "flip": 2, "flip-shift": 10}[tta]
+    val = test_acc if val_acc is None else val_acc
+    done = epochs if status == "finished" else max(1, epochs - 1)
+    history = [
+        {
+            "epoch": e,
+            "lr": lr,
+            "train_loss": 2.0 / e,
+            "train_acc": min(1.0, 0.3 + 0.1 * e),
+            "val_loss": 1.5 / e,
+            "val_acc": (val or 0.5) * e / epochs,
+            "seconds": train_seconds / epochs,
+            "images_per_s": images_per_s,
+        }
+        for e in range(1, done + 1)
+    ]
+    final: dict[str, Any] = {"tta": tta, "tta_views": 1, "inference_macs": macs}
+    if status == "finished":
+        correct = round(1000 * (test_acc or 0)) // 10
+        matrix = [[correct if i == j else (100 - correct) // 9 for j in range(10)] for i in range(10)]
+        final.update(
+            val_acc=val,
+            val_loss=0.5,
+            best_val_acc=val,
+            best_epoch=epochs,
+            test_acc=test_acc,
+            test_loss=0.6,
+            confusion_matrix=matrix,
+        )
+        if tta != "none":
+            final.update(
+                test_acc_tta=test_acc_tta, test_loss_tta=0.55, tta_views=views, confusion_matrix_tta=matrix
+            )
+        final["inference_macs_tta"] = macs * final["tta_views"]
+    record = {
+        "schema": "cifarbudget.result",
+        "schema_version": 1,
+        "run_id": spec.run_id,
+        "status": status,
+        "spec": spec.to_dict(),
+        "budget": {
+            "model": model,
+            "params": params,
+            "total_params": params,
+            "macs": macs,
+            "budget": spec.budget,
+            "within_budget": within,
+            "macs_by_operator": {"conv": macs - 10_000, "linear": 10_000},
+        },
+        "out_of_budget": not within,
+        "data": {
+            "dataset": dataset,
+            "source": "synthetic",
+            "classes": CLASSES,
+            "n_train": 512,
+            "n_val": 100,
+            "n_test": 1000,
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.25, 0.25, 0.25],
+        },
+        "pipeline": [{"name": a, "params": {}} for a in augs],
+        "history": history,
+        "final": final,
+        "timing": {
+            "train_seconds": train_seconds,
+            "train_images_per_s": images_per_s,
+            "data_seconds": 0.1,
+            "eval_seconds": 0.2,
+            "total_seconds": train_seconds + 0.3,
+        },
+        "manifest": {
+            "cifarbudget": "0.1.0",
+            "torch": "2.4.0",
+            "python": "3.11",
+            "git_revision": "abc123",
+            "device": "cpu",
+            "device_name": "test cpu",
+            "seed": seed,
+            "started_at": "2025-01-01T00:00:00+00:00",
+        },
+        "error": error,
+    }
+    return record
+
+
+def write_records(folder: Path, records: list[dict[str, Any]]) -> list[Path]:
+    paths = []
+    for record in records:
+        path = folder / record["run_id"] / "result.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2))
+        paths.append(path)
+    return paths
+
+
+# (model, augs, sched, tta) -> per seed (test_acc, test_acc_tta, val_acc, train_seconds)
+GRID: dict[tuple[str, tuple[str, ...], str, str], list[tuple[float, float | None, float, float]]] = {
+    ("airnet-small", ("crop-flip",), "multistep", "none"): [
+        (0.80, None, 0.79, 10.0),
+        (0.82, None, 0.81, 12.0),
+    ],
+    ("airnet-small", ("crop-flip", "cutout"), "multistep", "flip"): [
+        (0.83, 0.845, 0.82, 11.0),
+        (0.84, 0.86, 0.84, 13.0),
+    ],
+    ("resnet20", ("crop-flip",), "cosine", "none"): [(0.78, None, 0.77, 20.0), (0.74, None, 0.75, 22.0)],
+    ("resnet20", ("crop-flip", "cutout"), "cosine", "flip"): [
+        (0.81, 0.82, 0.80, 21.0),
+        (0.80, 0.815, 0.79, 23.0),
+    ],
+}
+
+
+def grid_records() -> list[dict[str, Any]]:
+    records = []
+    for (model, augs, sched, tta), seeds in GRID.items():
+        for seed, (acc, acc_tta, val, seconds) in enumerate(seeds, start=1):
+            records.append(
+                make_record(
+                    model,
+                    seed,
+                    acc,
+                    augs=augs,
+                    sched=sched,
+                    tta=tta,
+                    test_acc_tta=acc_tta,
+                    val_acc=val,
+                    train_seconds=seconds,
+                    images_per_s=1000.0 / seconds,
+                )
+            )
+    return records
+
+
+def unranked_records() -> list[dict[str, Any]]:
+    return [
+        make_record(
+            "resnet20",
+            3,
+            None,
+            lr=1e6,
+            status="diverged",
+            error="loss became non-finite in epoch 2 (lr 1e+06); lower --lr",
+        ),
+        make_record("preactresnet18", 1, 0.99),  # the most accurate run, but over the 5M budget
+        make_record("airnet-small", 3, None, status="running"),
+        make_record("resnet20", 4, None, status="failed", error="CUDA out of memory"),
+    ]
+
+
+@pytest.fixture
+def grid_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "runs"
+    write_records(folder, grid_records())
+    return folder
+
+
+@pytest.fixture
+def mixed_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "runs"
+    write_records(folder, grid_records() + unranked_records())
+    return folder
+
+
+def board_of(folder: Path) -> pd.DataFrame:
+    runs, warnings = lb.load_results(folder)
+    assert warnings == []
+    return lb.leaderboard(runs)
+
+
+def row(board: pd.DataFrame, model: str, augs: str, sched: str, tta: str) -> pd.Series:
+    hit = board[
+        (board["model"] == model)
+        & (board["augs"] == augs)
+        & (board["sched"] == sched)
+        & (board["tta"] == tta)
+    ]
+    assert len(hit) == 1
+    return hit.iloc[0]
+
+
+# --- records and loading -------------------------------------------------------------------------
+def test_synthetic_records_match_the_schema() -> None:
+    for record in grid_records() + unranked_records():
+        validate_result(record)
+
+
+def test_load_results_one_flat_row_per_run(grid_dir: Path) -> None:
+    runs, warnings = lb.load_results([grid_dir])
+    assert warnings == []
+    assert len(runs) == 8
+    assert runs["run_id"].is_unique
+    assert set(runs["augs"]) == {"crop-flip", "crop-flip+cutout"}
+    first = runs[(runs["model"] == "resnet20") & (runs["seed"] == 2) & (runs["tta"] == "flip")].iloc[0]
+    assert first["test_acc"] == 0.80
+    assert first["test_acc_tta"] == 0.815
+    assert first["params"] == 269_722
+    assert first["inference_macs_tta"] == 2 * 40_551_040
+    assert first["train_seconds"] == 23.0
+    assert first["path"].endswith("result.json")
+    # seeds of one configuration share its config_id; configurations differ
+    assert runs.groupby("config_id")["seed"].apply(sorted).tolist() == [[1, 2]] * 4
+
+
+# --- aggregation ---------------------------------------------------------------------------------
+def test_four_configurations_of_two_seeds(grid_dir: Path) -> None:
+    board = board_of(grid_dir)
+    assert len(board) == 4
+    assert board["n"].tolist() == [2, 2, 2, 2]
+    assert board["seeds"].tolist() == ["1,2"] * 4
+    # ranked by mean test accuracy: 0.835, 0.81, 0.805, 0.76
+    assert board["rank"].tolist() == [1, 2, 3, 4]
+    assert board["test_acc_mean"].tolist() == pytest.approx([0.835, 0.81, 0.805, 0.76], abs=1e-12)
+
+    # two seeds a, b: mean (a+b)/2, sample std |a-b|/sqrt(2), CI half-width t_{.975,1} * std / sqrt(2)
+    for (model, augs, sched, tta), seeds in GRID.items():
+        r = row(board, model, "+".join(augs), sched, tta)
+        (a, a_tta, va, sa), (b, b_tta, vb, sb) = seeds
+        std = abs(a - b) / math.sqrt(2)
+        assert r["test_acc_mean"] == pytest.approx((a + b) / 2, abs=1e-9)
+        assert r["test_acc_std"] == pytest.approx(std, abs=1e-9)
+        assert r["test_acc_ci95"] == pytest.approx(T1 * std / math.sqrt(2), abs=1e-9)
+        assert r["val_acc_mean"] == pytest.approx((va + vb) / 2, abs=1e-9)
+        assert r["train_seconds_mean"] == pytest.approx((sa + sb) / 2, abs=1e-9)
+        assert r["train_images_per_s_mean"] == pytest.approx((1000 / sa + 1000 / sb) / 2, abs=1e-9)
+        params, macs = MODELS[model]
+        assert (r["params"], r["macs"]) == (params, macs)
+        if tta == "none":
+            assert math.isnan(r["test_acc_tta_mean"]) and math.isnan(r["test_acc_tta_ci95"])
+            assert r["inference_macs_tta"] == macs
+        else:
+            std_tta = abs(a_tta - b_tta) / math.sqrt(2)
+            assert r["test_acc_tta_mean"] == pytest.approx((a_tta + b_tta) / 2, abs=1e-9)
+            assert r["test_acc_tta_std"] == pytest.approx(std_tta, abs=1e-9)
+            assert r["test_acc_tta_ci95"] == pytest.approx(T1 * std_tta / math.sqrt(2), abs=1e-9)
+            assert r["inference_macs_tta"] == 2 * macs
+
+    top = board.iloc[0]
+    assert (top["model"], top["augs"], top["sched"], top["tta"]) == (
+        "airnet-small",
+        "crop-flip+cutout",
+        "multistep",
+        "flip",
+    )
+    # by hand: 0.83 and 0.84 -> std 0.00707106781..., CI 12.7062047 * 0.005 = 0.0635310236...
+    assert top["test_acc_std"] == pytest.approx(0.007071067811865481, abs=1e-9)
+    assert top["test_acc_ci95"] == pytest.approx(0.06353102368087353, abs=1e-9)
+
+
+def test_three_seeds_and_one_seed(tmp_path: Path) -> None:
+    accs = [0.70, 0.74, 0.75]
+    write_records(
+        tmp_path,
+        [make_record("resnet20", s, a) for s, a in enumerate(accs, 1)]
+        + [make_record("airnet-small", 7, 0.6)],
+    )
+    board = board_of(tmp_path)
+    three, one = board.iloc[0], board.iloc[1]
+    mean = 0.73
+    std = math.sqrt(((0.70 - mean) ** 2 + (0.74 - mean) ** 2 + (0.75 - mean) ** 2) / 2)  # = 0.026457513...
+    assert three["n"] == 3 and three["seeds"] == "1,2,3"
+    assert three["test_acc_mean"] == pytest.approx(mean, abs=1e-9)
+    assert three["test_acc_std"] == pytest.approx(std, abs=1e-9)
+    assert three["test_acc_ci95"] == pytest.approx(T2 * std / math.sqrt(3), abs=1e-9)
+    assert three["test_acc_ci95"] == pytest.approx(0.065724106077, abs=1e-9)  # sqrt(0.0007) * t / sqrt(3)
+    assert one["n"] == 1 and one["test_acc_mean"] == 0.6
+    assert math.isnan(one["test_acc_std"]) and math.isnan(one["test_acc_ci95"])
+
+
+def test_t_quantiles() -> None:
+    assert lb.t_quantile_975(1) == T1
+    assert lb.t_quantile_975(2) == T2
+    assert lb.t_quantile_975(30) == pytest.approx(2.0422724563, abs=1e-9)
+    assert math.isnan(lb.t_quantile_975(0))
+    # interpolation in 1/df beyond the table: monotone, close to the exact values, towards 1.96
+    assert lb.t_quantile_975(35) == pytest.approx(2.0301079, abs=2e-4)
+    assert lb.t_quantile_975(100) == pytest.approx(1.9839715, abs=2e-4)
+    assert lb.t_quantile_975(10**6) == pytest.approx(1.959966, abs=1e-5)
+    values = [lb.t_quantile_975(df) for df in range(1, 500)]
+    assert all(x > y for x, y in itertools.pairwise(values))
+
+
+def test_t_quantiles_against_mpmath() -> None:
+    mpmath = pytest.importorskip("mpmath")
+
+    def exact(df: int) -> float:
+        cdf = lambda t: 1 - mpmath.betainc(df / 2, 0.5, 0, df / (df + t * t), regularized=True) / 2  # noqa: E731
+        return float(mpmath.findroot(lambda t: cdf(t) - mpmath.mpf("0.975"), 2))
+
+    for df in (1, 2, 5, 17, 30, 40, 60, 120):
+        assert lb.t_quantile_975(df) == pytest.approx(exact(df), rel=1e-12)
+    for df in (31, 45, 80, 200, 1000):
+        assert lb.t_quantile_975(df) == pytest.approx(exact(df), abs=2e-4)
+
+
+# --- what is ranked ------------------------------------------------------------------------------
+def test_unfinished_and_out_of_budget_runs_are_listed_apart(mixed_dir: Path) -> None:
+    runs, warnings = lb.load_results(mixed_dir)
+    assert warnings == [] and len(runs) == 12
+    board = lb.leaderboard(runs)
+    assert len(board) == 4 and board["n"].tolist() == [2, 2, 2, 2]
+    assert "preactresnet18" not in set(board["model"])  # test acc 0.99, but over budget
+    assert board["test_acc_mean"].max() == pytest.approx(0.835)
+    left_out = lb.not_ranked(runs)
+    reasons = dict(zip(left_out["status"] + ":" + left_out["model"], left_out["reason"], strict=True))
+    assert reasons == {
+        "diverged:resnet20": "diverged: loss became non-finite in epoch 2 (lr 1e+06); lower --lr",
+        "finished:preactresnet18": "out of budget: 11,171,146 parameters, budget 5,000,000",
+        "running:airnet-small": "running or killed: 2 of 3 epochs recorded",
+        "failed:resnet20": "failed: CUDA out of memory",
+    }
+
+
+def test_cli_markdown_lists_not_ranked_runs_apart(invoke: Invoke, mixed_dir: Path) -> None:
+    result = invoke(["leaderboard", str(mixed_dir)])
+    assert result.exit_code == 0, result.output
+    ranked, _, rest = result.stdout.partition("Not ranked (4 runs):")
+    assert rest, result.stdout
+    assert "preactresnet18" not in ranked and "diverged" not in ranked
+    assert "out of budget: 11,171,146 parameters" in rest and "diverged: loss became non-finite" in rest
+    lines = [line for line in ranked.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header[:8] == ["rank", "config_id", "model", "dataset", "augs", "sched", "tta", "epochs"]
+    assert "lr" not in header  # the same for every ranked configuration: left out of markdown
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[0] == "1" and cells[2] == "airnet-small" and cells[4] == "crop-flip+cutout"
+    assert cells[header.index("test_acc_mean")] == "0.8350"
+    assert cells[header.index("test_acc_ci95")] == "0.0635"
+    assert cells[header.index("params")] == "292,688"
+    assert len(lines) == 2 + 4
+
+
+def test_not_ranked_flag(invoke: Invoke, mixed_dir: Path) -> None:
+    result = invoke(["leaderboard", str(mixed_dir), "--not-ranked", "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(io.StringIO(result.stdout))
+    assert sorted(frame["status"]) == ["diverged", "failed", "finished", "running"]
+    csv_result = invoke(["leaderboard", str(mixed_dir), "--format", "csv"])
+    assert "4 run(s) not ranked" in csv_result.stderr
+    assert "preactresnet18" not in csv_result.stdout
+
+
+# --- formats -------------------------------------------------------------------------------------
+def test_json_round_trips_to_the_same_frame(grid_dir: Path, tmp_path: Path) -> None:
+    board = board_of(grid_dir)
+    text = lb.frame_to_json(board)
+    pd.testing.assert_frame_equal(lb.read_leaderboard_json(text), board, check_exact=True)
+    path = tmp_path / "board.json"
+    path.write_text(text)
+    pd.testing.assert_frame_equal(lb.read_leaderboard_json(path), board, check_exact=True)
+    # pandas reads it too (table orient)
+    pd.testing.assert_frame_equal(
+        pd.read_json(io.StringIO(text), orient="table", precise_float=True), board, check_exact=True
+    )
+    for frame in (lb.ablation(board), board.iloc[:0]):
+        back = lb.read_leaderboard_json(lb.frame_to_json(frame))
+        pd.testing.assert_frame_equal(back, frame, check_exact=True)
+
+
+def test_cli_formats(invoke: Invoke, grid_dir: Path, tmp_path: Path) -> None:
+    board = board_of(grid_dir)
+
+    out = invoke(["leaderboard", str(grid_dir), "--format", "json"])
+    assert out.exit_code == 0, out.output
+    pd.testing.assert_frame_equal(lb.read_leaderboard_json(out.stdout), board, check_exact=True)
+
+    out = invoke(["leaderboard", str(grid_dir), "--format", "csv"])
+    assert out.exit_code == 0, out.output
+    frame = pd.read_csv(io.StringIO(out.stdout))
+    assert frame.columns.tolist() == board.columns.tolist()
+    assert frame["test_acc_mean"].tolist() == board["test_acc_mean"].tolist()
+    assert frame["test_acc_ci95"].tolist() == board["test_acc_ci95"].tolist()
+    assert frame["config_id"].tolist() == board["config_id"].tolist()
+
+    out = invoke(["leaderboard", str(grid_dir), "--format", "html"])
+    assert out.exit_code == 0, out.output
+    assert out.stdout.count("<table") == 1 and out.stdout.count("<tr") == 1 + 4
+    assert "<td>0.8350</td>" in out.stdout and "<td>crop-flip+cutout</td>" in out.stdout
+    rows = [re.findall(r"<td>(.*?)</td>", tr) for tr in out.stdout.split("<tr")[2:]]
+    assert [r[2] for r in rows] == board["model"].tolist()
+    assert [r[0] for r in rows] == ["1", "2", "3", "4"]
+
+    out = invoke(["leaderboard", str(grid_dir), "--format", "markdown"])
+    assert out.exit_code == 0, out.output
+    assert out.stdout.startswith("| rank ") and out.stdout.count("\n|") == 5
+
+    target = tmp_path / "out" / "board.json"
+    out = invoke(["leaderboard", str(grid_dir), "--format", "json", "--output", str(target)])
+    assert out.exit_code == 0 and out.stdout == ""
+    pd.testing.assert_frame_equal(lb.read_leaderboard_json(target), board, check_exact=True)
+
+
+def test_sort(invoke: Invoke, grid_dir: Path) -> None:
+    out = invoke(["leaderboard", str(grid_dir), "--format", "json", "--sort", "test_acc_std", "--ascending"])
+    frame = lb.read_leaderboard_json(out.stdout)
+    assert frame["test_acc_std"].tolist() == sorted(frame["test_acc_std"].tolist())
+    assert frame["rank"].tolist() == [1, 2, 3, 4]
+    bad = invoke(["leaderboard", str(grid_dir), "--sort", "nope"])
+    assert bad.exit_code == 1
+    assert bad.stderr.startswith("Error: cannot sort by 'nope'; columns: config_id, model, dataset")
+    assert len(bad.stderr.strip().splitlines()) == 1
+
+
+# --- Pareto --------------------------------------------------------------------------------------
+def test_pareto_by_params_and_macs(grid_dir: Path) -> None:
+    board = board_of(grid_dir)
+    # resnet20 (269,722 params) best 0.805; airnet-small (292,688) best 0.835: both on the front;
+    # the other configuration of each model is dominated (same size, less accurate).
+    front = lb.pareto(board, by="params")
+    assert front["test_acc_mean"].tolist() == pytest.approx([0.835, 0.805])
+    assert front["rank"].tolist() == [1, 3]
+    # by MACs airnet-small is also cheaper (21.4M vs 40.6M), so it dominates every resnet20 row
+    front = lb.pareto(board, by="macs")
+    assert front["rank"].tolist() == [1]
+
+
+def test_pareto_ties_and_dominance() -> None:
+    board = pd.DataFrame(
+        {
+            "rank": [1, 2, 3, 4, 5, 6],
+            "params": [300, 100, 200, 200, 300, 400],
+            "macs": [1, 1, 1, 1, 1, 1],
+            "test_acc_mean": [0.90, 0.80, 0.85, 0.85, 0.83, 0.90],
+        }
+    )
+    front = lb.pareto(board, by="params")
+    # 300/0.83 is dominated by 200/0.85; 400/0.90 by 300/0.90; the 200/0.85 tie keeps both
+    assert sorted(front["rank"]) == [1, 2, 3, 4]
+    assert lb.pareto(board, by="macs")["rank"].tolist() == [1, 6]
+    with pytest.raises(lb.CifarBudgetError, match="--pareto must be one of params, macs"):
+        lb.pareto(board, by="flops")
+
+
+def test_cli_pareto(invoke: Invoke, grid_dir: Path) -> None:
+    out = invoke(["leaderboard", str(grid_dir), "--pareto", "params", "--format", "json"])
+    assert out.exit_code == 0, out.output
+    frame = lb.read_leaderboard_json(out.stdout)
+    assert frame["rank"].tolist() == [1, 3]
+    assert frame["model"].tolist() == ["airnet-small", "resnet20"]
+
+
+# --- ablation ------------------------------------------------------------------------------------
+def test_ablation_by_hand(grid_dir: Path) -> None:
+    table = lb.ablation(board_of(grid_dir)).set_index(["factor", "level"])
+    # configuration means: A=0.81 (cf, multistep), B=0.835 (cf+cutout, multistep, flip: tta mean 0.8525),
+    # C=0.76 (cf, cosine), D=0.805 (cf+cutout, cosine, flip: tta mean 0.8175)
+    cutout = table.loc[("aug", "cutout")]
+    assert cutout["mean_with"] == pytest.approx((0.835 + 0.805) / 2, abs=1e-9)
+    assert cutout["mean_without"] == pytest.approx((0.81 + 0.76) / 2, abs=1e-9)
+    assert cutout["delta"] == pytest.approx(0.035, abs=1e-9)
+    assert (cutout["combos_with"], cutout["combos_without"], cutout["runs_with"], cutout["runs_without"]) == (
+        2,
+        2,
+        4,
+        4,
+    )
+    crop = table.loc[("aug", "crop-flip")]
+    assert crop["mean_with"] == pytest.approx(0.8025, abs=1e-9)
+    assert crop["combos_without"] == 0 and math.isnan(crop["mean_without"]) and math.isnan(crop["delta"])
+    cosine = table.loc[("sched", "cosine")]
+    assert cosine["mean_with"] == pytest.approx(0.7825, abs=1e-9)
+    assert cosine["mean_without"] == pytest.approx(0.8225, abs=1e-9)
+    assert cosine["delta"] == pytest.approx(-0.04, abs=1e-9)
+    assert table.loc[("sched", "multistep"), "delta"] == pytest.approx(0.04, abs=1e-9)
+    flip = table.loc[("tta", "flip")]  # paired: the same two configurations with and without TTA
+    assert flip["mean_with"] == pytest.approx((0.8525 + 0.8175) / 2, abs=1e-9)
+    assert flip["mean_without"] == pytest.approx((0.835 + 0.805) / 2, abs=1e-9)
+    assert flip["delta"] == pytest.approx(0.015, abs=1e-9)
+    assert (flip["combos_with"], flip["combos_without"], flip["runs_with"]) == (2, 2, 4)
+    assert list(table.index) == [
+        ("aug", "crop-flip"),
+        ("aug", "cutout"),
+        ("sched", "cosine"),
+        ("sched", "multistep"),
+        ("tta", "flip"),
+    ]
+
+
+def test_cli_ablation(invoke: Invoke, grid_dir: Path) -> None:
+    out = invoke(["leaderboard", str(grid_dir), "--ablation"])
+    assert out.exit_code == 0, out.output
+    line = next(line for line in out.stdout.splitlines() if "| cutout" in line)
+    assert [c.strip() for c in line.strip("|").split("|")] == [
+        "aug",
+        "cutout",
+        "2",
+        "2",
+        "4",
+        "4",
+        "0.8200",
+        "0.7850",
+        "0.0350",
+    ]
+
+
+# --- filters -------------------------------------------------------------------------------------
+def test_filters(invoke: Invoke, mixed_dir: Path, tmp_path: Path) -> None:
+    def models(*args: str) -> list[str]:
+        out = invoke(["leaderboard", str(mixed_dir), "--format", "json", *args])
+        assert out.exit_code == 0, out.output
+        return lb.read_leaderboard_json(out.stdout)["model"].tolist()
+
+    assert models("--budget", "280k") == ["resnet20", "resnet20"]  # 269,722 < 280k <= 292,688
+    assert models("--model", "air*") == ["airnet-small", "airnet-small"]
+    everything = ["airnet-small", "airnet-small", "resnet20", "resnet20"]
+    assert models("--model", "AIR*", "--model", "res*") == everything
+    assert models("--dataset", "synthetic") == everything
+
+    write_records(mixed_dir, [make_record("resnet20", 1, 0.5, dataset="cifar10")])
+    assert models("--dataset", "cifar10") == ["resnet20"]
+
+    for args in (["--model", "vgg*"], ["--dataset", "mnist"], ["--budget", "1k"]):
+        out = invoke(["leaderboard", str(mixed_dir), *args])
+        assert out.exit_code == 1
+        assert out.stderr == "Error: no runs match --budget/--dataset/--model\n"
+    out = invoke(["leaderboard", str(mixed_dir), "--budget", "lots"])
+    assert out.exit_code == 1 and out.stderr.startswith("Error: invalid budget 'lots'")
+
+
+def test_filter_runs_budget_is_strict(grid_dir: Path) -> None:
+    runs, _ = lb.load_results(grid_dir)
+    assert len(lb.filter_runs(runs, budget=269_722)) == 0
+    assert len(lb.filter_runs(runs, budget=269_723)) == 4
+
+
+# --- robustness ----------------------------------------------------------------------------------
+def test_truncated_and_foreign_files_are_skipped_with_a_warning(invoke: Invoke, grid_dir: Path) -> None:
+    bad = write_records(grid_dir, [make_record("resnet20", 9, 0.99)])[0]
+    bad.write_bytes(bad.read_bytes()[:200])  # truncated mid-write
+    foreign = grid_dir / "other-tool" / "result.json"
+    foreign.parent.mkdir()
+    foreign.write_text('{"accuracy": 0.99}')
+    listing = grid_dir / "a-list" / "result.json"
+    listing.parent.mkdir()
+    listing.write_text("[1, 2]")
+
+    runs, warnings = lb.load_results(grid_dir)
+    assert len(runs) == 8
+    assert len(warnings) == 3
+    assert any(w.startswith(f"skipped {bad}: corrupt or truncated JSON") for w in warnings)
+    assert f"skipped {foreign}: not a cifarbudget result (schema None)" in warnings
+    assert f"skipped {listing}: not a JSON object" in warnings
+
+    out = invoke(["leaderboard", str(grid_dir), "--format", "json"])
+    assert out.exit_code == 0
+    assert str(bad) in out.stderr and out.stderr.count("warning: skipped") == 3
+    board = lb.read_leaderboard_json(out.stdout)
+    assert len(board) == 4 and board["test_acc_mean"].max() == pytest.approx(0.835)
+
+
+def test_a_run_in_two_folders_counts_once(tmp_path: Path) -> None:
+    record = make_record("resnet20", 1, 0.7)
+    write_records(tmp_path / "a", [record])
+    write_records(tmp_path / "b", [record, make_record("resnet20", 2, 0.8)])
+    runs, warnings = lb.load_results([tmp_path / "a", tmp_path / "b"])
+    assert len(runs) == 2
+    assert len(warnings) == 1 and f"run {record['run_id']} already read from" in warnings[0]
+    assert lb.leaderboard(runs)["n"].tolist() == [2]
+
+
+def test_no_results_is_a_one_line_error(invoke: Invoke, tmp_path: Path) -> None:
+    out = invoke(["leaderboard", str(tmp_path)])
+    assert out.exit_code == 1
+    assert out.stderr == f"Error: no run results found in {tmp_path}\n"
+    missing = tmp_path / "nope"
+    out = invoke(["leaderboard", str(missing)])
+    assert out.exit_code == 1
+    assert out.stderr == (
+        f"warning: no such file or folder: {missing}\nError: no run results found in {missing}\n"
+    )
+
+
+def test_only_unranked_runs(invoke: Invoke, tmp_path: Path) -> None:
+    write_records(tmp_path, unranked_records())
+    runs, _ = lb.load_results(tmp_path)
+    assert lb.leaderboard(runs).empty
+    out = invoke(["leaderboard", str(tmp_path)])
+    assert out.exit_code == 0
+    assert out.stdout.startswith("(no rows)\n\nNot ranked (4 runs):")
+
+
+def test_help_has_examples(invoke: Invoke) -> None:
+    out = invoke(["leaderboard", "--help"])
+    assert out.exit_code == 0
+    assert "Examples:\n    cifarbudget leaderboard\n" in out.stdout
+    assert "--pareto [params|macs]" in out.stdout
+
+
+def test_real_run_record(invoke: Invoke, tmp_path: Path) -> None:
+    """A record written by a real (tiny) training run goes through the whole pipeline."""
+    out = invoke(
+        [
+            "run",
+            "airnet-small",
+            "--dataset",
+            "synthetic",
+            "--train-subset",
+            "128",
+            "--epochs",
+            "1",
+            "--val-size",
+            "64",
+            "--batch-size",
+            "64",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--results-dir",
+            str(tmp_path),
+            "--seed",
+            "5",
+        ]
+    )
+    assert out.exit_code == 0, out.output
+    record = json.loads(next(tmp_path.rglob("result.json")).read_text())
+    runs, warnings = lb.load_results(tmp_path)
+    assert warnings == []
+    board = lb.leaderboard(runs)
+    assert len(board) == 1
+    top = board.iloc[0]
+    assert top["test_acc_mean"] == record["final"]["test_acc"]
+    assert top["params"] == record["budget"]["params"] == MODELS["airnet-small"][0]
+    assert top["train_seconds_mean"] == record["timing"]["train_seconds"]
+    assert top["config_id"] == runs.iloc[0]["config_id"]
+
+
+def test_parallel_reading_gives_the_same_frame(mixed_dir: Path) -> None:
+    bad = write_records(mixed_dir, [make_record("resnet20", 9, 0.5)])[0]
+    bad.write_text("{")
+    serial, serial_warnings = lb.load_results(mixed_dir, workers=1)
+    parallel, parallel_warnings = lb.load_results(mixed_dir, workers=2)
+    pd.testing.assert_frame_equal(parallel, serial, check_exact=True)
+    assert parallel_warnings == serial_warnings and len(serial_warnings) == 1

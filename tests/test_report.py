@@ -1,0 +1,149 @@
+"""The HTML report: one self-contained page (inline CSS, PNG data URIs), checked as text and in Chromium.
+
+The Chromium test renders the page headless (``--dump-dom`` and ``--screenshot``) and skips when
+no Chromium is installed.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+from PIL import Image, ImageStat
+from test_leaderboard import grid_records, make_record, unranked_records, write_records
+
+from cifarbudget.errors import CifarBudgetError
+from cifarbudget.report import build_report
+
+Invoke = Callable[..., Result]
+DATA_URI = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+REMOTE = re.compile(  # a src/href/url() to another host (http, https or protocol-relative), or @import
+    r"""(?:src|href|action|poster)\s*=\s*["']?\s*(?:https?:)?//|url\(\s*["']?\s*(?:https?:)?//|@import""",
+    re.IGNORECASE,
+)
+
+
+def find_chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+
+
+@pytest.fixture
+def report_file(invoke: Invoke, tmp_path: Path) -> Path:
+    runs = tmp_path / "runs"
+    write_records(runs, grid_records() + unranked_records())
+    bad = write_records(runs, [make_record("resnet20", 9, 0.5)])[0]
+    bad.write_text(bad.read_text()[:100])  # truncated: a warning in the provenance
+    output = tmp_path / "site" / "report.html"
+    result = invoke(["report", str(runs), "--output", str(output), "--budget", "4M"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"wrote {output}: 12 runs, 4 ranked configurations\n"
+    assert f"warning: skipped {bad}: corrupt or truncated JSON" in result.stderr
+    return output
+
+
+def test_report_is_one_self_contained_page(report_file: Path) -> None:
+    page = report_file.read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert REMOTE.search(page) is None, REMOTE.search(page)
+    assert "http://" not in page and "https://" not in page
+    assert "<script" not in page and "<link" not in page
+    images = DATA_URI.findall(page)
+    assert len(images) == 3  # accuracy vs. params, training curves, confusion matrix
+    for encoded in images:
+        png = base64.b64decode(encoded)
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        with Image.open(io.BytesIO(png)) as image:
+            assert image.width > 300 and image.height > 300
+
+
+def test_report_content(report_file: Path) -> None:
+    page = report_file.read_text()
+    assert page.count('<table class="leaderboard"') == 1
+    assert page.count('<table class="notranked"') == 1
+    assert page.count('<table class="ablation"') == 1
+    body = page.split('<table class="leaderboard"')[1].split("</table>")[0]
+    assert body.count("<tr") == 1 + 4
+    assert "<td>0.8350</td>" in body and "<td>0.0635</td>" in body  # mean and CI of configuration #1
+    assert "Not ranked (4 runs)" in page
+    assert "out of budget: 11,171,146 parameters, budget 5,000,000" in page
+    best = "Best: airnet-small | crop-flip+cutout | multistep | tta flip | 3 ep: test accuracy 0.8350 (n=2)"
+    assert best in page
+    assert "Dashed green: the budget (4,000,000 parameters)" in page
+    assert "the most accurate seed of configuration #1, with TTA flip" in page
+    assert "<dt>cifarbudget version</dt>" in page and "<dt>generated at</dt>" in page
+    assert "12 (0 filtered out); 8 ranked in 4 configurations, 4 not ranked" in page
+    assert "Warnings (1)" in page and "corrupt or truncated JSON" in page
+
+
+def test_report_filters_and_errors(tmp_path: Path) -> None:
+    write_records(tmp_path, grid_records())
+    page, summary = build_report([tmp_path], models=["resnet*"], top=1)
+    assert (summary.n_runs, summary.n_ranked_configs) == (4, 2)
+    assert "airnet-small" not in page.split("<h2>Provenance</h2>")[0]
+    assert len(DATA_URI.findall(page)) == 3
+    with pytest.raises(CifarBudgetError, match="no runs match --dataset/--model"):
+        build_report([tmp_path], datasets=["cifar100"])
+    with pytest.raises(CifarBudgetError, match="no run results found in"):
+        build_report([tmp_path / "empty"])
+
+
+def test_report_cli_without_results(invoke: Invoke, tmp_path: Path) -> None:
+    result = invoke(["report", str(tmp_path), "--output", str(tmp_path / "r.html")])
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: no run results found in {tmp_path}\n"
+    assert not (tmp_path / "r.html").exists()
+    assert "Examples:" in invoke(["report", "--help"]).stdout
+
+
+def test_report_renders_in_headless_chromium(report_file: Path, tmp_path: Path) -> None:
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("chromium is not installed")
+    flags = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    url = report_file.resolve().as_uri()
+    dom = subprocess.run(
+        [*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert dom.count('<table class="leaderboard"') == 1
+    assert len(re.findall(r'<img src="data:image/png;base64,', dom)) == 3
+    assert "<h2>Accuracy vs. parameters</h2>" in dom
+
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [*flags, "--window-size=1280,2000", f"--screenshot={shot}", url],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    with Image.open(shot) as image:
+        assert image.size == (1280, 2000)
+        gray = image.convert("L")
+        stats = ImageStat.Stat(gray)
+        assert stats.stddev[0] > 20  # text, tables and plots, not a blank page
+        dark = sum(gray.histogram()[:128])
+        assert dark > 0.005 * 1280 * 2000
+        # the plots are drawn: the page has the blue of the scatter/curves somewhere
+        colors = image.convert("RGB").getcolors(maxcolors=1_000_000) or []
+        assert len(colors) > 500
