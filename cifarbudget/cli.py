@@ -6,41 +6,13 @@ non-zero exit at this edge; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import functools
-import json
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from cifarbudget import __version__
-from cifarbudget.errors import CifarBudgetError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def user_errors(func: F) -> F:
-    """Turn library errors into ``click.ClickException`` (one line, exit 1)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except CifarBudgetError as exc:
-            raise click.ClickException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def echo_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, default=str))
-
-
-def table(rows: list[dict[str, Any]], **kwargs: Any) -> str:
-    from tabulate import tabulate
-
-    return tabulate(rows, headers="keys", **kwargs) if rows else "(nothing)"
+from cifarbudget.commands.common import _parse_aug_params, echo_json, table, user_errors
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -265,7 +237,7 @@ def plugins(as_json: bool) -> None:
 @click.option(
     "--channels-last/--no-channels-last",
     default=None,
-    help="channels_last memory format [default: on for CUDA].",
+    help="channels_last memory format [default: on for CUDA and CPU].",
 )
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
 @click.option(
@@ -331,21 +303,6 @@ def run(
         click.echo(result.summary())
     if result.status != "finished":
         raise click.ClickException(f"run {result.status}: {result.error or 'see ' + str(result.run_dir)}")
-
-
-def _parse_aug_params(items: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        aug, dot, param = key.rpartition(".")
-        if not sep or not dot or not aug or not param:
-            raise click.BadParameter(f"{item!r} is not AUG.KEY=VALUE", param_hint="--aug-param")
-        try:
-            value: Any = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out.setdefault(aug, {})[param] = value
-    return out
 
 
 # --- leaderboard -------------------------------------------------------------------------------
@@ -520,6 +477,18 @@ def report(
     for warning in summary.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"wrote {output}: {summary.n_runs} runs, {summary.n_ranked_configs} ranked configurations")
+
+
+def _add_module_commands() -> None:
+    import importlib
+
+    from cifarbudget.commands import COMMANDS
+
+    for name in COMMANDS:
+        cli.add_command(getattr(importlib.import_module(f"cifarbudget.commands.{name}"), name))
+
+
+_add_module_commands()
 
 
 def main() -> None:

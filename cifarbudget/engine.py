@@ -140,7 +140,9 @@ class Engine:
         if spec.ema > 0:
             from timm.utils import ModelEmaV3
 
-            self.ema = ModelEmaV3(self.model, decay=spec.ema, device=options.device)
+            # timm's warmup (decay ramps up as 1 - (1 + step)^(-2/3), capped at spec.ema) keeps the
+            # random initial weights from dominating the average in short runs.
+            self.ema = ModelEmaV3(self.model, decay=spec.ema, use_warmup=True, device=options.device)
         self.forward: Callable[[torch.Tensor], torch.Tensor] = self.model
         if options.compile:
             self.forward = torch.compile(self.model)  # type: ignore[assignment]
@@ -192,6 +194,15 @@ class Engine:
         )
 
     # -- training -----------------------------------------------------------------------------
+    def _finite(self, metrics: dict[str, Any]) -> bool:
+        """Whether the epoch's losses and every weight of the model (and its EMA) are finite."""
+        if not all(math.isfinite(metrics[k]) for k in ("train_loss", "val_loss") if k in metrics):
+            return False
+        with torch.no_grad():
+            tensors = [t for t in self.eval_model.state_dict().values() if t.is_floating_point()]
+            tensors += [p for p in self.model.parameters()]
+            return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
     def fit(self, on_epoch: Callable[[TrainState], None] | None = None) -> TrainState:
         """Train the remaining epochs; call ``on_epoch`` after each epoch's checkpoint is written."""
         spec = self.spec
@@ -203,13 +214,14 @@ class Engine:
             while self.state.epoch < spec.epochs and self.state.status == "running":
                 metrics = self._train_epoch(bar)
                 self.state.epoch += 1
-                if metrics is None:
+                if metrics is not None and self.val_split is not None and len(self.val_split):
+                    val = evaluate(self.eval_model, self.val_split, self.options)
+                    metrics.update(val_loss=val["loss"], val_acc=val["acc"])
+                if metrics is None or not self._finite(metrics):
+                    # a non-finite training loss, validation loss or weight: the run has diverged
                     self.state.status = "diverged"
-                    self.state.history.append({"epoch": self.state.epoch, "train_loss": math.nan})
+                    self.state.history.append(metrics or {"epoch": self.state.epoch, "train_loss": math.nan})
                 else:
-                    if self.val_split is not None and len(self.val_split):
-                        val = evaluate(self.eval_model, self.val_split, self.options)
-                        metrics.update(val_loss=val["loss"], val_acc=val["acc"])
                     self.state.history.append(metrics)
                     if self.state.epoch == spec.epochs:
                         self.state.status = "finished"
@@ -233,6 +245,7 @@ class Engine:
         _sync(device)
         start = time.perf_counter()
         batches = self.train_split.batches(spec.batch_size, shuffle=True, drop_last=self.drop_last)
+        first_step = self.state.epoch * self.steps_per_epoch
         for step, (x, y) in enumerate(batches, 1):
             x, targets = self.pipeline(x, self.soft_targets(y))
             with autocast(options):
@@ -243,7 +256,7 @@ class Engine:
             self.optimizer.step()
             self.scheduler.step()
             if self.ema is not None:
-                self.ema.update(self.model)
+                self.ema.update(self.model, step=first_step + step)
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(dim=1) == y).sum()
             seen += len(y)

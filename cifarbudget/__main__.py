@@ -1,0 +1,5 @@
+"""``python -m cifarbudget``: the command line."""
+
+from cifarbudget.cli import main
+
+main()
