@@ -141,8 +141,8 @@ def bench_model(
 ) -> BenchResult:
     """Measure training and inference throughput of the registered model ``name``.
 
-    ``None`` picks the defaults of the device: the best available device (as ``cifarbudget run``),
-    bf16 autocast and channels_last on CUDA only, and :data:`DEFAULTS` for batch size and steps.
+    ``None`` picks what ``cifarbudget run`` picks: the best available device, bf16 autocast on CUDA,
+    channels_last on CUDA and the CPU; and :data:`DEFAULTS` for batch size and steps.
     """
     from cifarbudget.api import create_model
     from cifarbudget.budget import check_budget
@@ -162,7 +162,7 @@ def bench_model(
             f"got {batch_size}, {warmup}, {steps}"
         )
     amp = dev.type == "cuda" if amp is None else amp
-    channels_last = dev.type == "cuda" if channels_last is None else channels_last
+    channels_last = dev.type in ("cuda", "cpu") if channels_last is None else channels_last
     if dev.type == "cuda":  # the training engine's settings (cifarbudget.trainer)
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True

@@ -55,7 +55,7 @@ def test_bench_json_schema(invoke: Invoke) -> None:
     assert set(record) == set(BenchResult.__dataclass_fields__)
     assert record["device"] == "cpu"
     assert (record["batch_size"], record["warmup"], record["steps"]) == (4, 1, 2)
-    assert (record["amp"], record["channels_last"], record["compile"]) == (False, False, False)
+    assert (record["amp"], record["channels_last"], record["compile"]) == (False, True, False)  # as run
     assert record["params"] == _params(tiny()) == 3 * 8 * 9 + 8 + 2 * 8 + 8 * 10 + 10
     assert record["macs"] == 32 * 32 * 8 * 3 * 9 + 8 * 10  # conv + linear, fvcore
     assert record["within_budget"] is True
@@ -103,8 +103,8 @@ def test_over_budget_model_is_benchmarked() -> None:
     assert result.train_images_per_s > 0 and result.eval_images_per_s > 0
 
 
-def test_bench_amp_and_channels_last_on_cpu() -> None:
-    result = bench_model("tiny", device="cpu", batch_size=3, amp=True, channels_last=True, warmup=0, steps=1)
+def test_bench_amp_and_no_channels_last_on_cpu() -> None:
+    result = bench_model("tiny", device="cpu", batch_size=3, amp=True, channels_last=False, warmup=0, steps=1)
     assert (result.batch_size, result.warmup, result.steps) == (3, 0, 1)
-    assert (result.amp, result.channels_last) == (True, True)
+    assert (result.amp, result.channels_last) == (True, False)
     assert result.train_step_ms > 0 and result.eval_step_ms > 0

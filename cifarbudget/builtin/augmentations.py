@@ -343,8 +343,12 @@ class RandomErasing(BatchAugmentation):
         box_h, box_w = box_h * apply, box_w * apply
         mask = _box_mask(top, top + box_h, left, left + box_w, h, w)[:, None]
         if self.mode == "pixel":
-            fill = torch.randn(n, c, h, w, device=dev, dtype=images.dtype)
-        elif self.mode == "rand":
+            # draw normals only for the erased pixels (about p x mean area, ~9% of the batch)
+            full = mask.expand(n, c, h, w)
+            return images.masked_scatter(
+                full, torch.randn(int(full.sum()), device=dev, dtype=images.dtype)
+            ), targets
+        if self.mode == "rand":
             fill = torch.randn(n, c, 1, 1, device=dev, dtype=images.dtype)
         else:
             fill = torch.zeros((), device=dev, dtype=images.dtype)

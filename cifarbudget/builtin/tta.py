@@ -1,8 +1,9 @@
 """Builtin test-time augmentation policies: none, flip, flip-shift.
 
 A policy is called as ``policy(model, images) -> logits`` on a normalised float batch; it builds
-``policy.n_views`` views of the batch with tensor ops, runs the model on all of them in as few
-forward passes as ``max_batch`` allows (views are concatenated along the batch dimension), and
+``policy.n_views`` views of the batch with tensor ops, runs the model on all of them (on a GPU in
+as few forward passes as ``max_batch`` allows, views concatenated along the batch dimension; on
+a CPU one pass per view, which benchmarks/test_bench_tta.py measured to be faster there), and
 averages the logits over the views, as airbench does. ``reduce="probs"`` averages the softmax
 probabilities instead and returns their log (log-probabilities are valid logits: same argmax,
 and cross-entropy on them is the NLL of the averaged prediction).
@@ -55,7 +56,9 @@ class TTAPolicy:
         n = images.shape[0]
         with torch.no_grad():
             views = self.views(images)
-            if len(views) * n <= self.max_batch:
+            # one forward pass over all views where that is faster (GPUs); on a CPU a batch twice as
+            # large costs more than twice as much (caches), so each view gets its own pass there
+            if len(views) * n <= self.max_batch and images.device.type != "cpu":
                 logits = model(torch.cat(views) if len(views) > 1 else views[0])
             else:  # one view at a time, each chunked: bounded memory
                 logits = torch.cat([model(chunk) for v in views for chunk in v.split(self.max_batch)])

@@ -15,7 +15,7 @@ from cifarbudget.commands.common import echo_json, table, user_errors
     help="Images per step, training and inference [default: 256 on a GPU, 64 on the CPU].",
 )
 @click.option("--amp/--no-amp", default=None, help="bf16 autocast [default: on for CUDA].")
-@click.option("--channels-last/--no-channels-last", default=None, help="[default: on for CUDA].")
+@click.option("--channels-last/--no-channels-last", default=None, help="[default: on for CUDA and CPU].")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (warm-up compiles).")
 @click.option("--device", default=None, help="cuda, mps or cpu [default: the best available].")
 @click.option(
