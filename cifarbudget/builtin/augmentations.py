@@ -342,8 +342,11 @@ class RandomErasing(BatchAugmentation):
         left = (torch.rand(n, device=dev) * (w - box_w + 1)).long().clamp(max=w - 1)
         box_h, box_w = box_h * apply, box_w * apply
         mask = _box_mask(top, top + box_h, left, left + box_w, h, w)[:, None]
+        if self.mode == "pixel" and dev.type != "cpu":
+            # on a GPU: one fused where, no host sync (counting the erased pixels would need one)
+            return torch.where(mask, torch.randn_like(images), images), targets
         if self.mode == "pixel":
-            # draw normals only for the erased pixels (about p x mean area, ~9% of the batch)
+            # on a CPU: draw normals only for the erased pixels (about p x mean area, ~9% of the batch)
             full = mask.expand(n, c, h, w)
             return images.masked_scatter(
                 full, torch.randn(int(full.sum()), device=dev, dtype=images.dtype)
