@@ -27,7 +27,8 @@ import torch
 from reference_loop import MEAN, STD, EngineVsHandwritten, alternate, median, random_split
 
 from cifarbudget.api import create_model
-from cifarbudget.builtin.augmentations import Compose, CropFlip, soft_targets
+from cifarbudget.augment.batch import CropFlip
+from cifarbudget.augment.pipeline import Compose, soft_targets
 from cifarbudget.data.core import DeviceSplit
 from cifarbudget.engine import Engine, EngineOptions
 from cifarbudget.io import atomic_write_json

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from cifarbudget.api import create_model
-from cifarbudget.builtin.augmentations import compose, soft_targets
+from cifarbudget.augment.pipeline import compose, soft_targets
 from cifarbudget.data.core import DeviceSplit, Split
 from cifarbudget.engine import Engine, EngineOptions, build_optimizer
 from cifarbudget.plugins import get_registry

@@ -27,7 +27,7 @@ from PIL import Image
 from reference_loop import NUM_CLASSES, median, random_split, run_defaults, sync
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from cifarbudget.builtin.augmentations import Compose, soft_targets
+from cifarbudget.augment.pipeline import Compose, soft_targets
 from cifarbudget.data.core import DeviceSplit, Split, normalization_stats
 from cifarbudget.plugins import get_registry
 from cifarbudget.runner import resolve_spec

@@ -148,3 +148,40 @@ class PluginRegistryView:
 
     def __contains__(self, name: object) -> bool:
         return name in self._registry
+
+
+class LazyFactory:
+    """A factory that imports its implementation on the first call: ``lazy("pkg.mod:name", *args)``.
+
+    Registering ``lazy("cifarbudget.nets.resnet:cifar_resnet", 20)`` costs no import, so listing
+    names (``cifarbudget list``) never imports torch; calling it imports ``pkg.mod`` and returns
+    ``name(*args, *call_args, **kwargs, **call_kwargs)``. Third-party plugins can use it too.
+    """
+
+    def __init__(self, target: str, *args: Any, **kwargs: Any) -> None:
+        module, sep, attr = target.partition(":")
+        if not sep or not module or not attr:
+            raise PluginError(f"lazy factory target {target!r} is not 'package.module:name'")
+        self.target, self.args, self.kwargs = target, args, kwargs
+
+    def resolve(self) -> Callable[..., Any]:
+        """The implementation itself (importing its module)."""
+        import importlib
+
+        module, _, attr = self.target.partition(":")
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        return obj  # type: ignore[no-any-return]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.resolve()(*self.args, *args, **{**self.kwargs, **kwargs})
+
+    def __repr__(self) -> str:
+        bound = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"lazy({', '.join([repr(self.target), *bound])})"
+
+
+def lazy(target: str, *args: Any, **kwargs: Any) -> LazyFactory:
+    """Shorthand for :class:`LazyFactory`."""
+    return LazyFactory(target, *args, **kwargs)

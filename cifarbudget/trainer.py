@@ -55,7 +55,7 @@ def train_run(
     say: Callable[[str], None],
 ) -> RunResult:
     from cifarbudget.api import create_model
-    from cifarbudget.builtin.augmentations import Compose, soft_targets
+    from cifarbudget.augment.pipeline import Compose, soft_targets
     from cifarbudget.plots import plot_confusion, plot_curves
     from cifarbudget.runner import estimate_cpu_seconds, warn_cpu
 

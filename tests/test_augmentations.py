@@ -13,18 +13,9 @@ import torch
 import torch.nn.functional as F
 
 import cifarbudget
-from cifarbudget.builtin.augmentations import (
-    AUGMENTATIONS,
-    Blur,
-    Compose,
-    CropFlip,
-    CutMix,
-    Cutout,
-    Mixup,
-    RandomErasing,
-    compose,
-    soft_targets,
-)
+from cifarbudget.augment.batch import Blur, CropFlip, CutMix, Cutout, Mixup, RandomErasing
+from cifarbudget.augment.pipeline import Compose, compose, soft_targets
+from cifarbudget.builtin.augmentations import AUGMENTATIONS
 from cifarbudget.errors import CifarBudgetError, UnknownNameError
 
 AUG_NAMES = cifarbudget.get_registry("augmentations").names()

@@ -107,7 +107,7 @@ def test_pinned_parameter_counts(name: str, params: int) -> None:
 
 def test_resnetsmall_architecture() -> None:
     """The reference model: BasicBlocks [4,4,4,3], widths 32/64/128/256, projection shortcuts."""
-    from cifarbudget.builtin.models import BasicBlock
+    from cifarbudget.nets.resnet import BasicBlock
 
     model = cifarbudget.create_model("resnetsmall")
     blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]

@@ -16,8 +16,9 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 import cifarbudget
-from cifarbudget.builtin.schedulers import SCHEDULERS, constant, cosine, multistep, onecycle
+from cifarbudget.builtin.schedulers import SCHEDULERS
 from cifarbudget.errors import CifarBudgetError
+from cifarbudget.schedules import constant, cosine, multistep, onecycle
 
 SCHED_NAMES = cifarbudget.get_registry("schedulers").names()
 PEAK = 0.1

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import cifarbudget
-from cifarbudget.builtin.tta import TTA_POLICIES, FlipShiftTTA, FlipTTA, NoTTA
+from cifarbudget.builtin.tta import TTA_POLICIES
 from cifarbudget.errors import CifarBudgetError
+from cifarbudget.tta import FlipShiftTTA, FlipTTA, NoTTA
 
 TTA_NAMES = cifarbudget.get_registry("tta").names()
 

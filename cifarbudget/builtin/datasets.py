@@ -1,90 +1,35 @@
-"""Builtin datasets: CIFAR-10/100 through torchvision, ImageFolder trees or zips, and synthetic data."""
+"""Builtin datasets: CIFAR-10/100 through torchvision, ImageFolder trees or zips, and synthetic data.
+
+Only registrations; the factories are in :mod:`cifarbudget.data.sources`.
+"""
 
 from __future__ import annotations
 
-import socket
-from pathlib import Path
-
-import numpy as np
-import torch
-
-from cifarbudget.data.core import Split
-from cifarbudget.errors import DataError
 from cifarbudget.hookspecs import hookimpl
-
-SYNTHETIC_TRAIN = 6_000
-SYNTHETIC_TEST = 2_000
-
-
-def _torchvision_cifar(name: str, root: Path, train: bool, download: bool) -> Split:
-    import torchvision
-
-    cls = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[name]
-    root = Path(root).expanduser()
-    try:
-        ds = cls(str(root), train=train, download=False)
-    except RuntimeError:
-        if not download:
-            raise DataError(
-                f"{name} is not in {root}; pass --download, or --data-dir pointing at the folder that holds "
-                f"the extracted {cls.base_folder}/"
-            ) from None
-        previous = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(30)
-        try:
-            ds = cls(str(root), train=train, download=True)
-        except Exception as exc:
-            raise DataError(
-                f"{name} is not in {root} and could not be downloaded ({type(exc).__name__}); offline? "
-                f"pass --data-dir with the extracted {cls.base_folder}/, or use "
-                "--dataset imagefolder --data-dir DIR (train/ and test/ class folders or zips of them)"
-            ) from None
-        finally:
-            socket.setdefaulttimeout(previous)
-    images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
-    labels = torch.tensor(ds.targets, dtype=torch.long)
-    return Split(images, labels, list(ds.classes), source=f"{name}:{root}:{'train' if train else 'test'}")
-
-
-def cifar10(root: Path, *, train: bool, download: bool) -> Split:
-    return _torchvision_cifar("cifar10", root, train, download)
-
-
-def cifar100(root: Path, *, train: bool, download: bool) -> Split:
-    return _torchvision_cifar("cifar100", root, train, download)
-
-
-def imagefolder(root: Path, *, train: bool, download: bool) -> Split:
-    from cifarbudget.data.imagefolder import load_imagefolder
-
-    return load_imagefolder(root, train=train)
-
-
-def synthetic(root: Path, *, train: bool, download: bool) -> Split:
-    from cifarbudget.data.synthetic import make_synthetic
-
-    return make_synthetic(SYNTHETIC_TRAIN if train else SYNTHETIC_TEST, seed=0, split_seed=1 if train else 2)
+from cifarbudget.registry import lazy
 
 
 @hookimpl
 def cifarbudget_register_datasets(registry) -> None:
     registry.add(
         "cifar10",
-        cifar10,
+        lazy("cifarbudget.data.sources:cifar10"),
         description="CIFAR-10 (Krizhevsky 2009) via torchvision: 50k train / 10k test, 10 classes",
     )
     registry.add(
-        "cifar100", cifar100, description="CIFAR-100 via torchvision: 50k train / 10k test, 100 classes"
+        "cifar100",
+        lazy("cifarbudget.data.sources:cifar100"),
+        description="CIFAR-100 via torchvision: 50k train / 10k test, 100 classes",
     )
     registry.add(
         "imagefolder",
-        imagefolder,
+        lazy("cifarbudget.data.sources:imagefolder"),
         description="train/<class>/* and test/<class>/* image folders under --data-dir, or .zip archives of them; "
         "decoded once and cached",
     )
     registry.add(
         "synthetic",
-        synthetic,
-        description=f"offline synthetic 10-class 32x32 images, deterministic ({SYNTHETIC_TRAIN} train / "
-        f"{SYNTHETIC_TEST} test): for tests and demos",
+        lazy("cifarbudget.data.sources:synthetic"),
+        description="offline synthetic 10-class 32x32 images, deterministic (6,000 train / 2,000 test, "
+        "cifarbudget.data.sources.SYNTHETIC_TRAIN/TEST): for tests and demos",
     )

@@ -1,0 +1,232 @@
+"""The augmentation pipeline: the protocol an augmentation implements, :class:`Compose`, soft targets.
+
+An augmentation is called as ``aug(images, targets) -> (images, targets)`` on a whole batch on
+the training device, with ``targets`` float soft labels ``(N, K)``. It runs at one of two
+*stages*, given by its optional ``stage`` attribute:
+
+- ``"normalized"`` (the default): ``images`` is the normalised float batch the model sees.
+- ``"uint8"``: ``images`` is the raw uint8 batch ``(N, 3, H, W)``, before normalisation; for
+  operations defined on pixel values (AutoAugment's posterize, solarize, equalize, ...). It must
+  return uint8 images.
+
+:class:`Compose` runs the uint8-stage augmentations first (in their order), normalises, then runs
+the others (in their order). The engine hands it raw uint8 batches; called on a float batch it
+runs only the normalised stage (and refuses a pipeline that has uint8-stage augmentations).
+
+An augmentation that needs to know *which* images it gets and in which epoch (the derandomized
+alternating flip) sets ``wants_context = True``; it is then called as
+``aug(images, targets, context=BatchContext(epoch, indices))``, where ``indices`` are the images'
+positions in the training split (int64, on the device). Others never see the context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from cifarbudget.errors import RunError
+
+STAGES = ("uint8", "normalized")
+
+__all__ = [
+    "STAGES",
+    "Augmentation",
+    "BatchAugmentation",
+    "BatchContext",
+    "Compose",
+    "check",
+    "check_prob",
+    "check_range",
+    "compose",
+    "soft_targets",
+    "stage_of",
+]
+
+
+@runtime_checkable
+class Augmentation(Protocol):
+    """What the engine needs from an augmentation: a batch in, a batch out."""
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@dataclass(frozen=True)
+class BatchContext:
+    """Where a training batch comes from, for augmentations with ``wants_context = True``.
+
+    ``epoch``: 0-based epoch of the run; ``indices``: positions of the batch's images in the
+    training split (int64 ``(N,)`` on the images' device), ``None`` when unknown.
+    """
+
+    epoch: int = 0
+    indices: torch.Tensor | None = None
+
+
+def check(ok: bool, message: str) -> None:
+    """Raise a one-line :class:`RunError` with ``message`` unless ``ok`` (bad augmentation parameters)."""
+    if not ok:
+        raise RunError(message)
+
+
+def check_prob(name: str, p: float) -> float:
+    check(0.0 <= p <= 1.0, f"{name}: p must be a probability in [0, 1], got {p!r}")
+    return float(p)
+
+
+def check_range(name: str, what: str, value: Sequence[float], lo: float, hi: float) -> tuple[float, float]:
+    check(
+        len(value) == 2 and lo <= value[0] <= value[1] <= hi,
+        f"{name}: {what} must be a pair (low, high) with {lo} <= low <= high <= {hi}, got {value!r}",
+    )
+    return float(value[0]), float(value[1])
+
+
+def stage_of(aug: object) -> str:
+    """The stage an augmentation runs at (``"normalized"`` unless it says ``stage = "uint8"``)."""
+    stage = getattr(aug, "stage", "normalized")
+    check(stage in STAGES, f"augmentation {aug!r}: stage must be one of {STAGES}, got {stage!r}")
+    return str(stage)
+
+
+class BatchAugmentation:
+    """Base class of the builtin augmentations: ``params()`` and a ``__repr__`` built from it."""
+
+    name: str = "augmentation"
+    stage: str = "normalized"
+    wants_context: bool = False
+
+    def params(self) -> dict[str, Any]:
+        """The settings of this augmentation (JSON-friendly), recorded in a run's result."""
+        raise NotImplementedError
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _aug_name(aug: object) -> str:
+    return str(getattr(aug, "name", None) or getattr(aug, "__name__", None) or type(aug).__name__)
+
+
+def _aug_params(aug: object) -> dict[str, Any]:
+    params = getattr(aug, "params", None)
+    return dict(params()) if callable(params) else {}
+
+
+class Compose(BatchAugmentation):
+    """Apply several augmentations in order; ``params()`` lists each one's name and settings.
+
+    The order matters and is kept within each stage: the usual one is ``crop-flip`` first, then a
+    mixing augmentation (``cutmix`` or ``mixup``), then ``blur`` and ``erasing``/``cutout``.
+    ``normalize`` maps a uint8 batch to the model's float input; it is needed only when the
+    pipeline is called on uint8 images (the engine passes the training split's).
+    """
+
+    name = "compose"
+
+    def __init__(
+        self,
+        augs: Iterable[Augmentation],
+        names: Sequence[str] | None = None,
+        *,
+        normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        self.augs = list(augs)
+        for aug in self.augs:
+            check(callable(aug), f"compose: {aug!r} is not callable")
+        self.names = list(names) if names is not None else [_aug_name(a) for a in self.augs]
+        check(len(self.names) == len(self.augs), "compose: one name per augmentation is needed")
+        self.normalize = normalize
+        self.uint8_augs = [a for a in self.augs if stage_of(a) == "uint8"]
+        self.float_augs = [a for a in self.augs if stage_of(a) == "normalized"]
+
+    def params(self) -> dict[str, Any]:
+        pairs = zip(self.names, self.augs, strict=True)
+        return {"augs": [{"name": n, "params": _aug_params(a)} for n, a in pairs]}
+
+    def __call__(
+        self, images: torch.Tensor, targets: torch.Tensor, context: BatchContext | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if images.dtype == torch.uint8:
+            for aug in self.uint8_augs:
+                images, targets = _apply(aug, images, targets, context)
+            check(self.normalize is not None, "compose: a uint8 batch needs a normalize function")
+            assert self.normalize is not None
+            images = self.normalize(images)
+        else:
+            check(
+                not self.uint8_augs,
+                "compose: this pipeline has uint8-stage augmentations; call it on the uint8 batch",
+            )
+        for aug in self.float_augs:
+            images, targets = _apply(aug, images, targets, context)
+        return images, targets
+
+    def __len__(self) -> int:
+        return len(self.augs)
+
+    def __iter__(self) -> Iterator[Augmentation]:
+        return iter(self.augs)
+
+    def __repr__(self) -> str:
+        return "Compose([" + ", ".join(repr(a) for a in self.augs) + "])"
+
+
+def _apply(
+    aug: Augmentation, images: torch.Tensor, targets: torch.Tensor, context: BatchContext | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if getattr(aug, "wants_context", False):
+        return aug(images, targets, context=context or BatchContext())  # type: ignore[call-arg]
+    return aug(images, targets)
+
+
+AugSpec = str | tuple[str, Mapping[str, Any]] | Augmentation
+
+
+def compose(
+    augs: Iterable[AugSpec], *, normalize: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> Compose:
+    """Chain augmentations given as registered names, ``(name, params)`` pairs or aug objects.
+
+    ``compose(["crop-flip", ("cutmix", {"p": 1.0}), "erasing"])`` builds each named one through
+    the augmentation registry (so plugin augmentations work too) and keeps the names for
+    ``params()``. An empty list gives the identity (plus ``normalize`` on uint8 batches).
+    """
+    from cifarbudget.plugins import get_registry
+
+    built: list[Augmentation] = []
+    names: list[str] = []
+    for spec in augs:
+        if isinstance(spec, str):
+            spec = (spec, {})
+        if isinstance(spec, tuple):
+            name, params = spec
+            built.append(get_registry("augmentations").create(name, **dict(params)))
+            names.append(name)
+        else:
+            built.append(spec)
+            names.append(_aug_name(spec))
+    return Compose(built, names, normalize=normalize)
+
+
+def soft_targets(
+    labels: torch.Tensor, num_classes: int, smoothing: float = 0.0, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """One-hot targets ``(N, num_classes)`` for int labels ``(N,)``, optionally label-smoothed.
+
+    With smoothing ``e`` each row is ``(1 - e) * one_hot + e / num_classes`` (the convention of
+    ``torch.nn.CrossEntropyLoss(label_smoothing=e)`` and timm's ``mixup_target``); rows sum to 1.
+    Built with timm's ``one_hot`` on the labels' device.
+    """
+    from timm.data.mixup import one_hot
+
+    check(0.0 <= smoothing < 1.0, f"label smoothing must be in [0, 1), got {smoothing!r}")
+    check(labels.ndim == 1, f"soft_targets expects labels of shape (N,), got shape {tuple(labels.shape)}")
+    off = smoothing / num_classes
+    return one_hot(labels, num_classes, on_value=1.0 - smoothing + off, off_value=off).to(dtype)
