@@ -70,7 +70,7 @@ def quick(request: pytest.FixtureRequest) -> bool:
 
 @pytest.fixture(scope="session")
 def device(request: pytest.FixtureRequest) -> torch.device:
-    from cifarbudget.runner import select_device
+    from cifarbudget.device import select_device
 
     return select_device(request.config.getoption("--bench-device"))
 
@@ -165,9 +165,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     if config.getoption("--quick") or not _COLLECTED.results or config.getoption("collectonly", False):
         return
+    from cifarbudget.device import select_device
     from cifarbudget.io import atomic_write_json
     from cifarbudget.results import git_revision
-    from cifarbudget.runner import select_device
 
     device = select_device(config.getoption("--bench-device"))
     today = datetime.now(timezone.utc).date().isoformat()

@@ -24,17 +24,15 @@ import time
 from pathlib import Path
 
 import torch
-from reference_loop import MEAN, STD, EngineVsHandwritten, alternate, median, random_split
+from reference_loop import MEAN, STD, EngineVsHandwritten, alternate, build_engine, median, random_split
 
 from cifarbudget.api import create_model
 from cifarbudget.augment.batch import CropFlip
-from cifarbudget.augment.pipeline import Compose, soft_targets
+from cifarbudget.augment.pipeline import Compose
 from cifarbudget.data.core import DeviceSplit
-from cifarbudget.engine import Engine, EngineOptions
+from cifarbudget.device import DeviceSettings
 from cifarbudget.io import atomic_write_json
-from cifarbudget.plugins import get_registry
 from cifarbudget.results import manifest
-from cifarbudget.spec import RunSpec
 
 
 def engine_throughput(
@@ -51,19 +49,16 @@ def engine_throughput(
     """Training images/s of the engine: the mean over the epochs after the first (warm-up)."""
     torch.manual_seed(0)
     split = random_split(n_images)
-    options = EngineOptions(device=device, amp=amp, channels_last=cl, compile=compile, progress=False)
+    settings = DeviceSettings(device=device, amp=amp, channels_last=cl, compile=compile)
     data = DeviceSplit.from_split(split, device, MEAN, STD, cl)
-    spec = RunSpec(model=model_name, dataset="synthetic", epochs=epochs, batch_size=batch)
-    engine = Engine(
-        spec,
+    engine = build_engine(
         create_model(model_name),
         data,
-        None,
-        Compose([CropFlip()]),
-        lambda y: soft_targets(y, 10),
-        get_registry("schedulers").get("multistep").factory,
-        options,
+        Compose([CropFlip()], normalize=data.normalize),
+        settings,
         Path(tempfile.gettempdir()) / "gpu-bench-unused",
+        epochs=epochs,
+        batch_size=batch,
     )
     engine.save_checkpoint = lambda: None  # type: ignore[method-assign]  # measure training, not disk
     state = engine.fit()
@@ -119,7 +114,7 @@ def main() -> None:
     if args.full_run and args.data_dir is None:
         parser.error("--full-run needs --data-dir (a folder with cifar10-jpeg-train.zip and -test.zip)")
     device = torch.device("cuda")
-    torch.backends.cudnn.benchmark = True  # as cifarbudget.trainer sets them on CUDA
+    torch.backends.cudnn.benchmark = True  # as cifarbudget.device.configure_backends sets them on CUDA
     torch.backends.cuda.matmul.allow_tf32 = not args.no_tf32
     torch.backends.cudnn.allow_tf32 = not args.no_tf32
     path = args.out / "gpu_throughput.json"
@@ -178,7 +173,6 @@ def main() -> None:
             compile=args.full_run_compile,
             val_size=args.full_run_val_size,
             progress=False,
-            log=print,
         )
         out["full_run"] = {
             "recipe": "paper-initial",

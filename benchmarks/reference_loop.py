@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from cifarbudget.api import create_model
 from cifarbudget.augment.pipeline import compose, soft_targets
 from cifarbudget.data.core import DeviceSplit, Split
-from cifarbudget.engine import Engine, EngineOptions, build_optimizer
+from cifarbudget.device import DeviceSettings
+from cifarbudget.engine import Engine, TrainPlan, steps_per_epoch
 from cifarbudget.plugins import get_registry
-from cifarbudget.spec import RunSpec
 
 # Any fixed statistics do: the data is random, only the arithmetic matters.
 MEAN, STD = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
@@ -36,8 +36,47 @@ NUM_CLASSES = 10
 
 
 def run_defaults(device: torch.device) -> tuple[bool, bool]:
-    """(bf16 autocast, channels_last) as ``cifarbudget run`` picks them (``cifarbudget.trainer``)."""
-    return device.type == "cuda", device.type in ("cuda", "cpu")
+    """(bf16 autocast, channels_last) as ``cifarbudget run`` picks them (``cifarbudget.device.resolve``)."""
+    from cifarbudget.device import resolve
+
+    settings = resolve(device)
+    return settings.amp, settings.channels_last
+
+
+def sgd(model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The run's default optimiser: SGD lr 0.1, momentum 0.9, weight decay 5e-4."""
+    return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+
+
+def build_engine(
+    model: torch.nn.Module,
+    data: DeviceSplit,
+    pipeline: Any,
+    settings: DeviceSettings,
+    workdir: Path,
+    *,
+    epochs: int,
+    batch_size: int,
+) -> Engine:
+    """An engine as ``cifarbudget run`` builds one (SGD, constant schedule, soft targets), no validation."""
+    model = model.to(settings.device, memory_format=settings.memory_format)
+    optimizer = sgd(model)
+    scheduler = get_registry("schedulers").create(
+        "constant", optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch(len(data), batch_size)
+    )
+    return Engine(
+        TrainPlan("bench", epochs, batch_size),
+        model,
+        optimizer,
+        scheduler,
+        train=data,
+        val=None,
+        pipeline=pipeline,
+        targets=lambda y: soft_targets(y, NUM_CLASSES),
+        settings=settings,
+        checkpoint=workdir / "checkpoint.pt",
+        progress=False,
+    )
 
 
 def random_split(n: int, seed: int = 0) -> Split:
@@ -70,19 +109,9 @@ class EngineVsHandwritten:
         compile: bool = False,
     ) -> None:
         self.device, self.batch_size, self.amp = device, batch_size, amp
-        self.spec = RunSpec(
-            model=model,
-            dataset="synthetic",
-            epochs=1,
-            batch_size=batch_size,
-            sched="constant",
-            augs=tuple(augs),
-        )
-        self.options = EngineOptions(
-            device=device, amp=amp, channels_last=channels_last, compile=compile, progress=False
-        )
+        self.settings = DeviceSettings(device=device, amp=amp, channels_last=channels_last, compile=compile)
         self.data = DeviceSplit.from_split(random_split(steps * batch_size), device, MEAN, STD, channels_last)
-        self.pipeline = compose(augs)
+        self.pipeline = compose(augs, normalize=self.data.normalize)
         memory_format = torch.channels_last if channels_last else torch.preserve_format
         torch.manual_seed(0)
         self.engine_model = create_model(model, num_classes=NUM_CLASSES)
@@ -91,22 +120,19 @@ class EngineVsHandwritten:
         self.hand_forward: Callable[[torch.Tensor], torch.Tensor] = self.hand_model
         if compile:
             self.hand_forward = torch.compile(self.hand_model)  # type: ignore[assignment]
-        self.scheduler_factory = get_registry("schedulers").get("constant").factory
         self.workdir = workdir
         self._engine_forward: Any = None
 
     def engine_epoch(self) -> float:
         """One epoch of a fresh :class:`Engine` (the same model object every round)."""
-        engine = Engine(
-            self.spec,
+        engine = build_engine(
             self.engine_model,
             self.data,
-            None,
             self.pipeline,
-            lambda y: soft_targets(y, NUM_CLASSES),
-            self.scheduler_factory,
-            self.options,
+            self.settings,
             self.workdir,
+            epochs=1,
+            batch_size=self.batch_size,
         )
         if self._engine_forward is not None:  # keep one compiled module: compile once, not per round
             engine.forward = self._engine_forward
@@ -117,7 +143,7 @@ class EngineVsHandwritten:
     def handwritten_epoch(self) -> float:
         """The loop most CIFAR repositories have, on the same batches."""
         model, device = self.hand_model, self.device
-        optimizer = build_optimizer(self.spec, model)
+        optimizer = sgd(model)
         autocast = (
             torch.autocast(device_type=device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
         )
@@ -125,11 +151,12 @@ class EngineVsHandwritten:
         seen = 0
         sync(device)
         start = time.perf_counter()
-        for x, y in self.data.batches(self.batch_size, shuffle=True, drop_last=True):
+        for idx in self.data.index_batches(self.batch_size, shuffle=True, drop_last=True):
+            raw, y = self.data.images[idx], self.data.labels[idx]
             if len(self.pipeline):
-                x, target = self.pipeline(x, soft_targets(y, NUM_CLASSES))
+                x, target = self.pipeline(raw, soft_targets(y, NUM_CLASSES))
             else:
-                target = y
+                x, target = self.data.normalize(raw), y
             with autocast:
                 logits = self.hand_forward(x)
             loss = F.cross_entropy(logits.float(), target)

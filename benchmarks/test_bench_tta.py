@@ -24,7 +24,8 @@ from reference_loop import MEAN, STD, median, random_split, run_defaults, sync
 
 from cifarbudget.api import create_model
 from cifarbudget.data.core import DeviceSplit
-from cifarbudget.engine import EngineOptions, evaluate
+from cifarbudget.device import DeviceSettings
+from cifarbudget.engine import evaluate
 from cifarbudget.plugins import get_registry
 
 MODEL = "resnet20"
@@ -40,7 +41,7 @@ def test_bench_tta(
 ) -> None:
     n, rounds = (16, 1) if quick else (256, 5)
     amp, channels_last = run_defaults(device)
-    options = EngineOptions(device=device, amp=amp, channels_last=channels_last, progress=False)
+    options = DeviceSettings(device=device, amp=amp, channels_last=channels_last)
     memory_format = torch.channels_last if channels_last else torch.preserve_format
     torch.manual_seed(0)
     model = create_model(MODEL).to(device, memory_format=memory_format).eval()

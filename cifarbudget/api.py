@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from cifarbudget.plugins import get_registry
 from cifarbudget.registry import Entry, Registry
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def models() -> Registry:
@@ -36,7 +37,21 @@ def recipes() -> Registry:
 
 def create_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name`` with fresh weights."""
-    model = models().create(name, num_classes=num_classes, **kwargs)
+    from torch import nn
+
+    from cifarbudget.errors import RunError
+
+    factory = models().get(name).factory
+    if kwargs:
+        from cifarbudget.registry import check_params
+
+        check_params(f"model {name!r}", factory, kwargs)
+    try:
+        model = factory(num_classes=num_classes, **kwargs)
+    except TypeError as exc:
+        if kwargs:  # an option the model does not take, caught by the factory itself
+            raise RunError(f"model {name!r}: {exc}") from None
+        raise
     if not isinstance(model, nn.Module):
         from cifarbudget.errors import PluginError
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from cifarbudget.device import synchronize
 from cifarbudget.errors import RunError
 
 # Per device type: (batch size, warm-up steps, timed steps). CUDA follows timm's benchmark.py
@@ -59,14 +59,6 @@ class BenchResult:
 def defaults(device: torch.device) -> tuple[int, int, int]:
     """(batch size, warm-up steps, timed steps) used when not given, for ``device``'s type."""
     return DEFAULTS.get(device.type, DEFAULTS["cpu"])
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work (a no-op on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 class _Memory:
@@ -146,31 +138,29 @@ def bench_model(
     """
     from cifarbudget.api import create_model
     from cifarbudget.budget import check_budget
-    from cifarbudget.engine import build_optimizer
-    from cifarbudget.results import device_name
-    from cifarbudget.runner import select_device
-    from cifarbudget.spec import RunSpec
+    from cifarbudget.device import autocast, configure_backends, device_name, resolve
 
-    dev = device if isinstance(device, torch.device) else select_device(device)
+    settings = resolve(
+        device,
+        amp=amp,
+        channels_last=channels_last,
+        compile=compile,
+    )
+    dev = settings.device
     d_batch, d_warmup, d_steps = defaults(dev)
     batch_size = d_batch if batch_size is None else batch_size
     warmup = d_warmup if warmup is None else warmup
     steps = d_steps if steps is None else steps
     if batch_size < 1 or warmup < 0 or steps < 1:
         raise RunError(
-            f"bench: need --batch-size >= 1, --warmup >= 0 and --steps >= 1, "
+            f"bench: need --batch-size >= 1, --warmup-steps >= 0 and --steps >= 1, "
             f"got {batch_size}, {warmup}, {steps}"
         )
-    amp = dev.type == "cuda" if amp is None else amp
-    channels_last = dev.type in ("cuda", "cpu") if channels_last is None else channels_last
-    if dev.type == "cuda":  # the training engine's settings (cifarbudget.trainer)
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    configure_backends(settings)  # the settings a run uses on this device
 
     model = create_model(name, num_classes=num_classes)
     report = check_budget(model, num_classes=num_classes, name=name)  # counts on the CPU, before moving
-    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    memory_format = settings.memory_format
     memory = _Memory(dev)
     memory.start()
     model = model.to(dev, memory_format=memory_format)
@@ -179,13 +169,11 @@ def bench_model(
         forward = torch.compile(model)  # type: ignore[assignment]
     x = torch.randn(batch_size, 3, 32, 32, device=dev).contiguous(memory_format=memory_format)
     y = torch.randint(0, num_classes, (batch_size,), device=dev)
-    optimizer = build_optimizer(RunSpec(model=name), model)
-
-    def autocast() -> AbstractContextManager[Any]:
-        return torch.autocast(device_type=dev.type, dtype=torch.bfloat16) if amp else nullcontext()
+    # the run's default optimiser (SGD 0.1, momentum 0.9, weight decay 5e-4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
 
     def train_step() -> None:
-        with autocast():
+        with autocast(settings):
             logits = forward(x)
         loss = F.cross_entropy(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
@@ -193,7 +181,7 @@ def bench_model(
         optimizer.step()
 
     def eval_step() -> None:
-        with torch.inference_mode(), autocast():
+        with torch.inference_mode(), autocast(settings):
             forward(x)
 
     model.train()
@@ -206,8 +194,8 @@ def bench_model(
         device=str(dev),
         device_name=device_name(dev),
         batch_size=batch_size,
-        amp=amp,
-        channels_last=channels_last,
+        amp=settings.amp,
+        channels_last=settings.channels_last,
         compile=compile,
         warmup=warmup,
         steps=steps,

@@ -11,12 +11,12 @@ import re
 import warnings
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from cifarbudget.errors import BudgetError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 DEFAULT_BUDGET = 5_000_000
 INPUT_SHAPE = (1, 3, 32, 32)
@@ -76,6 +76,7 @@ class BudgetReport:
     macs: int  # conv + linear multiply-accumulates for one 3x32x32 image
     budget: int
     macs_by_operator: dict[str, int] = field(default_factory=dict)  # fvcore's totals, all operators
+    num_classes: int = 10  # the classifier head the model was counted with
 
     @property
     def within_budget(self) -> bool:
@@ -110,6 +111,7 @@ def count_macs(model: nn.Module) -> tuple[int, dict[str, int]]:
     with warnings.catch_warnings():  # fvcore's import scripts a function; torch warns on that
         warnings.simplefilter("ignore", FutureWarning)
         from fvcore.nn import FlopCountAnalysis
+    import torch
 
     was_training = model.training
     model.eval()
@@ -129,6 +131,7 @@ def check_budget(
     *,
     num_classes: int = 10,
     name: str | None = None,
+    model_params: dict[str, Any] | None = None,
 ) -> BudgetReport:
     """Count a model's parameters and MACs and judge it against ``budget`` (default 5M).
 
@@ -140,11 +143,11 @@ def check_budget(
     limit = parse_budget(budget)
     if isinstance(model_or_name, str):
         name = name or model_or_name
-        model = create_model(model_or_name, num_classes=num_classes)
+        model = create_model(model_or_name, num_classes=num_classes, **(model_params or {}))
     else:
         model = model_or_name
         name = name or type(model).__name__
     model = model.to("cpu")
     trainable, total = count_parameters(model)
     macs, by_op = count_macs(model)
-    return BudgetReport(name, trainable, total, macs, limit, by_op)
+    return BudgetReport(name, trainable, total, macs, limit, by_op, num_classes)

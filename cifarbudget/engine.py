@@ -1,17 +1,24 @@
-"""The training loop: optimiser, schedule, AMP, channels_last, compile, EMA, checkpoints, resume.
+"""The training loop, its checkpoints, and evaluation.
 
-The engine trains one model on data already resident on the training device (see
-:class:`cifarbudget.data.DeviceSplit`). After every epoch it writes a checkpoint atomically with
-everything needed to continue bit-for-bit: model, optimiser, scheduler, EMA, torch RNG states,
-epoch and history. A resumed run therefore ends exactly where an uninterrupted one ends.
+:class:`Engine` trains a built model on data already resident on the training device (see
+:class:`cifarbudget.data.DeviceSplit`): per step the augmentation pipeline, the forward pass
+under autocast, the loss, the optimizer step (with a closure for optimizers that need one, such
+as SAM), the scheduler step and the EMA update. After every epoch it validates and writes a
+checkpoint atomically with everything needed to continue bit-for-bit: model, optimizer,
+scheduler, EMA, torch RNG states, epoch and history. A resumed run therefore ends exactly where
+an uninterrupted one ends.
+
+:func:`evaluate` is the one evaluation loop (training, the final test, predict), optionally
+through a TTA policy and optionally returning the logits. :func:`load_weights` is the one
+place that knows the checkpoint layout from the reading side.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,24 +27,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cifarbudget.augment.pipeline import BatchContext
 from cifarbudget.data.core import DeviceSplit
+from cifarbudget.device import DeviceSettings, autocast, synchronize
 from cifarbudget.errors import RunError
 from cifarbudget.io import atomic_torch_save
-from cifarbudget.spec import RunSpec
+from cifarbudget.progress import Progress
+from cifarbudget.results import DIVERGED, FINISHED, RUNNING
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
 DIVERGENCE_CHECK_EVERY = 25  # steps between host syncs that look for a non-finite loss
+EVAL_BATCH_SIZE = 1000
 
-
-@dataclass
-class EngineOptions:
-    """How to run (not what to train): device and speed settings, none of them part of the run id."""
-
-    device: torch.device
-    amp: bool = False  # bf16 autocast
-    channels_last: bool = False
-    compile: bool = False
-    progress: bool = True
+Pipeline = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+Loss = Callable[..., torch.Tensor]
 
 
 @dataclass
@@ -47,104 +53,172 @@ class TrainState:
     epoch: int = 0  # epochs completed
     history: list[dict[str, Any]] = field(default_factory=list)
     train_seconds: float = 0.0
-    status: str = "running"  # running | finished | diverged
+    status: str = RUNNING  # running | finished | diverged
 
 
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, **_: Any) -> torch.Tensor:
     """Cross-entropy against soft targets (one-hot, smoothed or mixed), averaged over the batch."""
     return -(targets * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
 
 
-def autocast(options: EngineOptions) -> AbstractContextManager[Any]:
-    if options.amp:
-        return torch.autocast(device_type=options.device.type, dtype=torch.bfloat16)
-    return nullcontext()
+def drop_last(n_train: int, batch_size: int) -> bool:
+    """Whether an epoch drops its last partial batch: yes, unless the split is smaller than a batch."""
+    return n_train >= batch_size
 
 
-def build_optimizer(spec: RunSpec, model: nn.Module) -> torch.optim.Optimizer:
-    if spec.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    return torch.optim.SGD(
-        model.parameters(),
-        lr=spec.lr,
-        momentum=spec.momentum,
-        nesterov=spec.nesterov,
-        weight_decay=spec.weight_decay,
-    )
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch of ``n_train`` images (the scheduler's unit)."""
+    return n_train // batch_size if drop_last(n_train, batch_size) else 1
 
 
+# --- evaluation ----------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
     split: DeviceSplit,
-    options: EngineOptions,
+    settings: DeviceSettings,
     *,
     tta: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
-    batch_size: int = 1000,
+    batch_size: int = EVAL_BATCH_SIZE,
+    return_logits: bool = False,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Loss, accuracy and predictions of ``model`` on ``split`` (optionally through a TTA policy)."""
+    """Loss, accuracy and predictions of ``model`` on ``split`` (optionally through a TTA policy).
+
+    Returns ``loss`` (mean cross-entropy), ``acc``, ``predictions`` (int64 on the CPU) and, with
+    ``return_logits``, ``logits`` (float32 ``(N, C)`` on the CPU). Labels of ``-1`` (unknown) are
+    left out of loss and accuracy, which are then NaN for an unlabeled split.
+    """
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), device=options.device)
-    preds = []
+    loss_sum = torch.zeros((), device=settings.device, dtype=torch.float64)
+    preds, all_logits = [], []
     for x, y in split.batches(batch_size, shuffle=False, drop_last=False):
-        with autocast(options):
+        with autocast(settings):
             logits = tta(model, x) if tta is not None else model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        known = y >= 0
+        loss_sum += F.cross_entropy(logits.float()[known], y[known], reduction="sum").double()
         preds.append(logits.argmax(dim=1))
+        if return_logits:
+            all_logits.append(logits.float().cpu())
+        if progress is not None:
+            progress.advance(len(y))
     model.train(was_training)
-    predictions = torch.cat(preds)
-    correct = (predictions == split.labels).sum()
-    n = len(split)
-    return {"loss": loss_sum.item() / n, "acc": correct.item() / n, "predictions": predictions.cpu()}
+    predictions = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=settings.device)
+    labeled = split.labels >= 0
+    n = int(labeled.sum())
+    correct = (predictions[labeled] == split.labels[labeled]).sum()
+    out: dict[str, Any] = {
+        "loss": loss_sum.item() / n if n else math.nan,
+        "acc": correct.item() / n if n else math.nan,
+        "predictions": predictions.cpu(),
+    }
+    if return_logits:
+        out["logits"] = torch.cat(all_logits) if all_logits else torch.empty(0, 0)
+    return out
+
+
+def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, n: int) -> list[list[int]]:
+    """Rows: true class, columns: predicted class (labels of -1, unknown, are left out)."""
+    labels, predictions = labels.cpu(), predictions.cpu()
+    known = labels >= 0
+    flat = labels[known] * n + predictions[known]
+    return torch.bincount(flat, minlength=n * n).view(n, n).tolist()
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint written by :meth:`Engine.save_checkpoint`, loaded safely (``weights_only=True``)."""
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise RunError(f"no checkpoint at {path}") from None
+    except Exception as exc:  # truncated, corrupt, or not a torch file
+        raise RunError(f"cannot read checkpoint {path}: {type(exc).__name__}") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise RunError(f"{path} is not a cifarbudget checkpoint")
+    return ckpt
+
+
+def evaluated_state(ckpt: dict[str, Any], *, ema: bool) -> dict[str, torch.Tensor]:
+    """The weights a run evaluated: the EMA copy's when the run used EMA, else the model's."""
+    if not ema:
+        return ckpt["model"]  # type: ignore[no-any-return]
+    if not ckpt.get("ema"):
+        raise RunError("the run used EMA but its checkpoint holds no EMA weights")
+    # timm's ModelEmaV3 keeps the averaged model as ``module``
+    return {k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k.startswith("module.")}
+
+
+def load_weights(model: nn.Module, path: Path, *, run_id: str | None = None, ema: bool = False) -> nn.Module:
+    """Load the evaluated weights from the checkpoint at ``path`` into ``model``; return it in eval mode."""
+    ckpt = read_checkpoint(path)
+    if run_id is not None and ckpt.get("run_id") not in (None, run_id):
+        raise RunError(f"{path} belongs to run {ckpt['run_id']}, not to {run_id}")
+    try:
+        model.load_state_dict(evaluated_state(ckpt, ema=ema))
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise RunError(f"{path} does not fit the model as it is registered now: {first}") from None
+    return model.eval()
+
+
+# --- training ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainPlan:
+    """What the loop needs to know of the run: its name, length, batch size and EMA decay."""
+
+    run_id: str
+    epochs: int
+    batch_size: int
+    ema: float = 0.0
 
 
 class Engine:
-    """Trains ``model`` for ``spec.epochs`` epochs on ``train``, validating on ``val`` after each."""
+    """Trains ``model`` for ``plan.epochs`` epochs on ``train``, validating on ``val`` after each.
+
+    ``optimizer`` and ``scheduler`` are built by the caller (the scheduler is stepped once per
+    optimizer step); ``targets(labels)`` makes the soft targets; ``pipeline(images_uint8,
+    targets, context)`` augments and normalises a batch (:class:`cifarbudget.augment.pipeline.Compose`);
+    ``loss(logits, targets, images=...)`` is the training loss.
+    """
 
     def __init__(
         self,
-        spec: RunSpec,
+        plan: TrainPlan,
         model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        *,
         train: DeviceSplit,
         val: DeviceSplit | None,
-        pipeline: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-        soft_targets: Callable[[torch.Tensor], torch.Tensor],
-        scheduler_factory: Callable[..., Any],
-        options: EngineOptions,
-        run_dir: Path,
+        pipeline: Pipeline,
+        targets: Callable[[torch.Tensor], torch.Tensor],
+        settings: DeviceSettings,
+        checkpoint: Path,
+        loss: Loss = soft_cross_entropy,
+        progress: bool = True,
     ) -> None:
-        self.spec, self.train_split, self.val_split = spec, train, val
-        self.pipeline, self.soft_targets, self.options, self.run_dir = (
-            pipeline,
-            soft_targets,
-            options,
-            run_dir,
+        self.plan, self.train_split, self.val_split = (
+            plan,
+            train,
+            val if val is not None and len(val) else None,
         )
-        memory_format = torch.channels_last if options.channels_last else torch.preserve_format
-        self.model = model.to(options.device, memory_format=memory_format)
-        self.drop_last = len(train) >= spec.batch_size
-        self.steps_per_epoch = train.steps(spec.batch_size, self.drop_last)
-        self.optimizer = build_optimizer(spec, self.model)
-        # warmup_epochs is optional in the contract: only asked of schedulers when a warmup is wanted
-        warmup = {"warmup_epochs": spec.warmup_epochs} if spec.warmup_epochs else {}
-        try:
-            self.scheduler = scheduler_factory(
-                self.optimizer, epochs=spec.epochs, steps_per_epoch=self.steps_per_epoch, **warmup
-            )
-        except TypeError as exc:
-            if warmup and "warmup_epochs" in str(exc):
-                raise RunError(f"scheduler {spec.sched!r} does not support a warmup; drop --warmup") from None
-            raise
+        self.pipeline, self.targets, self.loss, self.settings = pipeline, targets, loss, settings
+        self.checkpoint, self.show_progress = checkpoint, progress
+        self.model = model.to(settings.device, memory_format=settings.memory_format)
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.drop_last = drop_last(len(train), plan.batch_size)
+        self.steps_per_epoch = steps_per_epoch(len(train), plan.batch_size)
         self.ema = None
-        if spec.ema > 0:
+        if plan.ema > 0:
             from timm.utils import ModelEmaV3
 
-            # timm's warmup (decay ramps up as 1 - (1 + step)^(-2/3), capped at spec.ema) keeps the
+            # timm's warmup (decay ramps up as 1 - (1 + step)^(-2/3), capped at plan.ema) keeps the
             # random initial weights from dominating the average in short runs.
-            self.ema = ModelEmaV3(self.model, decay=spec.ema, use_warmup=True, device=options.device)
+            self.ema = ModelEmaV3(self.model, decay=plan.ema, use_warmup=True, device=settings.device)
         self.forward: Callable[[torch.Tensor], torch.Tensor] = self.model
-        if options.compile:
+        if settings.compile:
             self.forward = torch.compile(self.model)  # type: ignore[assignment]
         self.state = TrainState()
 
@@ -154,18 +228,15 @@ class Engine:
         return self.ema.module if self.ema is not None else self.model
 
     # -- checkpoints --------------------------------------------------------------------------
-    def checkpoint_path(self) -> Path:
-        return self.run_dir / CHECKPOINT
-
     def save_checkpoint(self) -> None:
         rng = {"cpu": torch.get_rng_state()}
-        if self.options.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.options.device)
+        if self.settings.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.settings.device)
         atomic_torch_save(
-            self.checkpoint_path(),
+            self.checkpoint,
             {
-                "format": 1,
-                "run_id": self.spec.run_id,
+                "format": CHECKPOINT_FORMAT,
+                "run_id": self.plan.run_id,
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
@@ -178,20 +249,26 @@ class Engine:
             },
         )
 
-    def load_checkpoint(self, path: Path) -> None:
-        """Restore everything saved by :meth:`save_checkpoint` (tensors only: ``weights_only=True``)."""
-        ckpt = torch.load(path, map_location=self.options.device, weights_only=True)
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        if self.ema is not None and ckpt.get("ema") is not None:
-            self.ema.load_state_dict(ckpt["ema"])
-        torch.set_rng_state(ckpt["rng"]["cpu"].cpu())
-        if "cuda" in ckpt["rng"] and self.options.device.type == "cuda":
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), self.options.device)
-        self.state = TrainState(
-            ckpt["epoch"], list(ckpt["history"]), float(ckpt["train_seconds"]), ckpt["status"]
-        )
+    def load_checkpoint(self, path: Path | None = None) -> None:
+        """Restore everything :meth:`save_checkpoint` wrote (tensors only: ``weights_only=True``)."""
+        path = path or self.checkpoint
+        ckpt = read_checkpoint(path, map_location=self.settings.device)
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            if self.ema is not None and ckpt.get("ema") is not None:
+                self.ema.load_state_dict(ckpt["ema"])
+            torch.set_rng_state(ckpt["rng"]["cpu"].cpu())
+            if "cuda" in ckpt["rng"] and self.settings.device.type == "cuda":
+                torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), self.settings.device)
+            self.state = TrainState(
+                int(ckpt["epoch"]), list(ckpt["history"]), float(ckpt["train_seconds"]), str(ckpt["status"])
+            )
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise RunError(
+                f"cannot resume from {path}: {type(exc).__name__}: {exc}".splitlines()[0]
+            ) from None
 
     # -- training -----------------------------------------------------------------------------
     def _finite(self, metrics: dict[str, Any]) -> bool:
@@ -200,70 +277,94 @@ class Engine:
             return False
         with torch.no_grad():
             tensors = [t for t in self.eval_model.state_dict().values() if t.is_floating_point()]
-            tensors += [p for p in self.model.parameters()]
+            tensors += list(self.model.parameters())
             return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
 
     def fit(self, on_epoch: Callable[[TrainState], None] | None = None) -> TrainState:
         """Train the remaining epochs; call ``on_epoch`` after each epoch's checkpoint is written."""
-        spec = self.spec
-        total_steps = spec.epochs * self.steps_per_epoch
-        bar = _progress(
-            total_steps, self.state.epoch * self.steps_per_epoch, self.options.progress, spec.run_id
+        plan = self.plan
+        progress = Progress(
+            total=plan.epochs * self.steps_per_epoch,
+            done=self.state.epoch * self.steps_per_epoch,
+            unit="step",
+            desc=plan.run_id,
+            enabled=self.show_progress,
         )
-        try:
-            while self.state.epoch < spec.epochs and self.state.status == "running":
-                metrics = self._train_epoch(bar)
+        with progress:
+            while self.state.epoch < plan.epochs and self.state.status == RUNNING:
+                metrics = self._train_epoch(progress)
                 self.state.epoch += 1
-                if metrics is not None and self.val_split is not None and len(self.val_split):
-                    val = evaluate(self.eval_model, self.val_split, self.options)
+                if metrics is not None and self.val_split is not None:
+                    val = evaluate(self.eval_model, self.val_split, self.settings)
                     metrics.update(val_loss=val["loss"], val_acc=val["acc"])
                 if metrics is None or not self._finite(metrics):
                     # a non-finite training loss, validation loss or weight: the run has diverged
-                    self.state.status = "diverged"
+                    self.state.status = DIVERGED
                     self.state.history.append(metrics or {"epoch": self.state.epoch, "train_loss": math.nan})
+                    log.warning("%s: diverged in epoch %d", plan.run_id, self.state.epoch)
                 else:
                     self.state.history.append(metrics)
-                    if self.state.epoch == spec.epochs:
-                        self.state.status = "finished"
-                    bar.set_postfix(_postfix(metrics), refresh=False)
+                    if self.state.epoch == plan.epochs:
+                        self.state.status = FINISHED
+                    progress.epoch_done(self.state.epoch, plan.epochs, _summary(metrics))
                 self.save_checkpoint()
                 if on_epoch is not None:
                     on_epoch(self.state)
-        finally:
-            bar.close()
         return self.state
 
-    def _train_epoch(self, bar: Any) -> dict[str, Any] | None:
+    def _step(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on an augmented batch; returns (detached loss, logits)."""
+        if getattr(self.optimizer, "needs_closure", False):
+            first: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+            def closure() -> torch.Tensor:
+                self.optimizer.zero_grad(set_to_none=True)
+                with autocast(self.settings):
+                    logits = self.forward(x)
+                loss = self.loss(logits, targets, images=x)
+                loss.backward()
+                if not first:  # the statistics of the step are those of the first pass (at w)
+                    first.append((loss.detach(), logits.detach()))
+                return loss
+
+            self.optimizer.step(closure)
+            return first[0]
+        with autocast(self.settings):
+            logits = self.forward(x)
+        loss = self.loss(logits, targets, images=x)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), logits.detach()
+
+    def _train_epoch(self, progress: Progress) -> dict[str, Any] | None:
         """One epoch; returns its metrics, or ``None`` when the loss became non-finite."""
-        spec, options = self.spec, self.options
+        plan, device = self.plan, self.settings.device
         self.model.train()
-        device = options.device
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
         lr = self.optimizer.param_groups[0]["lr"]
-        _sync(device)
+        train = self.train_split
+        synchronize(device)
         start = time.perf_counter()
-        batches = self.train_split.batches(spec.batch_size, shuffle=True, drop_last=self.drop_last)
         first_step = self.state.epoch * self.steps_per_epoch
-        for step, (x, y) in enumerate(batches, 1):
-            x, targets = self.pipeline(x, self.soft_targets(y))
-            with autocast(options):
-                logits = self.forward(x)
-            loss = soft_cross_entropy(logits, targets)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+        batches = train.index_batches(plan.batch_size, shuffle=True, drop_last=self.drop_last)
+        for step, idx in enumerate(batches, 1):
+            y = train.labels[idx]
+            context = BatchContext(epoch=self.state.epoch, indices=idx)
+            x, targets = self.pipeline(train.images[idx], self.targets(y), context)
+            loss, logits = self._step(x, targets)
             self.scheduler.step()
             if self.ema is not None:
                 self.ema.update(self.model, step=first_step + step)
-            loss_sum += loss.detach() * len(y)
+            loss_sum += loss * len(y)
             correct += (logits.argmax(dim=1) == y).sum()
             seen += len(y)
             if step % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
                 return None
-            bar.update(1)
-        _sync(device)
+            progress.advance(1)
+        synchronize(device)
         seconds = time.perf_counter() - start
         self.state.train_seconds += seconds
         train_loss = loss_sum.item() / seen
@@ -279,28 +380,9 @@ class Engine:
         }
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _postfix(metrics: dict[str, Any]) -> dict[str, str]:
+def _summary(metrics: dict[str, Any]) -> dict[str, str]:
     out = {"loss": f"{metrics['train_loss']:.3f}", "acc": f"{metrics['train_acc']:.3f}"}
     if "val_acc" in metrics:
         out["val_acc"] = f"{metrics['val_acc']:.3f}"
     out["img/s"] = f"{metrics['images_per_s']:.0f}"
     return out
-
-
-def _progress(total: int, initial: int, enabled: bool, desc: str) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total,
-        initial=initial,
-        disable=not enabled,
-        unit="step",
-        desc=desc[:40],
-        dynamic_ncols=True,
-        leave=True,
-    )

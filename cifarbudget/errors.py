@@ -1,14 +1,32 @@
-"""The library's exceptions: every user mistake is a :class:`CifarBudgetError`.
+"""The library's exceptions and the command line's exit codes.
 
-The CLI turns these into a one-line message and a non-zero exit; anything else is a bug and keeps
-its traceback.
+Every user mistake is a :class:`CifarBudgetError`; the CLI turns one into a one-line message on
+standard error and exits with the error's ``exit_code``. Anything else is a bug and keeps its
+traceback. The exit codes are part of the public interface (docs/cli.md):
+
+====  ==========================================================================================
+0     success
+1     a run, data, plugin or input error (:class:`CifarBudgetError` and most subclasses)
+2     a usage error: unknown option, bad option type, missing argument (click's own)
+3     over budget: a model over the parameter budget, a plan over the compute budget
+130   interrupted (SIGINT / Ctrl-C); 143 for SIGTERM
+====  ==========================================================================================
 """
 
 from __future__ import annotations
 
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_OVER_BUDGET = 3
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
 
 class CifarBudgetError(Exception):
     """Base class for errors caused by the user's input or environment (never a bug)."""
+
+    exit_code: int = EXIT_ERROR
 
 
 class UnknownNameError(CifarBudgetError, KeyError):
@@ -27,7 +45,13 @@ class PluginError(CifarBudgetError):
 
 
 class BudgetError(CifarBudgetError):
-    """A budget string could not be parsed, or a model is over its budget."""
+    """A budget string could not be parsed."""
+
+
+class OverBudgetError(BudgetError):
+    """A model is over its parameter budget, or a planned run over its compute budget."""
+
+    exit_code = EXIT_OVER_BUDGET
 
 
 class DataError(CifarBudgetError):
@@ -36,3 +60,7 @@ class DataError(CifarBudgetError):
 
 class RunError(CifarBudgetError):
     """A run could not start or did not finish (bad options, divergence)."""
+
+
+class StorageError(CifarBudgetError):
+    """A file could not be written or read (disk full, permissions); names the file and the cause."""

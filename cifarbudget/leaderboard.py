@@ -20,14 +20,15 @@ import itertools
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from cifarbudget.errors import CifarBudgetError
-from cifarbudget.results import RESULT_FILE, SCHEMA_NAME, SCHEMA_VERSION
+from cifarbudget.results import DIVERGED, FAILED, FINISHED, RESULT_FILE, RUNNING, SCHEMA_NAME, SCHEMA_VERSION
 
 FORMATS = ("markdown", "csv", "html", "json")
 PARETO_COSTS = {"params": "params", "macs": "macs"}
@@ -311,6 +312,47 @@ def filter_runs(
     return runs[keep].reset_index(drop=True)
 
 
+# --- the board: load -> filter -> rank, shared by the leaderboard command and the report ----------
+@dataclass
+class Board:
+    """The runs read (after filters), their ranking, the runs left out, and the files skipped."""
+
+    runs: pd.DataFrame
+    ranking: pd.DataFrame
+    not_ranked: pd.DataFrame
+    warnings: list[str]
+    n_read: int  # runs read before the filters
+
+
+def load_board(
+    paths: Sequence[Path | str],
+    *,
+    budget: int | None = None,
+    datasets: Sequence[str] = (),
+    models: Sequence[str] = (),
+    sort: str | None = None,
+    ascending: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> Board:
+    """Read every record under ``paths``, filter, rank; one-line errors when nothing is left.
+
+    ``warn`` is called with each warning (a skipped file) as soon as it is known, so the warnings
+    are shown even when nothing is left to rank.
+    """
+    names = ", ".join(str(p) for p in paths)
+    runs, warnings = load_results(paths)
+    for warning in warnings if warn is not None else ():
+        warn(warning)
+    if runs.empty:
+        raise CifarBudgetError(f"no run results found in {names}")
+    n_read = len(runs)
+    runs = filter_runs(runs, budget=budget, datasets=datasets, models=models)
+    if runs.empty:
+        raise CifarBudgetError("no runs match --budget/--dataset/--model")
+    board = leaderboard(runs, sort=sort, ascending=ascending)
+    return Board(runs, board, not_ranked(runs), warnings, n_read)
+
+
 # --- ranking -------------------------------------------------------------------------------------
 def spec_keys(runs: pd.DataFrame) -> list[str]:
     """The configuration columns of ``runs``: every spec field but the seed, in reading order."""
@@ -326,7 +368,7 @@ def spec_keys(runs: pd.DataFrame) -> list[str]:
 def ranked_mask(runs: pd.DataFrame) -> pd.Series:
     """True for the runs a leaderboard ranks: finished, within budget, with a test accuracy."""
     return (
-        (runs["status"] == "finished")
+        (runs["status"] == FINISHED)
         & runs["within_budget"].astype(bool)
         & ~runs["out_of_budget"].astype(bool)
         & runs["test_acc"].notna()
@@ -337,13 +379,13 @@ def _reason(row: pd.Series) -> str:
     if row["out_of_budget"] or not row["within_budget"]:
         return f"out of budget: {int(row['params']):,} parameters, budget {int(row['budget']):,}"
     status = row["status"]
-    if status == "diverged":
+    if status == DIVERGED:
         return "diverged" + (f": {row['error']}" if isinstance(row["error"], str) else "")
-    if status == "failed":
+    if status == FAILED:
         return "failed" + (f": {row['error']}" if isinstance(row["error"], str) else "")
-    if status == "running":
+    if status == RUNNING:
         return f"running or killed: {row['epochs_done']} of {row['epochs']} epochs recorded"
-    if status == "finished":
+    if status == FINISHED:
         return "finished without a test accuracy"
     return f"unknown status {status!r}"
 

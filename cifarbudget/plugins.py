@@ -29,6 +29,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "cifarbudget.builtin.tta",
     "cifarbudget.builtin.datasets",
     "cifarbudget.builtin.recipes",
+    "cifarbudget.builtin.optimizers",
+    "cifarbudget.builtin.losses",
+    "cifarbudget.builtin.callbacks",
 )
 AUTOLOAD_ENV = "CIFARBUDGET_DISABLE_PLUGIN_AUTOLOAD"
 
@@ -51,6 +54,9 @@ KINDS: dict[str, Kind] = {
         Kind("tta", "TTA policy", "cifarbudget_register_tta_policies"),
         Kind("datasets", "dataset", "cifarbudget_register_datasets"),
         Kind("recipes", "recipe", "cifarbudget_register_recipes"),
+        Kind("optimizers", "optimizer", "cifarbudget_register_optimizers"),
+        Kind("losses", "loss", "cifarbudget_register_losses"),
+        Kind("callbacks", "callback", "cifarbudget_register_callbacks"),
     )
 }
 
@@ -200,9 +206,10 @@ class PluginSystem:
 
 
 def _own_version() -> str:
-    from cifarbudget import __version__
-
-    return __version__
+    try:
+        return metadata.version("cifarbudget")
+    except metadata.PackageNotFoundError:  # a source tree that is not installed
+        return "0.0.0+unknown"
 
 
 _system: PluginSystem | None = None

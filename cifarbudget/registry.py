@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cifarbudget.errors import DuplicateNameError, PluginError, UnknownNameError
+from cifarbudget.errors import DuplicateNameError, PluginError, RunError, UnknownNameError
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
 
@@ -177,6 +178,12 @@ class LazyFactory:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.resolve()(*self.args, *args, **{**self.kwargs, **kwargs})
 
+    def __getattr__(self, name: str) -> Any:
+        """Optional protocol attributes of the implementation (e.g. a dataset's ``num_classes``)."""
+        if name.startswith("__") or name in ("target", "args", "kwargs"):
+            raise AttributeError(name)
+        return getattr(self.resolve(), name)
+
     def __repr__(self) -> str:
         bound = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
         return f"lazy({', '.join([repr(self.target), *bound])})"
@@ -185,3 +192,24 @@ class LazyFactory:
 def lazy(target: str, *args: Any, **kwargs: Any) -> LazyFactory:
     """Shorthand for :class:`LazyFactory`."""
     return LazyFactory(target, *args, **kwargs)
+
+
+def check_params(what: str, factory: Callable[..., Any], params: Mapping[str, Any]) -> None:
+    """Raise :class:`RunError` if ``factory`` has no keyword parameter for a key of ``params``.
+
+    ``what`` names the factory in the message (``"optimizer 'sam'"``). Factories that take
+    ``**kwargs`` accept every name (their own check then applies). Lazy factories are resolved.
+    """
+    target = factory.resolve() if hasattr(factory, "resolve") else factory
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):  # builtins without a signature: let the call decide
+        return
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+        return
+    known = {n for n, p in sig.parameters.items() if p.kind in kinds}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        accepted = ", ".join(sorted(known - {"model", "lr", "momentum", "weight_decay", "nesterov"}))
+        raise RunError(f"{what} has no parameter {', '.join(unknown)} (it takes: {accepted or 'none'})")

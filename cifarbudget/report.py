@@ -20,7 +20,6 @@ from typing import Any
 import pandas as pd
 
 from cifarbudget import leaderboard as lb
-from cifarbudget.errors import CifarBudgetError
 from cifarbudget.io import atomic_write_text
 
 DEFAULT_BUDGET = 5_000_000
@@ -274,15 +273,14 @@ def build_report(
     from cifarbudget.results import now
 
     paths = [str(p) for p in paths]
-    runs, warnings = lb.load_results(paths)
-    if runs.empty:
-        raise CifarBudgetError(f"no run results found in {', '.join(paths)}")
-    n_files = len(runs)
-    runs = lb.filter_runs(runs, datasets=datasets, models=models)
-    if runs.empty:
-        raise CifarBudgetError("no runs match --dataset/--model")
-    board = lb.leaderboard(runs)
-    left_out = lb.not_ranked(runs)
+    loaded = lb.load_board(paths, datasets=datasets, models=models)
+    runs, board, left_out, warnings, n_files = (
+        loaded.runs,
+        loaded.ranking,
+        loaded.not_ranked,
+        loaded.warnings,
+        loaded.n_read,
+    )
 
     sections: list[str] = []
     sections.append("<h2>Leaderboard</h2>")

@@ -29,7 +29,9 @@ SCHEMA_NAME = "cifarbudget.result"
 SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.csv"
-STATUSES = ("running", "finished", "diverged", "failed")
+RUNNING, FINISHED, DIVERGED, FAILED = STATUSES = ("running", "finished", "diverged", "failed")
+# A record with one of these is settled: running the same spec again returns it without training.
+SETTLED = (FINISHED, DIVERGED)
 
 
 @dataclass
@@ -158,13 +160,34 @@ def _version(dist: str) -> str | None:
 
 @lru_cache(maxsize=1)
 def git_revision() -> str | None:
-    """The git commit of the working directory (``+dirty`` when it has uncommitted changes)."""
+    """The git commit of the installed cifarbudget package (``+dirty`` with uncommitted changes).
+
+    Read from the package's own folder, not the current directory: a run started anywhere records
+    the code that ran. ``None`` for an installed wheel (no git checkout around the package).
+    """
+    package_dir = Path(__file__).resolve().parent
     try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
+            cwd=package_dir,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        if not top or not package_dir.is_relative_to(Path(top).resolve()):
+            return None
         rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+            ["git", "rev-parse", "HEAD"],
+            cwd=package_dir,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=package_dir,
             capture_output=True,
             text=True,
             timeout=5,
@@ -174,26 +197,17 @@ def git_revision() -> str | None:
         return None
 
 
-def device_name(device: Any) -> str:
+def manifest(settings: Any, seed: int) -> dict[str, Any]:
+    """Package versions, git revision, hardware, backend flags, command line and start time of a run.
+
+    ``settings`` is a :class:`cifarbudget.device.DeviceSettings` (or a device, for records of runs
+    that failed before their settings existed).
+    """
     import torch
 
-    if getattr(device, "type", str(device)) == "cuda":
-        return torch.cuda.get_device_name(device)
-    if getattr(device, "type", str(device)) == "cpu":
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
-        except OSError:
-            pass
-        return f"{platform.processor() or 'cpu'} ({torch.get_num_threads()} threads)"
-    return str(device)
+    from cifarbudget.device import DeviceSettings, backend_flags, device_name
 
-
-def manifest(device: Any, seed: int) -> dict[str, Any]:
-    """Package versions, git revision, hardware, command line and start time of a run."""
-    import torch
-
+    device = settings.device if isinstance(settings, DeviceSettings) else torch.device(str(settings))
     return {
         "cifarbudget": _version("cifarbudget"),
         "torch": torch.__version__,
@@ -205,8 +219,9 @@ def manifest(device: Any, seed: int) -> dict[str, Any]:
         "git_revision": git_revision(),
         "device": str(device),
         "device_name": device_name(device),
-        "cuda": torch.version.cuda if getattr(device, "type", "") == "cuda" else None,
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
         "cpu_count": os.cpu_count(),
+        "backend": backend_flags(device),
         "seed": seed,
         "command": " ".join(sys.argv),
         "started_at": now(),

@@ -1,97 +1,85 @@
-"""``cifarbudget.run``: from options to a finished, recorded run.
+"""One run, top to bottom: resolve -> check -> load -> build -> train -> evaluate -> record.
 
-The order is fixed and cheap-first: resolve the recipe and options into a :class:`RunSpec`,
-check every name, check the budget (before any data is loaded), then find an existing record
-(finished: return it; unfinished: resume), load the data onto the device, train, evaluate the
-test split once, and write ``result.json``, ``metrics.csv`` and the plots.
+(The module is ``runner``, not ``run``, because ``cifarbudget.run`` is the public function.)
+
+:func:`run` turns options (a model name, a recipe, ``RunSpec`` fields) into a checked
+:class:`RunSpec` and calls :func:`run_spec`, which the sweep workers call directly. The order is
+cheap-first: every name and the parameter budget are checked before any image is decoded; a
+finished record of the same spec is returned without training and an unfinished one resumes from
+its checkpoint; the test split is evaluated once, at the end.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
+import hashlib
+import logging
 import shutil
-import warnings
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cifarbudget.errors import BudgetError, CifarBudgetError, RunError
+from cifarbudget.budget import BudgetReport, check_budget
+from cifarbudget.data.core import (
+    DeviceSplit,
+    Split,
+    default_data_dir,
+    normalization_stats,
+    stratified_split,
+    subset,
+)
+from cifarbudget.device import DeviceSettings, configure_backends
+from cifarbudget.device import resolve as resolve_device
+from cifarbudget.engine import (
+    CHECKPOINT,
+    Engine,
+    TrainPlan,
+    TrainState,
+    confusion_matrix,
+    evaluate,
+    steps_per_epoch,
+)
+from cifarbudget.errors import CifarBudgetError, DataError, OverBudgetError, RunError
 from cifarbudget.plugins import get_registry
-from cifarbudget.results import RESULT_FILE, RunResult, load_result
-from cifarbudget.spec import RunSpec
+from cifarbudget.results import (
+    DIVERGED,
+    FAILED,
+    FINISHED,
+    RESULT_FILE,
+    RUNNING,
+    SETTLED,
+    RunResult,
+    load_result,
+    manifest,
+    now,
+)
+from cifarbudget.spec import RunSpec, resolve_spec
+from cifarbudget.trackers import RunInfo
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RESULTS_DIR = Path("results/runs")
 CPU_MACS_PER_SECOND = 2.0e10  # fwd+bwd multiply-accumulates per second per core, measured on the dev machines
 
-_SPEC_FIELDS = {f.name for f in dataclasses.fields(RunSpec)}
 
+@dataclass(frozen=True)
+class RunSettings:
+    """Where a run reads and writes and how it runs: none of it is part of the run's identity."""
 
-def resolve_spec(model: str | None = None, *, recipe: str | None = None, **options: Any) -> RunSpec:
-    """Merge defaults <- recipe <- explicit options (``None`` means "not given") into a RunSpec."""
-    values: dict[str, Any] = {}
-    if recipe is not None:
-        preset = get_registry("recipes").create(recipe)
-        unknown = set(preset) - _SPEC_FIELDS
-        if unknown:
-            raise RunError(f"recipe {recipe!r} sets unknown option(s): {', '.join(sorted(unknown))}")
-        values.update(preset)
-    if model is not None:
-        values["model"] = model
-    unknown = set(options) - _SPEC_FIELDS
-    if unknown:
-        raise RunError(f"unknown run option(s): {', '.join(sorted(unknown))}")
-    values.update({k: v for k, v in options.items() if v is not None})
-    if "model" not in values:
-        raise RunError(
-            "no model given: pass a MODEL argument or --recipe NAME (see 'cifarbudget list recipes')"
-        )
-    if "augs" in values:
-        values["augs"] = expand_pipeline(values["augs"])
-    if isinstance(values.get("budget"), str):
-        from cifarbudget.budget import parse_budget
-
-        values["budget"] = parse_budget(values["budget"])
-    spec = RunSpec(**values)
-    check_names(spec)
-    return spec
-
-
-def expand_pipeline(augs: Any) -> tuple[str, ...]:
-    """The exact augmentation pipeline: crop-flip is the base the others add to; ``none`` is empty."""
-    names = [augs] if isinstance(augs, str) else list(augs)
-    names = [n.strip() for item in names for n in str(item).split(",") if n.strip()]
-    if names == ["none"] or not names:
-        return ()
-    if "none" in names:
-        raise RunError("--aug none cannot be combined with other augmentations")
-    if "crop-flip" not in names:
-        names.insert(0, "crop-flip")
-    return tuple(dict.fromkeys(names))
-
-
-def check_names(spec: RunSpec) -> None:
-    """Raise an unknown-name error (with suggestions) for any name no plugin provides."""
-    get_registry("models").get(spec.model)
-    get_registry("datasets").get(spec.dataset)
-    get_registry("schedulers").get(spec.sched)
-    get_registry("tta").get(spec.tta)
-    for aug in spec.augs:
-        get_registry("augmentations").get(aug)
-
-
-def select_device(requested: str | None = None) -> torch.device:
-    """``cuda``, then ``mps``, then ``cpu`` (or the requested one, checked)."""
-    if requested and requested != "auto":
-        device = torch.device(requested)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise RunError(f"--device {requested}: CUDA is not available here")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    data_dir: Path | None = None
+    download: bool = False
+    results_dir: Path = DEFAULT_RESULTS_DIR
+    device: str | None = None
+    amp: bool | None = None
+    channels_last: bool | None = None
+    compile: bool = False
+    deterministic: bool = False
+    restart: bool = False
+    progress: bool = True
+    track: tuple[str, ...] = ()  # run callbacks (trackers) by name: --track tensorboard --track mlflow
 
 
 def run(
@@ -105,9 +93,10 @@ def run(
     amp: bool | None = None,
     channels_last: bool | None = None,
     compile: bool = False,
+    deterministic: bool = False,
     restart: bool = False,
     progress: bool = True,
-    log: Any = None,
+    track: tuple[str, ...] | list[str] = (),
     **options: Any,
 ) -> RunResult:
     """Train and evaluate one configuration; return its :class:`RunResult`.
@@ -117,51 +106,478 @@ def run(
     spec that already finished is returned without training; an unfinished one resumes from its
     last checkpoint unless ``restart``.
     """
-    say = log or (lambda message: None)
     spec = resolve_spec(model, recipe=recipe, **options)
-
-    from cifarbudget.budget import check_budget
-
-    report = check_budget(spec.model, spec.budget, num_classes=spec.num_classes or 10)
-    if not report.within_budget and not spec.allow_over_budget:
-        raise BudgetError(f"refusing to train: {report.reason}; pass --allow-over-budget to train it anyway")
-
-    run_dir = Path(results_dir) / spec.run_id
-    if restart and run_dir.exists():
-        shutil.rmtree(run_dir)
-    if (run_dir / RESULT_FILE).exists():
-        try:
-            previous = load_result(run_dir)
-        except CifarBudgetError:
-            previous = None  # a corrupt record: the checkpoint (if any) decides below
-        if previous is not None and previous.status in ("finished", "diverged"):
-            say(f"{spec.run_id}: already {previous.status}; not training again (use --restart to start over)")
-            return previous
-
-    from cifarbudget.trainer import train_run
-
-    return train_run(
-        spec,
-        report,
-        run_dir=run_dir,
+    settings = RunSettings(
         data_dir=Path(data_dir).expanduser() if data_dir else None,
         download=download,
-        device=select_device(device),
+        results_dir=Path(results_dir),
+        device=device,
         amp=amp,
         channels_last=channels_last,
         compile=compile,
+        deterministic=deterministic,
+        restart=restart,
         progress=progress,
-        say=say,
+        track=tuple(track),
+    )
+    return run_spec(spec, settings)
+
+
+def run_spec(spec: RunSpec, settings: RunSettings, *, report: BudgetReport | None = None) -> RunResult:
+    """Run a checked spec: the body of :func:`run` and of every sweep worker.
+
+    ``report``: the spec's budget verdict when the caller has already counted it (a sweep counts
+    each model once); it is counted here otherwise.
+    """
+    root = settings.data_dir or default_data_dir()
+    check_component_params(spec)
+    report = report or check_spec_budget(spec, root)
+    run_dir = settings.results_dir / spec.run_id
+    previous = _settled_record(run_dir, settings.restart)
+    if previous is not None:
+        log.info(
+            "%s: already %s; not training again (use --restart to start over)", spec.run_id, previous.status
+        )
+        return previous
+
+    callbacks = build_callbacks(settings.track)  # an unknown tracker name fails before any work
+    started = time.perf_counter()
+    device = resolve_device(
+        settings.device,
+        amp=settings.amp,
+        channels_last=settings.channels_last,
+        compile=settings.compile,
+        deterministic=settings.deterministic,
+    )
+    backend = configure_backends(device)
+    data = load_data(spec, root, settings.download, device)
+    report = _recheck_budget(spec, report, len(data.classes))
+    if device.device.type == "cpu" and settings.progress:
+        _warn_cpu(report.macs, len(data.train), spec.epochs)
+
+    engine, pipeline_info = build(spec, data, device, run_dir, settings.progress)
+    record = RunResult(
+        run_id=spec.run_id,
+        status=RUNNING,
+        spec=spec.to_dict(),
+        budget=report.to_dict(),
+        out_of_budget=not report.within_budget,
+        data=data.info,
+        pipeline=pipeline_info,
+        manifest={**manifest(device, spec.seed), "backend": backend, "engine": device.to_dict()},
+    )
+    _resume_if_possible(engine, record, run_dir, spec)
+    record.save(run_dir)  # the run folder and its first record exist before anything follows the run
+    callbacks.on_run_start(RunInfo(spec.run_id, run_dir, spec.to_dict()))
+    try:
+        state = train(engine, record, run_dir, data.seconds, callbacks)
+        t_eval = time.perf_counter()
+        final = evaluate_final(engine, data, spec, report, device) if state.status == FINISHED else {}
+        if final:
+            callbacks.on_evaluation(final)
+        record = write_record(record, state, final, data, run_dir, started, time.perf_counter() - t_eval)
+    except BaseException:
+        callbacks.on_run_end({**record.to_dict(), "status": FAILED}, [])
+        raise
+    callbacks.on_run_end(
+        record.to_dict(), [p for p in (run_dir / "curves.png", run_dir / "confusion.png") if p.exists()]
+    )
+    return record
+
+
+def build_callbacks(names: tuple[str, ...]) -> Any:
+    """The run's callbacks (``--track``), each guarded: a failing tracker warns once and is switched off."""
+    from cifarbudget.trackers import RunCallbacks
+
+    registry = get_registry("callbacks")
+    built = [(name, registry.create(name)) for name in dict.fromkeys(names)]
+    return RunCallbacks(built, warn=lambda message: log.warning("%s", message))
+
+
+# --- check ---------------------------------------------------------------------------------------
+def check_component_params(spec: RunSpec) -> None:
+    """Every ``--*-param`` key is one its component accepts: a typo fails here, before any data loads."""
+    from cifarbudget.registry import check_params
+
+    for kind, name, params in (
+        ("models", spec.model, spec.model_params),
+        ("optimizers", spec.optimizer, spec.opt_params),
+        ("schedulers", spec.sched, spec.sched_params),
+        ("losses", spec.loss, spec.loss_params),
+    ):
+        if params:
+            registry = get_registry(kind)
+            check_params(f"{registry.kind} {name!r}", registry.get(name).factory, params)
+    for aug, params in spec.aug_params.items():
+        if aug not in spec.augs:
+            raise RunError(f"--aug-param {aug}.*: {aug!r} is not in the pipeline {spec.pipeline}")
+        check_params(f"augmentation {aug!r}", get_registry("augmentations").get(aug).factory, params)
+
+
+def dataset_num_classes(dataset: str, root: Path) -> int | None:
+    """The dataset's class count from its metadata, before any image is decoded (None: unknown).
+
+    A dataset factory may offer ``num_classes(root) -> int`` for this; the builtin ones do.
+    """
+    factory = get_registry("datasets").get(dataset).factory
+    counter = getattr(factory, "num_classes", None)
+    if not callable(counter):
+        return None
+    n = counter(root)
+    return int(n) if n else None
+
+
+def check_spec_budget(spec: RunSpec, root: Path) -> BudgetReport:
+    """Count the model the run will train (its real class count) and refuse it when over budget."""
+    num_classes = spec.num_classes or dataset_num_classes(spec.dataset, root) or 10
+    report = check_budget(spec.model, spec.budget, num_classes=num_classes)
+    if not report.within_budget and not spec.allow_over_budget:
+        raise OverBudgetError(
+            f"refusing to train: {report.reason}; pass --allow-over-budget to train it anyway"
+        )
+    return report
+
+
+def _recheck_budget(spec: RunSpec, report: BudgetReport, n_classes: int) -> BudgetReport:
+    """The budget of the model as it will be trained, once the data says how many classes it has."""
+    num_classes = spec.num_classes or n_classes
+    if report.num_classes == num_classes:
+        return report
+    report = check_budget(spec.model, spec.budget, num_classes=num_classes)
+    if not report.within_budget and not spec.allow_over_budget:
+        raise OverBudgetError(
+            f"refusing to train: {report.reason}; pass --allow-over-budget to train it anyway"
+        )
+    return report
+
+
+def _settled_record(run_dir: Path, restart: bool) -> RunResult | None:
+    """A finished or diverged record of this run (returned as is), or None to train (or resume)."""
+    if restart and run_dir.exists():
+        shutil.rmtree(run_dir)
+    if not (run_dir / RESULT_FILE).exists():
+        return None
+    try:
+        previous = load_result(run_dir)
+    except CifarBudgetError:
+        return None  # a corrupt record: the checkpoint (if any) decides
+    return previous if previous.status in SETTLED else None
+
+
+def _warn_cpu(macs: int, images: int, epochs: int) -> None:
+    cores = max(1, torch.get_num_threads())
+    seconds = 3 * macs * images * epochs / (CPU_MACS_PER_SECOND * cores)
+    if seconds < 60:
+        return
+    hours = seconds / 3600
+    when = f"{hours:.1f} h" if hours >= 1 else f"{seconds / 60:.0f} min"
+    log.warning("training on the CPU: expect roughly %s; a CUDA GPU is 100x+ faster", when)
+
+
+# --- load ----------------------------------------------------------------------------------------
+@dataclass
+class RunData:
+    """The run's splits on the training device, and what the record says about them."""
+
+    train: DeviceSplit
+    val: DeviceSplit
+    test: DeviceSplit
+    classes: list[str]
+    info: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def load_splits(dataset: str, root: Path, download: bool) -> tuple[Split, Split]:
+    """The dataset's train and test splits, checked against the dataset contract."""
+    factory = get_registry("datasets").get(dataset).factory
+    train = factory(root, train=True, download=download)
+    test = factory(root, train=False, download=download)
+    for split in (train, test):
+        if not all(hasattr(split, a) for a in ("images", "labels", "classes")):
+            raise DataError(f"dataset {dataset!r} returned {type(split).__name__}, not a split")
+    if list(train.classes) != list(test.classes):
+        raise DataError(f"dataset {dataset!r}: train and test splits have different classes")
+    return train, test
+
+
+def load_data(spec: RunSpec, root: Path, download: bool, device: DeviceSettings) -> RunData:
+    """Load the splits, hold out the validation split, subset, normalise and move to the device."""
+    t0 = time.perf_counter()
+    train_full, test = load_splits(spec.dataset, root, download)
+    # 5,000 of CIFAR's 50,000 is 10%; smaller datasets keep 10% so that most data still trains.
+    val_size = min(spec.val_size, len(train_full) // 10)
+    train_idx, val_idx = stratified_split(train_full.labels, val_size, spec.seed)
+    if spec.train_subset:
+        if spec.train_subset > len(train_idx):
+            raise RunError(
+                f"--train-subset {spec.train_subset} exceeds the {len(train_idx)} training images left"
+            )
+        gen = torch.Generator().manual_seed(spec.seed + 1)
+        train_idx = (
+            train_idx[torch.randperm(len(train_idx), generator=gen)[: spec.train_subset]].sort().values
+        )
+    train_split, val_split = subset(train_full, train_idx), subset(train_full, val_idx)
+    mean, std = normalization_stats(train_split.images)
+
+    def to_device(split: Split) -> DeviceSplit:
+        return DeviceSplit.from_split(split, device.device, mean, std, device.channels_last)
+
+    classes = list(train_full.classes)
+    info = {
+        "dataset": spec.dataset,
+        "source": getattr(train_full, "source", ""),
+        "classes": classes,
+        "n_train": len(train_split),
+        "n_val": len(val_split),
+        "n_test": len(test),
+        "val_indices_sha256": _digest(val_idx),
+        "mean": mean,
+        "std": std,
+    }
+    return RunData(
+        to_device(train_split),
+        to_device(val_split),
+        to_device(test),
+        classes,
+        info,
+        time.perf_counter() - t0,
     )
 
 
-def estimate_cpu_seconds(macs: int, images: int, epochs: int) -> float:
-    """A rough training-time estimate on this CPU (forward + backward = 3x the forward MACs)."""
-    cores = max(1, torch.get_num_threads())
-    return 3 * macs * images * epochs / (CPU_MACS_PER_SECOND * cores)
+def _digest(indices: torch.Tensor) -> str:
+    return hashlib.sha256(indices.cpu().numpy().astype("int64").tobytes()).hexdigest()[:16]
 
 
-def warn_cpu(seconds: float) -> None:
-    hours = seconds / 3600
-    when = f"{hours:.1f} h" if hours >= 1 else f"{seconds / 60:.0f} min"
-    warnings.warn(f"training on the CPU: expect roughly {when}; a CUDA GPU is 100x+ faster", stacklevel=2)
+# --- build ---------------------------------------------------------------------------------------
+def build(
+    spec: RunSpec, data: RunData, device: DeviceSettings, run_dir: Path, progress: bool
+) -> tuple[Engine, list[dict[str, Any]]]:
+    """Model, augmentation pipeline, optimizer, schedule, loss and the engine that trains them.
+
+    Everything random is drawn right after seeding, in a fixed order (weights, then any
+    augmentation that draws at construction), so a resumed run rebuilds the same objects.
+    """
+    from cifarbudget.api import create_model
+    from cifarbudget.augment.pipeline import Compose, soft_targets
+
+    num_classes = spec.num_classes or len(data.classes)
+    torch.manual_seed(spec.seed)
+    if device.device.type == "cuda":
+        torch.cuda.manual_seed_all(spec.seed)
+    model = create_model(spec.model, num_classes=num_classes, **spec.model_params)
+    registry = get_registry("augmentations")
+    augs = [registry.create(name, **spec.aug_params.get(name, {})) for name in spec.augs]
+    pipeline = Compose(augs, list(spec.augs), normalize=data.train.normalize)
+    pipeline_info = [
+        {"name": name, "params": aug.params() if hasattr(aug, "params") else {}}
+        for name, aug in zip(spec.augs, augs, strict=True)
+    ]
+    model = model.to(device.device, memory_format=device.memory_format)
+    init_from_data(model, data.train)
+    optimizer = build_optimizer(spec, model)
+    scheduler = build_scheduler(spec, optimizer, steps_per_epoch(len(data.train), spec.batch_size))
+    engine = Engine(
+        TrainPlan(spec.run_id, spec.epochs, spec.batch_size, spec.ema),
+        model,
+        optimizer,
+        scheduler,
+        train=data.train,
+        val=data.val,
+        pipeline=pipeline,
+        targets=lambda y: soft_targets(y, num_classes, spec.label_smoothing),
+        settings=device,
+        checkpoint=run_dir / CHECKPOINT,
+        loss=build_loss(spec, device, data),
+        progress=progress,
+    )
+    return engine, pipeline_info
+
+
+INIT_IMAGES = 5000  # training images shown to a model's init_from_data (airbench's whitening uses 5,000)
+
+
+def init_from_data(model: torch.nn.Module, train: DeviceSplit) -> None:
+    """The optional model protocol ``model.init_from_data(images)``: a data-dependent initialisation
+    (e.g. whitening the first convolution), given the first normalised, un-augmented training
+    images, before the first step. Deterministic, so a resumed run (whose checkpoint then
+    replaces the weights) builds the same model."""
+    init = getattr(model, "init_from_data", None)
+    if callable(init):
+        with torch.no_grad():
+            init(train.normalize(train.images[:INIT_IMAGES]))
+
+
+def build_optimizer(spec: RunSpec, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The registered optimizer with the run's hyperparameters and ``--opt-param`` values."""
+    from cifarbudget.registry import check_params
+
+    factory = get_registry("optimizers").get(spec.optimizer).factory
+    check_params(f"optimizer {spec.optimizer!r}", factory, spec.opt_params)
+    return factory(  # type: ignore[no-any-return]
+        model,
+        lr=spec.lr,
+        momentum=spec.momentum,
+        weight_decay=spec.weight_decay,
+        nesterov=spec.nesterov,
+        **spec.opt_params,
+    )
+
+
+def build_scheduler(spec: RunSpec, optimizer: torch.optim.Optimizer, steps: int) -> Any:
+    """The registered schedule, stepped once per optimizer step; ``--warmup`` only when asked."""
+    from cifarbudget.registry import check_params
+
+    factory = get_registry("schedulers").get(spec.sched).factory
+    warmup = {"warmup_epochs": spec.warmup_epochs} if spec.warmup_epochs else {}
+    check_params(f"scheduler {spec.sched!r}", factory, spec.sched_params)
+    try:
+        return factory(optimizer, epochs=spec.epochs, steps_per_epoch=steps, **warmup, **spec.sched_params)
+    except TypeError as exc:
+        if warmup and "warmup_epochs" in str(exc):
+            raise RunError(f"scheduler {spec.sched!r} does not support a warmup; drop --warmup") from None
+        raise
+
+
+def build_loss(spec: RunSpec, device: DeviceSettings, data: RunData) -> Any:
+    """The registered loss with ``--loss-param`` values, set up with the device and normalisation."""
+    from cifarbudget.registry import check_params
+
+    factory = get_registry("losses").get(spec.loss).factory
+    check_params(f"loss {spec.loss!r}", factory, spec.loss_params)
+    loss = factory(**spec.loss_params)
+    setup = getattr(loss, "setup", None)
+    if callable(setup):
+        setup(device=device.device, mean=data.info["mean"], std=data.info["std"])
+    return loss
+
+
+# --- train ---------------------------------------------------------------------------------------
+def _resume_if_possible(engine: Engine, record: RunResult, run_dir: Path, spec: RunSpec) -> None:
+    """Continue from the run's checkpoint when there is one, keeping the first segment's start time."""
+    if not engine.checkpoint.exists():
+        log.info("%s: %s", spec.run_id, spec.describe())
+        return
+    try:
+        engine.load_checkpoint()
+    except RunError as exc:
+        raise RunError(f"cannot resume {spec.run_id}: {exc}; rerun with --restart") from None
+    with contextlib.suppress(CifarBudgetError):  # the previous record is informative only
+        record.manifest["started_at"] = load_result(run_dir).manifest.get(
+            "started_at", record.manifest["started_at"]
+        )
+    record.manifest["resumed_at_epoch"] = engine.state.epoch
+    log.info("%s: resuming after epoch %d of %d", spec.run_id, engine.state.epoch, spec.epochs)
+
+
+def train(
+    engine: Engine, record: RunResult, run_dir: Path, data_seconds: float, callbacks: Any
+) -> TrainState:
+    """Train the remaining epochs, writing the record after every epoch's checkpoint."""
+
+    def on_epoch(state: TrainState) -> None:
+        record.status = RUNNING if state.status == FINISHED else state.status
+        record.history = state.history
+        record.timing = {"train_seconds": state.train_seconds, "data_seconds": data_seconds}
+        record.save(run_dir)
+        callbacks.on_epoch_end(state.epoch, dict(state.history[-1]))
+
+    return engine.fit(on_epoch=on_epoch)
+
+
+# --- evaluate ------------------------------------------------------------------------------------
+def evaluate_final(
+    engine: Engine, data: RunData, spec: RunSpec, report: BudgetReport, device: DeviceSettings
+) -> dict[str, Any]:
+    """Validation (for selection) and the test split, once, without and with the run's TTA policy."""
+    model, n = engine.eval_model, len(data.classes)
+    final: dict[str, Any] = {"tta": spec.tta, "tta_views": 1, "inference_macs": report.macs}
+    if len(data.val):
+        val = evaluate(model, data.val, device)
+        best = max(engine.state.history, key=lambda h: h.get("val_acc", -1))
+        final.update(
+            val_acc=val["acc"],
+            val_loss=val["loss"],
+            best_val_acc=best.get("val_acc"),
+            best_epoch=best.get("epoch"),
+        )
+    plain = evaluate(model, data.test, device)
+    final.update(
+        test_acc=plain["acc"],
+        test_loss=plain["loss"],
+        confusion_matrix=confusion_matrix(plain["predictions"], data.test.labels, n),
+    )
+    if spec.tta != "none":
+        policy = build_tta(spec.tta, data.info)
+        if len(data.val):
+            val_tta = evaluate(model, data.val, device, tta=policy)
+            final.update(val_acc_tta=val_tta["acc"], val_loss_tta=val_tta["loss"])
+        before = getattr(policy, "views_computed", None)
+        with_tta = evaluate(model, data.test, device, tta=policy)
+        # the views actually computed per test image (selective TTA runs extra views on some only)
+        views = getattr(policy, "views_computed", None)
+        final["tta_views"] = (
+            (views - before) / len(data.test) if views is not None and before is not None else policy.n_views
+        )
+        final.update(
+            test_acc_tta=with_tta["acc"],
+            test_loss_tta=with_tta["loss"],
+            confusion_matrix_tta=confusion_matrix(with_tta["predictions"], data.test.labels, n),
+        )
+    final["inference_macs_tta"] = report.macs * final["tta_views"]
+    return final
+
+
+def build_tta(name: str, data_info: dict[str, Any]) -> Any:
+    """The registered TTA policy, given the run's normalisation when it asks for it (``setup``)."""
+    policy = get_registry("tta").create(name)
+    setup = getattr(policy, "setup", None)
+    if callable(setup):
+        setup(mean=data_info["mean"], std=data_info["std"])
+    return policy
+
+
+# --- record --------------------------------------------------------------------------------------
+def write_record(
+    record: RunResult,
+    state: TrainState,
+    final: dict[str, Any],
+    data: RunData,
+    run_dir: Path,
+    started: float,
+    eval_seconds: float,
+) -> RunResult:
+    """Write the final ``result.json`` and ``metrics.csv``, then the plots (a failed plot only warns)."""
+    spec = record.spec
+    images = sum(h.get("images_per_s", 0) * h.get("seconds", 0) for h in state.history)
+    record.status = state.status
+    record.history = state.history
+    record.final = final
+    record.timing = {
+        "train_seconds": state.train_seconds,
+        "train_images_per_s": images / state.train_seconds if state.train_seconds else 0.0,
+        "data_seconds": data.seconds,
+        "eval_seconds": eval_seconds,
+        "total_seconds": time.perf_counter() - started,
+    }
+    record.manifest["finished_at"] = now()
+    if state.status == DIVERGED:
+        record.error = f"loss became non-finite in epoch {state.epoch} (lr {spec['lr']:g}); lower --lr"
+    record.save(run_dir)
+    _plot(record, data.classes, run_dir)
+    return record
+
+
+def _plot(record: RunResult, classes: list[str], run_dir: Path) -> None:
+    from cifarbudget.plots import plot_confusion, plot_curves
+
+    spec, final = record.spec, record.final
+    pipeline = "+".join(spec["augs"]) or "no aug"
+    title = f"{spec['model']} | {pipeline} | {spec['sched']} | {spec['epochs']} ep | {spec['dataset']}"
+    try:
+        plot_curves(record.history, run_dir / "curves.png", title)
+        matrix = final.get("confusion_matrix_tta") or final.get("confusion_matrix")
+        if matrix:
+            acc = final.get("test_acc_tta") or final.get("test_acc")
+            plot_confusion(matrix, classes, run_dir / "confusion.png", f"{title}\ntest accuracy {acc:.4f}")
+    except OSError as exc:  # the record is written; a missing picture is not worth failing the run
+        log.warning("could not write the plots of %s: %s", record.run_id, exc.strerror or exc)

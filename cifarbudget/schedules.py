@@ -1,9 +1,11 @@
-"""Learning-rate schedules: multistep, cosine, onecycle, constant (registered in :mod:`cifarbudget.builtin.schedulers`).
+"""Learning-rate schedules: multistep, cosine, linear, onecycle, constant.
+
+Registered in :mod:`cifarbudget.builtin.schedulers`.
 
 Every factory is ``factory(optimizer, *, epochs, steps_per_epoch, warmup_epochs=0.0, **params)``
 and returns a torch ``LRScheduler`` that the engine steps once per optimizer step
 (``T = epochs * steps_per_epoch`` steps in all). The optimizer's ``lr`` when the scheduler is built
-is the peak learning rate. ``multistep``, ``cosine`` and ``constant`` are one ``LambdaLR`` whose
+is the peak learning rate. ``multistep``, ``cosine``, ``linear`` and ``constant`` are one ``LambdaLR`` whose
 multiplier is a small picklable object, so ``state_dict()`` / ``load_state_dict()`` restore them
 exactly on resume; ``onecycle`` is torch's ``OneCycleLR``.
 
@@ -23,7 +25,7 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
 from cifarbudget.errors import RunError
 
-__all__ = ["constant", "cosine", "multistep", "onecycle"]
+__all__ = ["constant", "cosine", "linear", "multistep", "onecycle"]
 
 
 def _steps(name: str, epochs: int, steps_per_epoch: int, warmup_epochs: float) -> tuple[int, int]:
@@ -81,6 +83,19 @@ class CosineFactor:
         return self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+class LinearFactor:
+    """LR multiplier: warmup, then a straight line from 1 at step ``W`` to exactly 0 at step ``T - 1``."""
+
+    def __init__(self, total: int, warmup: int) -> None:
+        self.total, self.warmup = total, warmup
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return _warmup(step, self.warmup)
+        span = self.total - 1 - self.warmup  # steps from the peak to the last step
+        return max(0.0, (self.total - 1 - step) / span) if span > 0 else 0.0
+
+
 def constant(
     optimizer: torch.optim.Optimizer, *, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0
 ) -> LRScheduler:
@@ -130,6 +145,20 @@ def cosine(
     if not 0.0 <= min_lr_factor <= 1.0:
         raise RunError(f"scheduler 'cosine': min_lr_factor must be in [0, 1], got {min_lr_factor!r}")
     return LambdaLR(optimizer, CosineFactor(total, warmup, min_lr_factor))
+
+
+def linear(
+    optimizer: torch.optim.Optimizer, *, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0
+) -> LRScheduler:
+    """Linear decay to zero (Li, Yumer & Ramanan 2020, "Budgeted Training: Rethinking Deep Neural
+    Network Training Under Resource Constraints", arXiv:1905.04753): after the optional warmup the
+    LR falls linearly from the peak at step ``W`` to exactly 0 at the last step ``T - 1``, so the
+    budget ends with the LR at zero; the paper finds this the best schedule for a fixed budget of
+    steps. The last step thus uses LR 0 (it still updates BatchNorm statistics). With
+    ``W = T - 1`` (warmup over the whole run but one step) that step is 0.
+    """
+    total, warmup = _steps("linear", epochs, steps_per_epoch, warmup_epochs)
+    return LambdaLR(optimizer, LinearFactor(total, warmup))
 
 
 def onecycle(

@@ -1,4 +1,10 @@
-"""``RunSpec``: everything that defines a training run, and the deterministic run id derived from it.
+"""``RunSpec``: every field that defines a training run, the metadata the CLI is generated from,
+and the one place where user values (command line, sweep files, recipes) become a checked spec.
+
+Each field carries an :func:`option` in its metadata: the command-line flag, the help text and
+whether a sweep may vary it. ``cifarbudget run`` and ``cifarbudget sweep`` generate their options
+from these (:mod:`cifarbudget.commands.options`), and sweep files accept the field names and the
+flag names as keys, so adding a field here adds it everywhere. Nothing here imports torch.
 
 Two specs with the same id train the same thing (same model, data, pipeline, optimisation and
 seed). Where the data lives, where results go and how fast the run goes (device, compile,
@@ -7,8 +13,12 @@ progress bar) are not part of the id.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import hashlib
 import json
+import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -17,32 +27,145 @@ from cifarbudget.errors import RunError
 SPEC_VERSION = 1
 
 
+def option(
+    help: str,
+    *,
+    flag: str | None = None,
+    axis: bool = True,
+    cli: bool = True,
+    registry: str | None = None,
+    cli_type: type | None = None,
+) -> dict[str, Any]:
+    """Field metadata: ``flag`` (default ``--field-name``), ``help`` (one sentence, no default: the
+    default is appended from the field), ``axis`` (a sweep may vary it), ``cli`` (exposed as a
+    flag at all), ``registry`` (the registry kind whose names the field holds), ``cli_type`` (the
+    type the command line reads, when it is not the field's: a budget is read as text, ``5M``)."""
+    return {
+        "cifarbudget": {
+            "help": help,
+            "flag": flag,
+            "axis": axis,
+            "cli": cli,
+            "registry": registry,
+            "cli_type": cli_type,
+        }
+    }
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One training run. Field defaults are the paper's initial recipe on CIFAR-10."""
 
-    model: str = "resnetsmall"
-    dataset: str = "cifar10"
-    augs: tuple[str, ...] = ("crop-flip",)  # the exact pipeline, in order
-    sched: str = "multistep"
-    warmup_epochs: float = 0.0
-    tta: str = "none"
-    epochs: int = 100
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
-    ema: float = 0.0  # model EMA decay (0 = off), via timm.utils.ModelEmaV3
-    seed: int = 0
-    val_size: int = 5000  # held out of the training split, at most 10% of it; 0 = train on all
-    train_subset: int = 0  # 0 = all training images (after the validation split)
-    num_classes: int = 0  # 0 = from the dataset
-    budget: int = 5_000_000
-    allow_over_budget: bool = False
-    aug_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-augmentation overrides
+    model: str = field(
+        default="resnetsmall",
+        metadata=option("Model name (see 'cifarbudget list models').", registry="models"),
+    )
+    dataset: str = field(
+        default="cifar10",
+        metadata=option("Dataset name (see 'cifarbudget list datasets').", registry="datasets"),
+    )
+    augs: tuple[str, ...] = field(
+        default=("crop-flip",),
+        metadata=option(
+            "Augmentation pipeline: names joined by '+' (crop-flip+cutmix), or repeat the option; "
+            "crop-flip is the base the others add to, 'none' is no augmentation.",
+            flag="--aug",
+            registry="augmentations",
+        ),
+    )
+    sched: str = field(
+        default="multistep",
+        metadata=option(
+            "LR schedule, stepped per iteration (see 'cifarbudget list schedulers').", registry="schedulers"
+        ),
+    )
+    warmup_epochs: float = field(
+        default=0.0, metadata=option("Linear LR warmup, in epochs.", flag="--warmup")
+    )
+    tta: str = field(
+        default="none",
+        metadata=option("Test-time augmentation policy (see 'cifarbudget list tta').", registry="tta"),
+    )
+    epochs: int = field(default=100, metadata=option("Training epochs."))
+    batch_size: int = field(default=128, metadata=option("Training batch size."))
+    optimizer: str = field(
+        default="sgd",
+        metadata=option("Optimizer (see 'cifarbudget list optimizers').", registry="optimizers"),
+    )
+    lr: float = field(default=0.1, metadata=option("Peak learning rate."))
+    momentum: float = field(default=0.9, metadata=option("SGD momentum."))
+    nesterov: bool = field(default=False, metadata=option("Nesterov momentum."))
+    weight_decay: float = field(default=5e-4, metadata=option("Weight decay.", flag="--wd"))
+    label_smoothing: float = field(default=0.0, metadata=option("Label smoothing of the targets."))
+    ema: float = field(
+        default=0.0, metadata=option("Model EMA decay, e.g. 0.999 (0 = off); the EMA model is evaluated.")
+    )
+    seed: int = field(
+        default=0,
+        metadata=option("Random seed: weights, validation split, shuffling, augmentation.", axis=False),
+    )
+    val_size: int = field(
+        default=5000,
+        metadata=option(
+            "Held-out validation images taken from the training split, stratified (0 = train on all)."
+        ),
+    )
+    train_subset: int = field(
+        default=0, metadata=option("Train on this many of the remaining training images (0 = all).")
+    )
+    num_classes: int = field(
+        default=0, metadata=option("Classifier outputs (0 = from the dataset).", cli=False)
+    )
+    budget: int = field(
+        default=5_000_000,
+        metadata=option("Parameter budget: 5M, 4.5M, 500k, 5000000.", axis=False, cli_type=str),
+    )
+    allow_over_budget: bool = field(
+        default=False,
+        metadata=option("Train an over-budget model; the result is marked out of budget.", axis=False),
+    )
+    aug_params: dict[str, dict[str, Any]] = field(
+        default_factory=dict,
+        metadata=option(
+            "One augmentation parameter, AUG.KEY=VALUE (e.g. cutmix.p=0.5); repeatable.",
+            flag="--aug-param",
+            axis=False,
+        ),
+    )
+    loss: str = field(
+        default="soft-ce",
+        metadata=option("Training loss (see 'cifarbudget list losses').", registry="losses"),
+    )
+    model_params: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=option(
+            "One model option, KEY=VALUE (e.g. drop_path=0.1); repeatable.", flag="--model-param", axis=False
+        ),
+    )
+    sched_params: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=option(
+            "One schedule parameter, KEY=VALUE (e.g. pct_start=0.25); repeatable.",
+            flag="--sched-param",
+            axis=False,
+        ),
+    )
+    opt_params: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=option(
+            "One optimizer parameter, KEY=VALUE (e.g. bn_bias_lr_scale=64); repeatable.",
+            flag="--opt-param",
+            axis=False,
+        ),
+    )
+    loss_params: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=option(
+            "One loss parameter, KEY=VALUE (e.g. teacher=results/runs/RUN); repeatable.",
+            flag="--loss-param",
+            axis=False,
+        ),
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "augs", tuple(self.augs))
@@ -58,10 +181,6 @@ class RunSpec:
             (0 <= self.ema < 1, f"--ema must be in [0, 1) (got {self.ema})"),
             (self.val_size >= 0, f"--val-size must be non-negative (got {self.val_size})"),
             (self.train_subset >= 0, f"--train-subset must be non-negative (got {self.train_subset})"),
-            (
-                self.optimizer in ("sgd", "adamw"),
-                f"--optimizer must be sgd or adamw (got {self.optimizer!r})",
-            ),
             (self.warmup_epochs >= 0, f"--warmup must be non-negative (got {self.warmup_epochs})"),
         ]
         for ok, message in checks:
@@ -88,9 +207,251 @@ class RunSpec:
         digest = hashlib.sha256(canonical.encode()).hexdigest()[:12]
         return f"{self.model}-{self.dataset}-e{self.epochs}-s{self.seed}-{digest}"
 
+    @property
+    def pipeline(self) -> str:
+        """The augmentation pipeline as the leaderboard prints it and every command accepts it."""
+        return "+".join(self.augs) or "none"
+
     def describe(self) -> str:
         return (
-            f"{self.model} on {self.dataset}: aug {'+'.join(self.augs) or 'none'}, {self.sched}, "
+            f"{self.model} on {self.dataset}: aug {self.pipeline}, {self.sched}, "
             f"{self.epochs} epochs, batch {self.batch_size}, {self.optimizer} lr {self.lr:g} wd {self.weight_decay:g}, "
             f"TTA {self.tta}, seed {self.seed}"
         )
+
+
+# --- field metadata -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SpecField:
+    """One RunSpec field as the CLI and the sweep files see it."""
+
+    name: str
+    kind: type  # bool, int, float, str, tuple (the pipeline) or dict (aug_params)
+    default: Any
+    help: str
+    flag: str
+    axis: bool
+    cli: bool
+    registry: str | None
+    cli_type: type | None = None
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        """Other spellings accepted as keys in sweep and config files (the flag without dashes)."""
+        key = self.flag.removeprefix("--").replace("-", "_")
+        return (key,) if key != self.name else ()
+
+
+def current_spec_class() -> type[RunSpec]:
+    """``RunSpec`` as this module holds it now (tests may replace it with an extended class)."""
+    return sys.modules[__name__].RunSpec  # type: ignore[no-any-return]
+
+
+def spec_fields() -> list[SpecField]:
+    """Every RunSpec field with its CLI metadata, in declaration order."""
+    out = []
+    for f in dataclasses.fields(current_spec_class()):
+        meta = f.metadata.get("cifarbudget", {})
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        kind = dict if isinstance(default, dict) else tuple if isinstance(default, tuple) else type(default)
+        out.append(
+            SpecField(
+                name=f.name,
+                kind=kind,
+                default=default,
+                help=meta.get("help", f.name.replace("_", " ").capitalize() + "."),
+                flag=meta.get("flag") or "--" + f.name.replace("_", "-"),
+                axis=meta.get("axis", True),
+                cli=meta.get("cli", True),
+                registry=meta.get("registry"),
+                cli_type=meta.get("cli_type"),
+            )
+        )
+    return out
+
+
+def field_for_key(raw: str, *, where: str, allowed: Iterable[str] | None = None) -> SpecField:
+    """The field a sweep/config key names (``lr``, ``weight_decay``, ``wd``, ``aug``, ``warmup-epochs``).
+
+    Unknown keys raise a one-line error with the closest known keys.
+    """
+    key = str(raw).strip().replace("-", "_")
+    by_key: dict[str, SpecField] = {}
+    for f in spec_fields():
+        if allowed is None or f.name in allowed:
+            by_key[f.name] = f
+            for alias in f.aliases:
+                by_key.setdefault(alias, f)
+    if key in by_key:
+        return by_key[key]
+    raise RunError(f"unknown key {raw!r} in {where}.{_suggest(key, list(by_key))}")
+
+
+def _suggest(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    return f" Did you mean: {', '.join(close)}?" if close else f" Known keys: {', '.join(sorted(known))}."
+
+
+# --- values ---------------------------------------------------------------------------------------
+_EXPECTED = {bool: "true or false", int: "an integer", float: "a number", str: "a name", dict: "a table"}
+
+
+def coerce(name: str, value: Any) -> Any:
+    """``value`` (a TOML value, a recipe value or a command-line string) as the type of field ``name``."""
+    spec_field = next(f for f in spec_fields() if f.name == name)
+    kind = spec_field.kind
+    if kind is tuple:
+        return parse_pipeline(value)
+    if name == "budget":
+        from cifarbudget.budget import parse_budget
+
+        return parse_budget(value)
+    text = value.strip() if isinstance(value, str) else value
+    out: Any
+    if kind is bool:
+        out = _as_bool(text)
+    elif kind in (int, float):
+        out = _as_number(text, kind)
+    elif kind is str:
+        out = text if isinstance(text, str) and text else None
+    else:
+        out = text if isinstance(text, dict) else None
+    if out is None:
+        raise RunError(f"{name}: {value!r} is not {_EXPECTED.get(kind, kind.__name__)}")
+    return out
+
+
+def _as_bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+        return value.lower() in ("true", "yes", "1")
+    return None
+
+
+def _as_number(value: Any, kind: type) -> int | float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        if isinstance(value, str):
+            return kind(value)  # type: ignore[no-any-return]
+    except ValueError:
+        return None
+    if kind is float and isinstance(value, int | float):
+        return float(value)
+    if kind is int and (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+        return int(value)
+    return None
+
+
+def parse_pipeline(value: Any) -> tuple[str, ...]:
+    """One augmentation pipeline, in the one syntax every command accepts and the leaderboard prints.
+
+    ``"crop-flip+cutmix"``, ``"cutmix"`` or a list of names (each of which may itself be
+    ``a+b``); crop-flip is inserted first when missing (the base the others add to); ``"none"``
+    alone is the empty pipeline. A comma is refused: in a sweep it would be ambiguous (two
+    pipelines or one?), so pipelines are always joined with ``+``.
+    """
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(n, str) for n in items):
+        raise RunError(f"aug {value!r}: expected a name, 'a+b+c', or a list of names")
+    names: list[str] = []
+    for item in items:
+        if "," in item:
+            raise RunError(
+                f"aug {item!r}: join the augmentations of one pipeline with '+' (cutmix+blur); "
+                "in a sweep, repeat --aug (or list more values) for more pipelines"
+            )
+        parts = [n.strip() for n in item.split("+")]
+        if any(not n for n in parts):
+            raise RunError(f"aug {item!r}: empty augmentation name")
+        names.extend(parts)
+    if names == ["none"] or not names:
+        return ()
+    if "none" in names:
+        raise RunError("aug 'none' cannot be combined with other augmentations")
+    if "crop-flip" not in names:
+        names.insert(0, "crop-flip")
+    return tuple(dict.fromkeys(names))
+
+
+def _value(raw: str) -> Any:
+    """A command-line parameter value: JSON where it parses (numbers, true/false, lists), else text."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def parse_params(items: Iterable[str], what: str = "--aug-param") -> dict[str, dict[str, Any]]:
+    """``["cutmix.p=0.5", "blur.sigma=[0.1, 1.5]"]`` -> ``{"cutmix": {"p": 0.5}, "blur": {...}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        name, dot, param = key.strip().rpartition(".")
+        if not sep or not dot or not name or not param:
+            raise RunError(f"{what} {item!r} is not NAME.KEY=VALUE (e.g. cutmix.p=0.5)")
+        out.setdefault(name, {})[param] = _value(raw)
+    return out
+
+
+def parse_flat_params(items: Iterable[str], what: str) -> dict[str, Any]:
+    """``["k=5", "alpha=0.5"]`` -> ``{"k": 5, "alpha": 0.5}`` (values as in :func:`parse_params`)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise RunError(f"{what} {item!r} is not KEY=VALUE")
+        out[key.strip()] = _value(raw)
+    return out
+
+
+# --- resolution -----------------------------------------------------------------------------------
+def resolve_spec(model: str | None = None, *, recipe: str | None = None, **options: Any) -> RunSpec:
+    """Merge defaults <- recipe <- explicit options (``None`` means "not given") into a checked RunSpec.
+
+    Every value is coerced to its field's type (so strings from the command line or a file work)
+    and every name is looked up in its registry (unknown names fail here, with suggestions).
+    """
+    known = {f.name: f for f in spec_fields()}
+    values: dict[str, Any] = {}
+    if recipe is not None:
+        from cifarbudget.plugins import get_registry
+
+        preset = get_registry("recipes").create(recipe)
+        unknown = set(preset) - set(known)
+        if unknown:
+            raise RunError(f"recipe {recipe!r} sets unknown option(s): {', '.join(sorted(unknown))}")
+        values.update(preset)
+    if model is not None:
+        values["model"] = model
+    unknown = set(options) - set(known)
+    if unknown:
+        raise RunError(f"unknown run option(s): {', '.join(sorted(unknown))}")
+    values.update({k: v for k, v in options.items() if v is not None})
+    if "model" not in values:
+        raise RunError(
+            "no model given: pass a MODEL argument or --recipe NAME (see 'cifarbudget list recipes')"
+        )
+    values = {k: coerce(k, v) for k, v in values.items()}
+    spec = current_spec_class()(**values)
+    check_names(spec)
+    return spec
+
+
+def check_names(spec: RunSpec) -> None:
+    """Raise an unknown-name error (with suggestions) for any name no plugin provides."""
+    from cifarbudget.plugins import get_registry
+
+    for f in spec_fields():
+        if f.registry is None:
+            continue
+        value = getattr(spec, f.name)
+        for name in value if isinstance(value, tuple) else (value,):
+            get_registry(f.registry).get(name)
+
+
+def spec_values(spec: RunSpec | Mapping[str, Any]) -> dict[str, Any]:
+    """A spec (or its dict) as plain field values, in declaration order."""
+    data = spec.to_dict() if isinstance(spec, RunSpec) else dict(spec)
+    return {f.name: data[f.name] for f in spec_fields() if f.name in data}

@@ -127,6 +127,7 @@ def test_report_to_dict() -> None:
         "macs": 271_419_904,
         "budget": 5_000_000,
         "macs_by_operator": {"conv": 271_419_904},
+        "num_classes": 10,
         "within_budget": True,
     }
 

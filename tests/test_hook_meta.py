@@ -91,7 +91,7 @@ def _tta(policy: Any) -> None:
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10)).eval()
     with torch.no_grad():
         assert policy(model, torch.randn(2, 3, 32, 32)).shape == (2, 10)
-    assert isinstance(policy.n_views, int) and policy.n_views >= 1
+    assert isinstance(policy.n_views, int | float) and policy.n_views >= 1
 
 
 def _dataset(factory: Callable[..., Any]) -> None:
@@ -105,6 +105,33 @@ def _recipe(recipe: Any) -> None:
     assert isinstance(recipe, dict) and "model" in recipe
 
 
+def _optimizer(factory: Callable[..., Any]) -> None:
+    model = torch.nn.Linear(4, 2)
+    before = model.weight.detach().clone()
+    opt = factory(model, lr=0.1, momentum=0.9, weight_decay=0.0, nesterov=False)
+    model(torch.randn(8, 4)).square().mean().backward()
+    opt.step()
+    assert not torch.equal(before, model.weight)
+    opt.load_state_dict(opt.state_dict())
+
+
+def _loss(loss: Any) -> None:
+    logits = torch.randn(4, 10, requires_grad=True)
+    value = loss(logits, torch.full((4, 10), 0.1), images=torch.randn(4, 3, 32, 32))
+    assert value.ndim == 0 and torch.isfinite(value)
+    value.backward()
+    assert logits.grad is not None
+
+
+def _callback(callback: Any) -> None:
+    assert any(
+        callable(getattr(callback, m, None))
+        for m in ("on_run_start", "on_epoch_end", "on_evaluation", "on_run_end")
+    )
+    if callable(getattr(callback, "on_epoch_end", None)):
+        callback.on_epoch_end(1, {"epoch": 1, "train_loss": 1.0, "train_acc": 0.5})
+
+
 CONTRACTS: dict[str, Callable[[Any], None]] = {
     "models": lambda f: _model(f()),
     "augmentations": lambda f: _aug(f()),
@@ -112,6 +139,9 @@ CONTRACTS: dict[str, Callable[[Any], None]] = {
     "tta": lambda f: _tta(f()),
     "datasets": _dataset,
     "recipes": lambda f: _recipe(f()),
+    "optimizers": _optimizer,
+    "losses": lambda f: _loss(f()),
+    "callbacks": lambda f: _callback(f()),
 }
 
 

@@ -39,8 +39,11 @@ BROKEN_ERROR = (
 )
 EXAMPLE_HOOKS = [
     "cifarbudget_register_augmentations",
+    "cifarbudget_register_callbacks",
     "cifarbudget_register_datasets",
+    "cifarbudget_register_losses",
     "cifarbudget_register_models",
+    "cifarbudget_register_optimizers",
     "cifarbudget_register_recipes",
     "cifarbudget_register_schedulers",
     "cifarbudget_register_tta_policies",
@@ -149,7 +152,50 @@ def test_example_plugin_is_listed_under_its_name_with_its_version(
     table = run("plugins").stdout
     [row] = [line for line in table.splitlines() if line.startswith("example ")]
     assert row.split()[:3] == ["example", EXAMPLE_VERSION, "cifarbudget-example"]
-    assert "augmentations, datasets, models, recipes, schedulers, tta_policies" in row
+    assert (
+        "augmentations, callbacks, datasets, losses, models, optimizers, recipes, schedulers, tta_policies"
+        in row
+    )
+
+
+def test_an_outside_optimizer_loss_and_tracker_train_a_run_end_to_end(
+    install_example: Callable[[], None], tmp_path: Path
+) -> None:
+    """The example distribution's optimizer, loss and callback, chosen by name on the command line."""
+    install_example()
+    reset_plugins(autoload=True)
+    import cifarbudget_example as example
+
+    example.STEPS.clear()
+    example.CALLS.clear()
+    args = ["run", "example-small", "--dataset", "synthetic", "--train-subset", "256", "--val-size", "64"]
+    args += ["--batch-size", "64", "--epochs", "2", "--lr", "0.001", "--optimizer", "example-signsgd"]
+    args += ["--opt-param", "scale=0.5", "--loss", "example-focal", "--loss-param", "gamma=1.5"]
+    args += ["--track", "example-log", "--results-dir", str(tmp_path / "runs"), "--json", "--quiet"]
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["status"] == "finished"
+    assert (record["spec"]["optimizer"], record["spec"]["opt_params"]) == ("example-signsgd", {"scale": 0.5})
+    assert (record["spec"]["loss"], record["spec"]["loss_params"]) == ("example-focal", {"gamma": 1.5})
+    assert len(example.STEPS) == 2 * 4  # 256 images / batch 64 = 4 steps per epoch, 2 epochs
+    assert example.CALLS == [64] * 8  # the loss saw every training batch
+    history = record["history"]
+    assert history[1]["train_loss"] < history[0]["train_loss"]
+    log = (Path(record["run_dir"]) / "example-log.txt").read_text().splitlines()
+    assert log == [
+        f"start {record['run_id']}",
+        f"epoch 1 {history[0]['train_loss']:.6f}",
+        f"epoch 2 {history[1]['train_loss']:.6f}",
+        f"evaluation {record['final']['test_acc']}",
+        "end finished 2",
+    ]
+    bad = run(*args[:-4], "--opt-param", "momentum_decay=1", "--results-dir", str(tmp_path / "bad"))
+    assert bad.exit_code == 1 and not (tmp_path / "bad").exists()
+    assert (
+        bad.stderr.strip()
+        == "Error: optimizer 'example-signsgd' has no parameter momentum_decay (it takes: scale)"
+    )
 
 
 def test_example_fixture_version_matches_its_pyproject() -> None:
@@ -188,7 +234,7 @@ def test_small_model_passes_check_and_huge_model_fails(install_example: Callable
     assert (report["params"], report["macs"], report["within_budget"]) == (634, 442_528, True)
 
     over = run("check", "example-huge")
-    assert over.exit_code == 1
+    assert over.exit_code == 3
     assert over.stderr == (
         "Error: example-huge: 5,241,110 trainable parameters >= budget 5,000,000 (is over budget), "
         "5.24M MACs\n"
@@ -461,7 +507,7 @@ def test_console_finds_entry_points_on_pythonpath(
     assert failed == [("broken", "import", BROKEN_ERROR)]
 
     proc = console(site, "check", "example-small", "example-huge")
-    assert proc.returncode == 1
+    assert proc.returncode == 3  # over budget
     assert "Traceback" not in proc.stderr
     assert proc.stderr.endswith(
         "Error: example-huge: 5,241,110 trainable parameters >= budget 5,000,000 (is over budget), "

@@ -90,21 +90,29 @@ def test_own_test_split_reproduces_the_record(run: RunResult, split_predictions:
 def test_ema_weights_are_the_ones_evaluated(
     run: RunResult, split: Inputs, split_predictions: Predictions
 ) -> None:
+    """predict's probabilities are the flip-TTA softmax of the EMA weights, not of the raw ones."""
     ckpt = torch.load(run.run_dir / "checkpoint.pt", weights_only=True)
-    raw = cifarbudget.create_model("airnet-small", num_classes=10).eval()
-    raw.load_state_dict(ckpt["model"])
     mean = torch.tensor(run.data["mean"]).view(1, 3, 1, 1) * 255
     std = torch.tensor(run.data["std"]).view(1, 3, 1, 1) * 255
-    with torch.no_grad():
-        raw_probs = torch.softmax(raw((split.images[:200].float() - mean) / std), dim=1).numpy()
-    assert np.abs(raw_probs - split_predictions.probs[:200]).max() > 1e-3  # predict used the EMA copy
+    x = (split.images[:200].float() - mean) / std
+
+    def flip_tta_probs(state: dict[str, torch.Tensor]) -> np.ndarray:
+        model = cifarbudget.create_model("airnet-small", num_classes=10).eval()
+        model.load_state_dict(state)
+        with torch.no_grad():
+            return torch.softmax((model(x) + model(x.flip(-1))) / 2, dim=1).numpy()
+
+    ema_state = {k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k.startswith("module.")}
+    ema_probs, raw_probs = flip_tta_probs(ema_state), flip_tta_probs(ckpt["model"])
+    np.testing.assert_allclose(split_predictions.probs[:200], ema_probs, atol=1e-5)
+    assert np.abs(raw_probs - ema_probs).max() > 1e-3  # the two sets of weights are told apart
 
 
 def test_cli_own_split_without_tta(
     invoke: Invoke, run: RunResult, split_predictions: Predictions, tmp_path: Path
 ) -> None:
     out = tmp_path / "sub.csv"
-    result = invoke(["predict", str(run.run_dir), "synthetic", "--tta", "none", "--out", str(out), "--quiet"])
+    result = invoke(["predict", str(run.run_dir), "synthetic", "--tta", "none", "-o", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     acc = run.final["test_acc"]
     assert f"accuracy {acc:.4f} ({round(acc * 2000)}/2000) with no TTA" in result.stdout
@@ -134,7 +142,7 @@ def test_kaggle_pickles_flat_and_nhwc_agree(
         ("nhwc", nhwc, ["--labels", "index"]),
     ]:
         out, probs = tmp_path / f"{name}.csv", tmp_path / f"{name}.npy"
-        args = ["predict", str(run.run_dir), str(path), "--out", str(out), "--probs", str(probs), *extra]
+        args = ["predict", str(run.run_dir), str(path), "-o", str(out), "--probs", str(probs), *extra]
         result = invoke(args)
         assert result.exit_code == 0, result.output
         assert "runs any code" in result.stderr  # the pickle warning
@@ -260,7 +268,7 @@ def test_bad_input_is_one_line(
     invoke: Invoke, run: RunResult, tmp_path: Path, case: str, message: str
 ) -> None:
     path = _write_error_case(case, tmp_path)
-    result = invoke(["predict", str(run.run_dir), str(path), "--out", str(tmp_path / "s.csv")])
+    result = invoke(["predict", str(run.run_dir), str(path), "-o", str(tmp_path / "s.csv")])
     assert result.exit_code == 1
     line = _one_error_line(result)
     assert line.startswith("Error: ") and message in line, line
@@ -279,15 +287,13 @@ def test_bad_run_or_input_name_is_one_line(
         "empty folder": (tmp_path, "synthetic"),
         "bad input": (run.run_dir, "no-such-dataset"),
     }[where]
-    result = invoke(["predict", str(target), source, "--out", str(tmp_path / "s.csv")])
+    result = invoke(["predict", str(target), source, "-o", str(tmp_path / "s.csv")])
     assert result.exit_code == 1
     line = _one_error_line(result)
     assert line.startswith("Error: ") and message in line, line
 
 
 def test_unknown_tta_names_close_matches(invoke: Invoke, run: RunResult, tmp_path: Path) -> None:
-    result = invoke(
-        ["predict", str(run.run_dir), "synthetic", "--tta", "flp", "--out", str(tmp_path / "s.csv")]
-    )
+    result = invoke(["predict", str(run.run_dir), "synthetic", "--tta", "flp", "-o", str(tmp_path / "s.csv")])
     assert result.exit_code == 1
     assert "Did you mean: flip" in _one_error_line(result)

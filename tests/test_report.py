@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import Result
+from conftest import grid_records, make_record, unranked_records, write_records
 from PIL import Image, ImageStat
-from test_leaderboard import grid_records, make_record, unranked_records, write_records
 
 from cifarbudget.errors import CifarBudgetError
 from cifarbudget.report import build_report
@@ -92,7 +92,7 @@ def test_report_filters_and_errors(tmp_path: Path) -> None:
     assert (summary.n_runs, summary.n_ranked_configs) == (4, 2)
     assert "airnet-small" not in page.split("<h2>Provenance</h2>")[0]
     assert len(DATA_URI.findall(page)) == 3
-    with pytest.raises(CifarBudgetError, match="no runs match --dataset/--model"):
+    with pytest.raises(CifarBudgetError, match="no runs match --budget/--dataset/--model"):
         build_report([tmp_path], datasets=["cifar100"])
     with pytest.raises(CifarBudgetError, match="no run results found in"):
         build_report([tmp_path / "empty"])

@@ -77,9 +77,9 @@ def test_run_learns_and_writes_a_complete_record(tmp_path: Path) -> None:
 
 def test_rerun_of_a_finished_spec_trains_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = run("airnet-small", epochs=1, results_dir=tmp_path, progress=False, **FAST)
-    import cifarbudget.trainer
+    import cifarbudget.runner
 
-    monkeypatch.setattr(cifarbudget.trainer, "train_run", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(cifarbudget.runner, "load_data", lambda *a, **k: pytest.fail("trained again"))
     again = run("airnet-small", epochs=1, results_dir=tmp_path, progress=False, **FAST)
     assert again.to_dict() == first.to_dict()
 
@@ -171,9 +171,9 @@ def test_divergence_is_recorded_and_exits_nonzero(tmp_path: Path) -> None:
 def test_over_budget_is_refused_before_any_data_is_loaded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import cifarbudget.trainer
+    import cifarbudget.runner
 
-    monkeypatch.setattr(cifarbudget.trainer, "_load_splits", lambda *a, **k: pytest.fail("data was loaded"))
+    monkeypatch.setattr(cifarbudget.runner, "load_splits", lambda *a, **k: pytest.fail("data was loaded"))
     with pytest.raises(BudgetError, match=r"11,171,146 trainable parameters >= budget 5,000,000"):
         run("preactresnet18", dataset="synthetic", results_dir=tmp_path, progress=False)
 

@@ -166,7 +166,9 @@ def test_local_sweep_trains_every_run_once_and_a_rerun_trains_nothing(
     assert len(rows) == 4 and all(row.n == 2 for row in rows)
 
     mtimes = {name: (results_dir / name / "result.json").stat().st_mtime_ns for name in found}
-    monkeypatch.setattr("cifarbudget.sweep.make_executor", lambda sweep: pytest.fail("an executor started"))
+    monkeypatch.setattr(
+        "cifarbudget.sweep.plan.make_executor", lambda sweep: pytest.fail("an executor started")
+    )
     again = invoke(["sweep", *SWEEP, "--results-dir", str(results_dir)])
     assert again.exit_code == 0, again.output
     assert len(re.findall(r"skipped \(already finished\), test acc", again.stderr)) == 8
@@ -340,9 +342,16 @@ def test_dry_run_lists_the_grid_with_budget_verdicts_and_trains_nothing(
 def test_over_budget_runs_are_skipped_and_reported_never_trained(
     tmp_path: Path, invoke: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("cifarbudget.sweep.make_executor", lambda sweep: pytest.fail("an executor started"))
+    monkeypatch.setattr(
+        "cifarbudget.sweep.plan.make_executor", lambda sweep: pytest.fail("an executor started")
+    )
     out = invoke(["sweep", "--model", "preactresnet18", *SYNTHETIC, "--results-dir", str(tmp_path / "runs")])
-    assert out.exit_code == 0, out.output
+    # nothing could train: the table first, then the over-budget exit code and one error line
+    assert out.exit_code == 3, out.output
+    assert (
+        out.stderr.rstrip().splitlines()[-1]
+        == "Error: every one of the 1 runs is over budget: nothing to train"
+    )
     assert re.search(
         r"^\[1/1\] preactresnet18-synthetic-e1-s0-\w+: skipped \(over budget\): .*>= budget", out.stderr, re.M
     )
@@ -369,7 +378,7 @@ def test_over_budget_runs_are_skipped_and_reported_never_trained(
         ),
         (
             ["--model", "resnet20", "--aug", "cutmix,blur"],
-            "Error: aug 'cutmix,blur': in a sweep each value is one",
+            "Error: aug 'cutmix,blur': join the augmentations of one pipeline with '+'",
         ),
         (["--model", "resnet20", "--lr", "0.1,fast"], "Error: lr: 'fast' is not a number"),
         (["--model", "resnet20", "--seeds", "2", "--seed", "5"], "Error: give --seeds N or --seed S"),
@@ -533,9 +542,9 @@ def test_local_workers_are_pinned_round_robin_to_the_gpus_and_split_the_cpus(
     assert sweep_module.visible_gpus("cuda:1") == sweep_module.visible_gpus("cpu") == []
 
     envs: list[dict[str, str]] = []
-    monkeypatch.setattr(sweep_module, "cpu_count", lambda: 16)
+    monkeypatch.setattr(sweep_module.executors, "cpu_count", lambda: 16)
     monkeypatch.setattr(
-        sweep_module.subprocess, "Popen", lambda args, **kw: envs.append(kw["env"]) or _FakeWorker()
+        sweep_module.executors.subprocess, "Popen", lambda args, **kw: envs.append(kw["env"]) or _FakeWorker()
     )
     executor = sweep_module.LocalExecutor(Sweep(workers=3))
     for slot in range(3):

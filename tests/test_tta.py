@@ -68,13 +68,17 @@ def test_every_builtin_is_registered_through_the_hook() -> None:
 @pytest.mark.parametrize("name", TTA_NAMES)
 def test_registered_policy_honours_the_contract(name: str, model: nn.Module) -> None:
     policy = cifarbudget.get_registry("tta").create(name)
-    assert isinstance(policy.n_views, int) and policy.n_views >= 1
+    # n_views is the (expected) forward passes per image: a float for selective TTA
+    assert isinstance(policy.n_views, int | float) and policy.n_views >= 1
     x = images(6).requires_grad_()
+    before = getattr(policy, "views_computed", 0)
     logits = policy(model, x)
     assert logits.shape == (6, 10) and not logits.requires_grad
     assert torch.isfinite(logits).all()
-    if hasattr(policy, "views"):
-        assert len(policy.views(x)) == policy.n_views
+    if isinstance(policy.n_views, int):
+        assert policy.views_computed - before == policy.n_views * 6  # the cost it reports is the cost
+        if hasattr(policy, "views"):
+            assert len(policy.views(x)) == policy.n_views
 
 
 def test_n_views() -> None:

@@ -46,6 +46,24 @@ AUGMENTATIONS: dict[str, tuple[LazyFactory, str]] = {
         "Cutout (DeVries & Taylor 2017, arXiv:1708.04552): zero one 16x16 square (clipped at the "
         "borders) per image; params size=16, p=1.0",
     ),
+    "autoaugment": (
+        lazy("cifarbudget.augment.policies:AutoAugment"),
+        "AutoAugment (Cubuk et al. 2019, arXiv:1805.09501): one of 25 learned sub-policies per image "
+        "(two ops, each with its probability and magnitude), as torchvision's AutoAugment, on the uint8 "
+        "batch; params policy='cifar10'|'svhn'|'imagenet', fill=None, interpolation='nearest'",
+    ),
+    "randaugment": (
+        lazy("cifarbudget.augment.policies:RandAugment"),
+        "RandAugment (Cubuk et al. 2020, arXiv:1909.13719): num_ops ops drawn uniformly from 14 per "
+        "image, at magnitude bin M, as torchvision's RandAugment, on the uint8 batch; params num_ops=2, "
+        "magnitude=9, num_magnitude_bins=31, fill=None, interpolation='nearest'",
+    ),
+    "trivialaugment": (
+        lazy("cifarbudget.augment.policies:TrivialAugmentWide"),
+        "TrivialAugment Wide (Müller & Hutter 2021, arXiv:2103.10158): one op from 14 at a uniformly "
+        "drawn magnitude per image, as torchvision's TrivialAugmentWide, on the uint8 batch; params "
+        "num_magnitude_bins=31, fill=None, interpolation='nearest'",
+    ),
 }
 
 

@@ -1,4 +1,7 @@
-"""Builtin learning-rate schedules: multistep, cosine, onecycle, constant (implemented in :mod:`cifarbudget.schedules`)."""
+"""Builtin learning-rate schedules: multistep, cosine, linear, onecycle, constant.
+
+Implemented in :mod:`cifarbudget.schedules`.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +24,11 @@ SCHEDULERS: dict[str, tuple[LazyFactory, str]] = {
         lazy("cifarbudget.schedules:cosine"),
         "Per-step cosine annealing to 0 (Loshchilov & Hutter 2017, SGDR without restarts); "
         "params min_lr_factor=0.0, warmup_epochs=0",
+    ),
+    "linear": (
+        lazy("cifarbudget.schedules:linear"),
+        "Per-step linear decay from the peak to exactly 0 at the last step (Li, Yumer & Ramanan 2020, "
+        "Budgeted Training, arXiv:1905.04753); params warmup_epochs=0",
     ),
     "onecycle": (
         lazy("cifarbudget.schedules:onecycle"),

@@ -1,4 +1,7 @@
-"""Builtin test-time augmentation policies: none, flip, flip-shift (implemented in :mod:`cifarbudget.tta`)."""
+"""Builtin test-time augmentation policies: none, flip, flip-shift, multicrop, selective, paper5.
+
+Implemented in :mod:`cifarbudget.tta`.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +25,24 @@ TTA_POLICIES: dict[str, tuple[LazyFactory, str]] = {
         lazy("cifarbudget.tta:FlipShiftTTA"),
         "Mean logits over {image, mirror} x {no shift, +-2 px horizontally, +-2 px vertically} with "
         "reflect padding: 10 views (multi-crop testing, cf. Krizhevsky et al. 2012); params shift=2",
+    ),
+    "multicrop": (
+        lazy("cifarbudget.tta:MultiCropTTA"),
+        "airbench's multi-crop TTA (Jordan 2024, arXiv:2404.00498): {image, mirror} x {no shift, 1 px "
+        "down-right, 1 px up-left} (reflect), logits weighted 1/4 untranslated, 1/8 translated: 6 views; "
+        "params shift=1, weight=0.5 (total weight of the translated views)",
+    ),
+    "selective": (
+        lazy("cifarbudget.tta:SelectiveTTA"),
+        "Selective TTA (hiverge cifar10-speedrun): image + mirror for all, the 4 multicrop translations "
+        "only for the 20% least-confident images of each batch: 2 + 4 x 0.2 = 2.8 views per image "
+        "expected, views run counted; params fraction=0.2, score='max-prob'|'margin', shift=1, weight=0.5",
+    ),
+    "paper5": (
+        lazy("cifarbudget.tta:Paper5TTA"),
+        "The reference paper's 5-view TTA (ResNet-MiniProject notebook): mean logits of image, "
+        "horizontal flip, pad-4 + centre crop (= image), scipy Gaussian blur sigma 1 (colour axis too, "
+        "uint8), vertical flip: 5 views; params sigma=1.0, channel_blur, quantize, mean, std",
     ),
 }
 

@@ -1,8 +1,19 @@
-"""Click commands that live in their own modules; ``cifarbudget.cli`` adds them to the group.
+"""The click commands, one module each; :mod:`cifarbudget.cli` is only the group that loads them.
 
-Each module defines one ``click.Command`` named like the module and wraps library errors with
-:func:`cifarbudget.commands.common.user_errors`. Keep the heavy imports inside the command function so that
-``cifarbudget --help`` stays fast.
+Every module defines ``command``, a ``click.Command`` that is thin over the library API, wraps
+library errors with :func:`cifarbudget.commands.common.user_errors`, and imports torch (or
+anything heavy) inside the function, so that ``cifarbudget --help`` stays fast.
 """
 
-COMMANDS = ("sweep", "predict", "bench")
+# command name -> module in this package
+COMMANDS: dict[str, str] = {
+    "check": "check",
+    "list": "listing",
+    "plugins": "plugins",
+    "run": "run",
+    "sweep": "sweep",
+    "leaderboard": "leaderboard",
+    "report": "report",
+    "predict": "predict",
+    "bench": "bench",
+}

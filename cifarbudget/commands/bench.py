@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from cifarbudget.commands.common import echo_json, table, user_errors
+from cifarbudget.commands.common import (
+    deprecated_alias,
+    deprecated_value,
+    echo_json,
+    expand_model_patterns,
+    json_option,
+    table,
+    user_errors,
+)
 
 
 @click.command("bench")
@@ -19,13 +27,17 @@ from cifarbudget.commands.common import echo_json, table, user_errors
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (warm-up compiles).")
 @click.option("--device", default=None, help="cuda, mps or cpu [default: the best available].")
 @click.option(
-    "--warmup", type=click.IntRange(min=0), help="Untimed steps first [default: 10 on a GPU, 2 on the CPU]."
+    "--warmup-steps",
+    "warmup",
+    type=click.IntRange(min=0),
+    help="Untimed steps first [default: 10 on a GPU, 2 on the CPU].",
 )
+@deprecated_alias("--warmup", "--warmup-steps", "warmup", type=click.IntRange(min=0))
 @click.option("--steps", type=click.IntRange(min=1), help="Timed steps [default: 40 on a GPU, 5 on the CPU].")
 @click.option("--num-classes", default=10, show_default=True, type=int, help="Size of the classifier head.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@json_option("Print a JSON list instead of a table.")
 @user_errors
-def bench(
+def command(
     models: tuple[str, ...],
     batch_size: int | None,
     amp: bool | None,
@@ -49,19 +61,11 @@ def bench(
       cifarbudget bench resnetsmall resnet20
       cifarbudget bench 'resnet*' --batch-size 512 --compile --json
     """
-    from cifarbudget.api import list_models
     from cifarbudget.bench import bench_model
     from cifarbudget.budget import format_count
-    from cifarbudget.plugins import get_registry
 
-    names: list[str] = []
-    for pattern in models:
-        matched = list_models(pattern) if any(c in pattern for c in "*?[") else [pattern]
-        if not matched:
-            raise click.ClickException(f"no model matches {pattern!r}; see 'cifarbudget list models'")
-        names.extend(matched)
-    for name in names:
-        get_registry("models").get(name)  # an unknown name fails before any model is timed
+    warmup = deprecated_value("warmup", warmup)
+    names = expand_model_patterns(models)
     results = [
         bench_model(
             name,

@@ -1,28 +1,50 @@
-"""Helpers shared by every click command: one-line user errors, JSON and table output."""
+"""What every command shares: one-line user errors with documented exit codes, JSON and table
+output, ``--json`` and ``-o/--output``, and deprecated spellings kept for one release.
+
+Nothing here imports torch: the CLI starts fast and commands import what they need when they run.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
-from cifarbudget.errors import CifarBudgetError
+from cifarbudget.errors import EXIT_SIGINT, CifarBudgetError
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("cifarbudget.cli")
+
+
+class UserError(click.ClickException):
+    """A library error at the CLI edge: ``Error: <one line>`` on stderr, the error's exit code."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def user_errors(func: F) -> F:
-    """Turn library errors into ``click.ClickException`` (one line, exit 1)."""
+    """Turn library errors into one line and their exit code; Ctrl-C into exit 130 without a traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except CifarBudgetError as exc:
-            raise click.ClickException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+            raise UserError(one_line(exc), exc.exit_code) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted: run the same command again to resume where it stopped", err=True)
+            raise SystemExit(EXIT_SIGINT) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -37,16 +59,81 @@ def table(rows: list[dict[str, Any]], **kwargs: Any) -> str:
     return tabulate(rows, headers="keys", **kwargs) if rows else "(nothing)"
 
 
-def _parse_aug_params(items: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        aug, dot, param = key.rpartition(".")
-        if not sep or not dot or not aug or not param:
-            raise click.BadParameter(f"{item!r} is not AUG.KEY=VALUE", param_hint="--aug-param")
-        try:
-            value: Any = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out.setdefault(aug, {})[param] = value
-    return out
+def json_option(help: str = "Print the result as JSON on standard output.") -> Callable[[F], F]:
+    """``--json``: every command has it, with the same destination name ``as_json``."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def output_option(help: str, *, default: str | None = None, required: bool = False) -> Callable[[F], F]:
+    """``-o/--output FILE``: every file a command writes is named with it."""
+    return click.option(
+        "-o",
+        "--output",
+        "output",
+        default=default,
+        required=required,
+        show_default=default is not None,
+        type=click.Path(dir_okay=False, path_type=str),
+        help=help,
+    )
+
+
+def deprecated_alias(old: str, new: str, dest: str, **kwargs: Any) -> Callable[[F], F]:
+    """A hidden option ``old`` that sets ``dest`` like ``new`` does, with a warning (one release only)."""
+
+    def warn(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is not None and value is not False and not (isinstance(value, tuple) and not value):
+            click.echo(f"warning: {old} is deprecated; use {new} (see CHANGELOG.md)", err=True)
+            ctx.meta.setdefault("deprecated_values", {})[dest] = value
+        return value
+
+    return click.option(old, f"_deprecated_{dest}", hidden=True, callback=warn, expose_value=False, **kwargs)
+
+
+def deprecated_value(dest: str, value: Any) -> Any:
+    """``value``, or what the deprecated spelling of ``dest`` set when ``value`` was not given."""
+    ctx = click.get_current_context()
+    old = ctx.meta.get("deprecated_values", {}).get(dest)
+    unset = value is None or value is False or (isinstance(value, tuple) and not value)
+    return old if unset and old is not None else value
+
+
+def expand_model_patterns(patterns: tuple[str, ...]) -> list[str]:
+    """Model names from names and shell patterns (``'resnet*'``); an unknown name fails one line."""
+    from cifarbudget.api import list_models
+    from cifarbudget.plugins import get_registry
+
+    names: list[str] = []
+    for pattern in patterns:
+        matched = list_models(pattern) if any(c in pattern for c in "*?[") else [pattern]
+        if not matched:
+            raise UserError(f"no model matches {pattern!r}; see 'cifarbudget list models'")
+        names.extend(matched)
+    for name in names:
+        get_registry("models").get(name)  # an unknown name fails before anything is built
+    return names
+
+
+def board_options(func: F) -> F:
+    """The options that choose the runs of a board, shared by ``leaderboard`` and ``report``."""
+    for decorator in reversed(
+        (
+            click.argument("results_dirs", nargs=-1, type=click.Path(path_type=str)),
+            click.option(
+                "--budget",
+                help="The board's parameter budget: 5M, 1M, 500k, 5000000 [leaderboard: none; report: 5M].",
+            ),
+            click.option(
+                "--dataset", "datasets", multiple=True, help="Keep runs on this dataset (repeatable)."
+            ),
+            click.option(
+                "--model",
+                "models",
+                multiple=True,
+                metavar="PATTERN",
+                help="Keep models matching a shell pattern, e.g. 'resnet*' (repeatable).",
+            ),
+        )
+    ):
+        func = decorator(func)
+    return func

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import click
 
-from cifarbudget.commands.common import user_errors
+from cifarbudget.commands.common import (
+    deprecated_alias,
+    deprecated_value,
+    echo_json,
+    json_option,
+    output_option,
+    user_errors,
+)
 
 
 @click.command("predict")
 @click.argument("run_or_checkpoint", metavar="RUN_OR_CHECKPOINT")
 @click.argument("input_path", metavar="INPUT")
-@click.option(
-    "--out",
-    "-o",
-    default="submission.csv",
-    show_default=True,
-    type=click.Path(dir_okay=False, path_type=str),
-    help="The CSV to write (atomically): header ID,Labels, one row per image in input order.",
+@output_option(
+    "The CSV to write (atomically): header ID,Labels, one row per image in input order "
+    "[default: submission.csv].",
 )
+@deprecated_alias("--out", "-o/--output", "output", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--tta", help="TTA policy (see 'cifarbudget list tta') [default: the run's]; 'none' for none.")
 @click.option(
     "--labels",
@@ -50,11 +54,12 @@ from cifarbudget.commands.common import user_errors
     help="bf16 autocast [default: as the run was trained on this kind of device].",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@json_option("Print what was predicted (run, counts, accuracy, files written) as JSON.")
 @user_errors
-def predict(
+def command(
     run_or_checkpoint: str,
     input_path: str,
-    out: str,
+    output: str | None,
     tta: str | None,
     label_format: str,
     header: str,
@@ -63,6 +68,7 @@ def predict(
     device: str | None,
     amp: bool | None,
     quiet: bool,
+    as_json: bool,
 ) -> None:
     """Predict the class of every image in INPUT with a trained run; write a Kaggle submission CSV.
 
@@ -85,20 +91,21 @@ def predict(
     \b
     Examples:
       cifarbudget predict results/runs/resnetsmall-cifar10-e100-s0-1a2b3c cifar_test_nolabel.pkl
-      cifarbudget predict RUN test_images/ --out submission.csv --tta none
+      cifarbudget predict RUN test_images/ -o submission.csv --tta none
       cifarbudget predict RUN cifar10 --labels index --probs probs.npy
     """
     from cifarbudget.predict import is_pickle
     from cifarbudget.predict import predict as predict_api
 
-    def warn(message: str) -> None:
-        click.echo(message, err=True)
-
+    out = deprecated_value("output", output) or "submission.csv"
     columns = tuple(c.strip() for c in header.split(","))
     if len(columns) != 2 or not all(columns):
         raise click.BadParameter(f"{header!r} is not two comma-separated column names", param_hint="--header")
     if is_pickle(input_path):
-        warn(f"note: {input_path} is a pickle; loading it runs any code it holds (use only files you trust)")
+        click.echo(
+            f"note: {input_path} is a pickle; loading it runs any code it holds (use only files you trust)",
+            err=True,
+        )
     result = predict_api(
         run_or_checkpoint,
         input_path,
@@ -107,8 +114,26 @@ def predict(
         device=device,
         amp=amp,
         progress=not quiet,
-        log=warn,
     )
+    result.write_csv(out, label_format, columns)
+    if probs:
+        result.save_probs(probs)
+    if as_json:
+        echo_json(
+            {
+                "run_id": result.run_id,
+                "images": len(result),
+                "tta": result.tta,
+                "device": result.device,
+                "accuracy": result.accuracy,
+                "accuracy_no_tta": result.accuracy_no_tta,
+                "recorded_accuracy": result.recorded_accuracy,
+                "recorded_accuracy_no_tta": result.recorded_accuracy_no_tta,
+                "output": out,
+                "probs": probs,
+            }
+        )
+        return
     tta_text = "no TTA" if result.tta == "none" else f"TTA {result.tta}"
     click.echo(f"predicted {len(result)} images with run {result.run_id} ({tta_text}, {result.device})")
     if result.accuracy is not None:
@@ -117,10 +142,8 @@ def predict(
         click.echo(
             _accuracy_line(result.accuracy_no_tta, result.recorded_accuracy_no_tta, len(result), "no TTA")
         )
-    result.write_csv(out, label_format, columns)
     click.echo(f"wrote {out}: {len(result)} rows ({','.join(columns)})")
     if probs:
-        result.save_probs(probs)
         click.echo(f"wrote {probs}: probabilities {result.probs.shape[0]} x {result.probs.shape[1]}")
 
 

@@ -121,9 +121,22 @@ class DeviceSplit:
         std: list[float],
         channels_last: bool = False,
     ) -> DeviceSplit:
+        return cls.from_tensors(split.images, split.labels, device, mean, std, channels_last)
+
+    @classmethod
+    def from_tensors(
+        cls,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        device: torch.device,
+        mean: list[float],
+        std: list[float],
+        channels_last: bool = False,
+    ) -> DeviceSplit:
+        """Images and labels (``-1`` for unknown) that need not form a dataset :class:`Split`."""
         m = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
         s = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
-        return cls(split.images.to(device), split.labels.to(device), m, s, channels_last)
+        return cls(images.to(device), labels.long().to(device), m, s, channels_last)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -137,15 +150,27 @@ class DeviceSplit:
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Normalised ``(images, labels)`` batches; shuffling uses torch's global RNG on the device."""
         n = len(self)
-        order = torch.randperm(n, device=self.labels.device) if shuffle else None
+        if shuffle:
+            for idx in self.index_batches(batch_size, shuffle=True, drop_last=drop_last):
+                yield self.normalize(self.images[idx]), self.labels[idx]
+            return
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
-            if order is None:
-                idx = slice(start, min(start + batch_size, n))
-                yield self.normalize(self.images[idx]), self.labels[idx]
-            else:
-                idx_t = order[start : start + batch_size]
-                yield self.normalize(self.images[idx_t]), self.labels[idx_t]
+            idx = slice(start, min(start + batch_size, n))
+            yield self.normalize(self.images[idx]), self.labels[idx]
+
+    def index_batches(self, batch_size: int, *, shuffle: bool, drop_last: bool) -> Iterator[torch.Tensor]:
+        """The positions (int64, on the device) of each batch's images: the engine's training order.
+
+        Shuffled with one ``torch.randperm`` per epoch from torch's global RNG on the device, so
+        the order is fixed by the seed and restored exactly on resume.
+        """
+        n = len(self)
+        device = self.labels.device
+        order = torch.randperm(n, device=device) if shuffle else torch.arange(n, device=device)
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            yield order[start : start + batch_size]
 
     def steps(self, batch_size: int, drop_last: bool) -> int:
         return len(self) // batch_size if drop_last else -(-len(self) // batch_size)

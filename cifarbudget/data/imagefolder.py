@@ -15,17 +15,15 @@ import os
 import re
 import zipfile
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from cifarbudget.data.core import Split
+from cifarbudget.data.decode import IMAGE_EXTENSIONS, decode_images
 from cifarbudget.errors import DataError
 from cifarbudget.io import atomic_write_bytes
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
 _MEMBER = re.compile(r"(?:^|/)(train|test)/([^/]+)/([^/]+)$")
 
 
@@ -86,15 +84,10 @@ def _cache_key(sources: list[Path], split: str, n_items: int) -> str:
     return h.hexdigest()[:20]
 
 
-def _decode(item: Item) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    _, path, read = item
-    try:
-        with Image.open(io.BytesIO(read())) as img:
-            return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataError(f"corrupt or unreadable image {path}: {exc}") from None
+def imagefolder_classes(root: Path | str) -> list[str]:
+    """The class names of the training split, from file names only (nothing is decoded)."""
+    items, _ = _find_items(Path(root).expanduser(), "train")
+    return sorted({c for c, _, _ in items})
 
 
 def load_imagefolder(root: Path | str, *, train: bool) -> Split:
@@ -118,14 +111,7 @@ def load_imagefolder(root: Path | str, *, train: bool) -> Split:
             )
         except Exception:
             cached.unlink(missing_ok=True)  # a stale or truncated cache entry: decode again
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        arrays = list(pool.map(_decode, items, chunksize=256))
-    shapes = {a.shape for a in arrays}
-    if len(shapes) != 1:
-        raise DataError(
-            f"images in {root}/{split} have different sizes {sorted(shapes)[:3]}: resize them to one size"
-        )
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    images = decode_images([(path, read) for _, path, read in items], where=f"{root}/{split}")
     index = {c: i for i, c in enumerate(classes)}
     labels = torch.tensor([index[c] for c, _, _ in items], dtype=torch.long)
     buffer = io.BytesIO()

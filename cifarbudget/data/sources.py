@@ -64,3 +64,17 @@ def synthetic(root: Path, *, train: bool, download: bool) -> Split:
     from cifarbudget.data.synthetic import make_synthetic
 
     return make_synthetic(SYNTHETIC_TRAIN if train else SYNTHETIC_TEST, seed=0, split_seed=1 if train else 2)
+
+
+def _imagefolder_num_classes(root: Path) -> int:
+    from cifarbudget.data.imagefolder import imagefolder_classes
+
+    return len(imagefolder_classes(root))
+
+
+# The optional ``num_classes(root)`` of the dataset protocol: the class count before any image is
+# decoded, so the budget is checked on the model that will be trained (its real head) first.
+cifar10.num_classes = lambda root: 10  # type: ignore[attr-defined]
+cifar100.num_classes = lambda root: 100  # type: ignore[attr-defined]
+imagefolder.num_classes = _imagefolder_num_classes  # type: ignore[attr-defined]
+synthetic.num_classes = lambda root: 10  # type: ignore[attr-defined]

@@ -1,14 +1,21 @@
-"""A fast-training net in the style of airbench94 (Keller Jordan 2024)."""
+"""A fast-training net in the style of airbench94 (Keller Jordan 2024), optionally with a whitened stem.
+
+``AirNet(whiten=True)`` implements the data-initialisation protocol (see
+:mod:`cifarbudget.nets.whitening`): it has an ``init_from_data(images)`` method that the engine
+calls once, with normalised training images, before the first step; ``AirNet()`` has no such
+attribute, so existing runs are unchanged.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cifarbudget.nets.common import init_weights
+from cifarbudget.nets.whitening import whiten_conv_
 
 
 # --- airbench-style fast net (Jordan 2024, "94% on CIFAR-10 in 3.29 seconds") --------------------
@@ -29,10 +36,27 @@ class ConvGroup(nn.Module):
 
 
 class AirNet(nn.Module):
-    """A 2x2 stem conv, three conv groups with max-pooling, global max-pool, scaled linear head."""
+    """A 2x2 stem conv, three conv groups with max-pooling, global max-pool, scaled linear head.
 
-    def __init__(self, widths: Sequence[int] = (64, 256, 256), num_classes: int = 10, stem: int = 24) -> None:
+    :param whiten: give the model ``init_from_data(images)``, which sets the stem to the whitening
+        transform of the images' 2x2 patches (airbench's whitening initialisation, Jordan 2024,
+        arXiv:2404.00498, sec. 3.2; with the default ``stem=24`` = 2 x 12, every whitening filter
+        and its negative). Off by default: then the attribute does not exist (``hasattr`` is
+        False), so an engine that calls it when present leaves such runs exactly as before. The
+        parameters are the same either way (nothing is frozen here).
+    :param whiten_eps: ``eps`` of :func:`cifarbudget.nets.whitening.whiten_conv_` (airbench: 5e-4).
+    """
+
+    def __init__(
+        self,
+        widths: Sequence[int] = (64, 256, 256),
+        num_classes: int = 10,
+        stem: int = 24,
+        whiten: bool = False,
+        whiten_eps: float = 5e-4,
+    ) -> None:
         super().__init__()
+        self.whiten, self.whiten_eps = bool(whiten), float(whiten_eps)
         self.stem = nn.Conv2d(3, stem, 2, padding=0, bias=True)
         groups = []
         c_in = stem
@@ -44,8 +68,22 @@ class AirNet(nn.Module):
         self.scale = 1 / 9
         init_weights(self)
 
+    @staticmethod
+    def stem_input(x: torch.Tensor) -> torch.Tensor:
+        """What the stem conv sees: the image padded by one replicated row and column (keeps 32x32)."""
+        return F.pad(x, (0, 1, 0, 1), mode="replicate")
+
+    @property
+    def init_from_data(self) -> Callable[[torch.Tensor], None]:
+        """``init_from_data(images)``: whiten the stem on normalised training images (``whiten=True``)."""
+        if not self.whiten:
+            raise AttributeError("init_from_data")  # -> nn.Module.__getattr__: hasattr() is False
+        return self._whiten_stem
+
+    def _whiten_stem(self, images: torch.Tensor) -> None:
+        whiten_conv_(self.stem, self.stem_input(images.to(self.stem.weight.device)), eps=self.whiten_eps)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x, (0, 1, 0, 1), mode="replicate")  # keep 32x32 after the 2x2 stem
-        x = self.groups(F.gelu(self.stem(x)))
+        x = self.groups(F.gelu(self.stem(self.stem_input(x))))
         x = F.adaptive_max_pool2d(x, 1).flatten(1)
         return self.head(x) * self.scale

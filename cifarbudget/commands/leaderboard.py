@@ -1,0 +1,106 @@
+"""``cifarbudget leaderboard``: rank the recorded configurations (a thin layer over :mod:`cifarbudget.leaderboard`)."""
+
+from __future__ import annotations
+
+import click
+
+from cifarbudget.commands.common import board_options, json_option, output_option, user_errors
+
+DEFAULT_RESULTS = ("results/runs",)
+
+
+@click.command("leaderboard")
+@board_options
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["markdown", "csv", "html", "json"]),
+    default="markdown",
+    show_default=True,
+    help="Output format; json has a table schema and round-trips exactly.",
+)
+@json_option("The same as --format json.")
+@output_option("Write to FILE (atomically) instead of standard output.")
+@click.option("--sort", help="Column to rank by [default: test_acc_mean].")
+@click.option("--ascending", is_flag=True, help="Sort ascending (e.g. --sort params --ascending).")
+@click.option(
+    "--pareto",
+    type=click.Choice(["params", "macs"]),
+    help="Only the non-dominated configurations: more accurate and fewer params (or MACs).",
+)
+@click.option(
+    "--ablation",
+    "show_ablation",
+    is_flag=True,
+    help="Instead of the ranking: mean test accuracy with vs. without each aug, scheduler, TTA.",
+)
+@click.option(
+    "--not-ranked",
+    "show_not_ranked",
+    is_flag=True,
+    help="Instead of the ranking: the runs left out (diverged, failed, running, out of budget).",
+)
+@user_errors
+def command(
+    results_dirs: tuple[str, ...],
+    budget: str | None,
+    datasets: tuple[str, ...],
+    models: tuple[str, ...],
+    fmt: str,
+    as_json: bool,
+    output: str | None,
+    sort: str | None,
+    ascending: bool,
+    pareto: str | None,
+    show_ablation: bool,
+    show_not_ranked: bool,
+) -> None:
+    """Rank the configurations recorded under RESULTS_DIRS [default: results/runs].
+
+    Every result.json below the folders is read; runs that differ only in their seed are one
+    configuration, reported as n, mean, sample std and 95% Student t interval of the test
+    accuracy (with and without TTA). Only finished, within-budget runs are ranked; the markdown
+    output lists the others apart with the reason. Unreadable files are skipped with a warning on
+    standard error. See docs/leaderboard.md for every column.
+
+    \b
+    Examples:
+      cifarbudget leaderboard
+      cifarbudget leaderboard results/runs --budget 1M --model 'resnet*'
+      cifarbudget leaderboard --pareto params --format csv -o pareto.csv
+      cifarbudget leaderboard --ablation
+      cifarbudget leaderboard --json -o board.json
+    """
+    from cifarbudget import leaderboard as lb
+    from cifarbudget.budget import parse_budget
+    from cifarbudget.io import atomic_write_text
+
+    fmt = "json" if as_json else fmt
+    limit = parse_budget(budget) if budget is not None else None
+    loaded = lb.load_board(
+        results_dirs or DEFAULT_RESULTS,
+        budget=limit,
+        datasets=datasets,
+        models=models,
+        sort=sort,
+        ascending=ascending,
+        warn=lambda w: click.echo(f"warning: {w}", err=True),
+    )
+    board, left_out = loaded.ranking, loaded.not_ranked
+    if show_not_ranked:
+        text = lb.format_frame(left_out, fmt)
+    elif show_ablation:
+        text = lb.format_frame(lb.ablation(board), fmt)
+    else:
+        frame = lb.pareto(board, by=pareto) if pareto else board  # keeps each row's overall rank
+        text = lb.format_frame(frame, fmt)
+        if fmt == "markdown" and not left_out.empty:
+            runs_word = "run" if len(left_out) == 1 else "runs"
+            text += f"\nNot ranked ({len(left_out)} {runs_word}):\n\n" + lb.format_frame(left_out, fmt)
+        elif not left_out.empty:
+            click.echo(f"note: {len(left_out)} run(s) not ranked; list them with --not-ranked", err=True)
+    if output:
+        atomic_write_text(output, text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)

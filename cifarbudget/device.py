@@ -1,0 +1,159 @@
+"""Where and how tensors run: device choice, precision, memory format and backend flags.
+
+One place for every entry point that runs a model (a run, predict, bench, the sweep workers):
+:func:`resolve` turns the user's options (``None`` = not given) into :class:`DeviceSettings`
+with the defaults below, and :func:`configure_backends` sets the global backend flags once and
+returns them for the run's manifest.
+
+Defaults: the best available device (cuda, then mps, then cpu); bf16 autocast on CUDA only;
+channels_last on CUDA and on the CPU (oneDNN: resnet20 trains 1.10-1.34x and wrn16-4
+1.08-1.10x faster on 2 AMD EPYC cores, docs/performance.md); on CUDA, cuDNN autotuning and TF32
+matmuls unless ``deterministic`` asks for reproducible kernels (then cuDNN deterministic
+algorithms, ``torch.use_deterministic_algorithms`` and the cuBLAS workspace setting).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from cifarbudget.errors import RunError
+
+CUBLAS_WORKSPACE = ":4096:8"  # what torch.use_deterministic_algorithms needs for cuBLAS on CUDA >= 10.2
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    """How a model runs (never what it learns: none of these is part of a run's identity)."""
+
+    device: torch.device
+    amp: bool = False  # bf16 autocast
+    channels_last: bool = False
+    compile: bool = False
+    deterministic: bool = False
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.preserve_format
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["device"] = str(self.device)
+        return d
+
+
+def select_device(requested: str | None = None) -> torch.device:
+    """``cuda``, then ``mps``, then ``cpu`` (or the requested one, checked)."""
+    if requested and requested != "auto":
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            raise RunError(f"--device {requested!r} is not a device (cuda, cuda:1, mps or cpu)") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RunError(f"--device {requested}: CUDA is not available here")
+        if device.type == "mps" and not _mps_available():
+            raise RunError(f"--device {requested}: MPS is not available here")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if _mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def resolve(
+    device: str | torch.device | None = None,
+    *,
+    amp: bool | None = None,
+    channels_last: bool | None = None,
+    compile: bool = False,
+    deterministic: bool = False,
+) -> DeviceSettings:
+    """The settings for ``device`` with the module's defaults for every option left ``None``."""
+    dev = device if isinstance(device, torch.device) else select_device(device)
+    return DeviceSettings(
+        device=dev,
+        amp=dev.type == "cuda" if amp is None else bool(amp),
+        channels_last=dev.type in ("cuda", "cpu") if channels_last is None else bool(channels_last),
+        compile=bool(compile),
+        deterministic=bool(deterministic),
+    )
+
+
+def configure_backends(settings: DeviceSettings) -> dict[str, Any]:
+    """Set the process-wide backend flags for ``settings``; return them (for the run's manifest)."""
+    if settings.device.type == "cuda":
+        fast = not settings.deterministic
+        if settings.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+        torch.backends.cudnn.benchmark = fast
+        torch.backends.cudnn.deterministic = settings.deterministic
+        torch.backends.cuda.matmul.allow_tf32 = fast
+        torch.backends.cudnn.allow_tf32 = fast
+    if settings.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=False)
+    return backend_flags(settings.device)
+
+
+def backend_flags(device: torch.device) -> dict[str, Any]:
+    """The flags that decide which kernels run (and so whether a rerun is bit-identical)."""
+    flags: dict[str, Any] = {
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "num_threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        flags.update(
+            cudnn_benchmark=torch.backends.cudnn.benchmark,
+            cudnn_deterministic=torch.backends.cudnn.deterministic,
+            tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+            tf32_cudnn=torch.backends.cudnn.allow_tf32,
+            cublas_workspace_config=os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        )
+    return flags
+
+
+def autocast(settings: DeviceSettings) -> AbstractContextManager[Any]:
+    """bf16 autocast on the settings' device when ``amp`` is on; a no-op otherwise."""
+    if settings.amp:
+        return torch.autocast(device_type=settings.device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def device_name(device: torch.device | str) -> str:
+    """``NVIDIA H100 80GB HBM3`` or ``AMD EPYC (2 threads)``: what the run's figures were measured on."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        return f"{cpu_model()} ({torch.get_num_threads()} threads)"
+    return str(device)
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (``platform.processor()`` elsewhere)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"

@@ -1,0 +1,236 @@
+"""The command line's uniform contract: options generated from RunSpec, one pipeline syntax,
+``--json`` everywhere, one-line errors and the documented exit codes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+
+from cifarbudget import spec as spec_module
+from cifarbudget.spec import option
+
+Invoke = Callable[..., Result]
+TINY = [
+    "--dataset",
+    "synthetic",
+    "--epochs",
+    "1",
+    "--train-subset",
+    "256",
+    "--val-size",
+    "64",
+    "--batch-size",
+    "64",
+]
+
+
+# --- options generated from RunSpec --------------------------------------------------------------
+@dataclass(frozen=True)
+class ExtendedSpec(spec_module.RunSpec):
+    """RunSpec with one more field, as a developer would add it."""
+
+    head_dropout: float = field(default=0.0, metadata=option("Dropout before the classifier head."))
+
+
+@pytest.fixture
+def extended_spec(monkeypatch: pytest.MonkeyPatch) -> type[spec_module.RunSpec]:
+    monkeypatch.setattr(spec_module, "RunSpec", ExtendedSpec)
+    return ExtendedSpec
+
+
+def test_a_new_runspec_field_is_a_run_and_sweep_option_and_a_sweep_key(
+    extended_spec: type, invoke: Invoke, tmp_path: Path
+) -> None:
+    run_help = " ".join(invoke(["run", "--help"]).stdout.split())  # help text is wrapped
+    sweep_help = " ".join(invoke(["sweep", "--help"]).stdout.split())
+    assert (
+        "--head-dropout FLOAT" in run_help and "Dropout before the classifier head. [default: 0]" in run_help
+    )
+    assert "--head-dropout V[,V...]" in sweep_help
+
+    from cifarbudget.sweep import Sweep, expand_grid
+
+    sweep_file = tmp_path / "sweep.toml"
+    sweep_file.write_text(
+        '[grid]\nmodel = ["resnet20"]\nhead_dropout = [0.0, 0.3]\n[fixed]\ndataset = "synthetic"\n'
+    )
+    specs = expand_grid(Sweep.from_toml(sweep_file))
+    assert [s.head_dropout for s in specs] == [0.0, 0.3]  # type: ignore[attr-defined]
+    assert specs[0].run_id != specs[1].run_id  # the new field is part of the identity
+    out = invoke(
+        ["sweep", "--model", "resnet20", "--head-dropout", "0.1,0.2", "--dataset", "synthetic", "--dry-run"]
+    )
+    assert out.exit_code == 0, out.output
+    assert "head-dropout=0.1" in out.stdout and "head-dropout=0.2" in out.stdout
+
+
+def test_run_and_sweep_options_are_not_declared_twice() -> None:
+    """Every RunSpec field's flag comes from its metadata; the commands declare none of them."""
+    from cifarbudget.commands import run as run_command
+    from cifarbudget.commands import sweep as sweep_command
+
+    flags = {f.flag for f in spec_module.spec_fields()}
+    for command in (run_command.command, sweep_command.command):
+        declared = {opt for p in command.params for opt in p.opts}
+        assert declared.isdisjoint(flags), declared & flags
+
+
+# --- one pipeline syntax -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished 1-epoch run (resnet20 with crop-flip+cutmix on synthetic data)."""
+    from click.testing import CliRunner
+
+    from cifarbudget.cli import cli
+
+    results = tmp_path_factory.mktemp("runs")
+    args = ["run", "resnet20", "--aug", "crop-flip+cutmix", *TINY, "--results-dir", str(results), "--quiet"]
+    out = CliRunner().invoke(cli, args)
+    assert out.exit_code == 0, out.output
+    return results
+
+
+def _run_id(out: Result) -> str:
+    return json.loads(out.stdout)["run_id"]
+
+
+def test_plus_and_repeated_aug_give_the_same_run(trained: Path, invoke: Invoke) -> None:
+    (run_dir,) = [p for p in trained.iterdir() if p.is_dir()]
+    joined = invoke(
+        ["run", "resnet20", "--aug", "crop-flip+cutmix", *TINY, "--results-dir", str(trained), "--json"]
+    )
+    repeated = invoke(
+        [
+            "run",
+            "resnet20",
+            "--aug",
+            "crop-flip",
+            "--aug",
+            "cutmix",
+            *TINY,
+            "--results-dir",
+            str(trained),
+            "--json",
+        ]
+    )
+    only_cutmix = invoke(
+        ["run", "resnet20", "--aug", "cutmix", *TINY, "--results-dir", str(trained), "--json"]
+    )
+    assert _run_id(joined) == _run_id(repeated) == _run_id(only_cutmix) == run_dir.name
+    assert "already finished" in repeated.stderr  # found, not trained again
+
+
+def test_the_leaderboards_pipeline_is_accepted_by_run_and_sweep(trained: Path, invoke: Invoke) -> None:
+    board = invoke(["leaderboard", str(trained), "--json"])
+    assert board.exit_code == 0, board.output
+    (row,) = json.loads(board.stdout)["data"]
+    assert row["augs"] == "crop-flip+cutmix"
+    again = invoke(["run", "resnet20", "--aug", row["augs"], *TINY, "--results-dir", str(trained), "--json"])
+    assert again.exit_code == 0 and _run_id(again) == next(p.name for p in trained.iterdir() if p.is_dir())
+    plan = invoke(
+        [
+            "sweep",
+            "--model",
+            "resnet20",
+            "--aug",
+            row["augs"],
+            *TINY,
+            "--results-dir",
+            str(trained),
+            "--dry-run",
+            "--json",
+        ]
+    )
+    assert plan.exit_code == 0, plan.output
+    (planned,) = json.loads(plan.stdout)
+    assert planned["run_id"] == _run_id(again) and planned["state"] == "finished"
+
+
+# --- --json everywhere ---------------------------------------------------------------------------
+def test_every_command_prints_valid_json(trained: Path, invoke: Invoke, tmp_path: Path) -> None:
+    from cifarbudget.commands import COMMANDS
+
+    run_dir = next(p for p in trained.iterdir() if p.is_dir())
+    argv = {
+        "check": ["check", "resnet20"],
+        "list": ["list", "augmentations"],
+        "plugins": ["plugins"],
+        "run": ["run", "resnet20", "--aug", "cutmix", *TINY, "--results-dir", str(trained)],
+        "sweep": ["sweep", "--model", "resnet20", "--aug", "cutmix", *TINY, "--results-dir", str(trained)],
+        "leaderboard": ["leaderboard", str(trained)],
+        "report": ["report", str(trained), "-o", str(tmp_path / "report.html")],
+        "predict": ["predict", str(run_dir), "synthetic", "-o", str(tmp_path / "sub.csv"), "--quiet"],
+        "bench": [
+            "bench",
+            "resnet20",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "4",
+            "--warmup-steps",
+            "1",
+            "--steps",
+            "1",
+        ],
+    }
+    assert set(argv) == set(COMMANDS)  # a new command must join this test
+    for name, args in argv.items():
+        out = invoke([*args, "--json"])
+        assert out.exit_code == 0, (name, out.output)
+        json.loads(out.stdout)  # the whole of standard output is one JSON document
+    dry = invoke([*argv["sweep"], "--dry-run", "--json"])
+    assert json.loads(dry.stdout)[0]["state"] == "finished"
+
+
+# --- exit codes ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "code", "first_words"),
+    [
+        (["check", "preactresnet18"], 3, "Error: preactresnet18: 11,171,146 trainable parameters"),
+        (["check", "resnet2"], 1, "Error: Unknown model 'resnet2'. Did you mean: resnet20"),
+        (["check", "resnet20", "--no-such-option"], 2, "Usage: "),
+        (["run", "resnet20", "--epochs", "many"], 2, "Usage: "),
+        (["run", "preactresnet18", "--dataset", "synthetic"], 3, "Error: refusing to train: preactresnet18"),
+        (["run", "resnet20", "--dataset", "cifar11"], 1, "Error: Unknown dataset 'cifar11'"),
+    ],
+)
+def test_exit_codes(args: list[str], code: int, first_words: str, invoke: Invoke, tmp_path: Path) -> None:
+    out = invoke([*args, *(["--results-dir", str(tmp_path)] if args[0] == "run" else [])])
+    assert out.exit_code == code, out.output
+    assert out.stderr.startswith(first_words), out.stderr
+    if code != 2:  # click's usage errors print the usage line first; ours are one line
+        assert [line for line in out.stderr.splitlines() if line.startswith("Error")] == [
+            out.stderr.splitlines()[-1]
+        ]
+
+
+def test_deprecated_spellings_still_work_with_a_warning(
+    trained: Path, invoke: Invoke, tmp_path: Path
+) -> None:
+    run_dir = next(p for p in trained.iterdir() if p.is_dir())
+    csv = tmp_path / "old.csv"
+    out = invoke(["predict", str(run_dir), "synthetic", "--out", str(csv), "--quiet"])
+    assert out.exit_code == 0, out.output and csv.exists()
+    assert "warning: --out is deprecated; use -o/--output" in out.stderr
+    bench = invoke(
+        [
+            "bench",
+            "resnet20",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "4",
+            "--warmup",
+            "0",
+            "--steps",
+            "1",
+            "--json",
+        ]
+    )
+    assert bench.exit_code == 0 and json.loads(bench.stdout)[0]["warmup"] == 0
+    assert "warning: --warmup is deprecated; use --warmup-steps" in bench.stderr

@@ -1,0 +1,88 @@
+"""Unit tests of the data module: the stratified split, subsets, normalisation and on-device batching."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cifarbudget.data.core import DeviceSplit, Split, normalization_stats, stratified_split, subset
+from cifarbudget.data.synthetic import make_synthetic
+from cifarbudget.errors import DataError
+
+
+def test_stratified_split_keeps_class_shares_and_is_fixed_by_the_seed() -> None:
+    labels = torch.tensor([0] * 600 + [1] * 300 + [2] * 100)
+    train, val = stratified_split(labels, 100, seed=7)
+    assert len(val) == 100 and len(train) == 900
+    assert torch.bincount(labels[val]).tolist() == [60, 30, 10]
+    assert (
+        set(train.tolist()).isdisjoint(val.tolist()) and len(set(train.tolist()) | set(val.tolist())) == 1000
+    )
+    again_train, again_val = stratified_split(labels, 100, seed=7)
+    assert torch.equal(val, again_val) and torch.equal(train, again_train)
+    assert not torch.equal(val, stratified_split(labels, 100, seed=8)[1])
+
+
+def test_stratified_split_rounding_fills_with_the_largest_remainders() -> None:
+    labels = torch.tensor([0] * 5 + [1] * 5 + [2] * 5)
+    _, val = stratified_split(labels, 4, seed=0)
+    assert len(val) == 4 and sorted(torch.bincount(labels[val], minlength=3).tolist()) == [1, 1, 2]
+
+
+@pytest.mark.parametrize("size", [-1, 10])
+def test_stratified_split_rejects_impossible_sizes(size: int) -> None:
+    with pytest.raises(DataError, match="--val-size"):
+        stratified_split(torch.arange(10) % 2, size, seed=0)
+
+
+def test_subset_and_split_checks() -> None:
+    data = make_synthetic(40, seed=0)
+    part = subset(data, torch.tensor([3, 1, 4]))
+    assert (
+        torch.equal(part.images[0], data.images[3])
+        and part.labels.tolist() == data.labels[[3, 1, 4]].tolist()
+    )
+    with pytest.raises(DataError, match="must be uint8"):
+        Split(torch.zeros(2, 3, 4, 4), torch.zeros(2, dtype=torch.long), ["a"])
+    with pytest.raises(DataError, match="labels outside"):
+        Split(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.tensor([0, 5]), ["a", "b"])
+
+
+def test_normalization_stats_equal_a_direct_computation() -> None:
+    images = make_synthetic(300, seed=1).images
+    mean, std = normalization_stats(images)
+    x = images.double() / 255
+    assert mean == pytest.approx(x.mean(dim=(0, 2, 3)).tolist(), abs=1e-12)
+    assert std == pytest.approx(x.std(dim=(0, 2, 3), unbiased=False).tolist(), abs=1e-9)
+
+
+def test_device_split_batches_normalise_and_cover_every_image_once() -> None:
+    data = make_synthetic(100, seed=2)
+    mean, std = normalization_stats(data.images)
+    split = DeviceSplit.from_split(data, torch.device("cpu"), mean, std)
+    expected = (data.images.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(
+        1, 3, 1, 1
+    )
+    x, y = next(split.batches(100, shuffle=False, drop_last=False))
+    assert torch.allclose(x, expected, atol=1e-5) and torch.equal(y, data.labels)
+    assert [len(b) for b, _ in split.batches(32, shuffle=False, drop_last=False)] == [32, 32, 32, 4]
+    assert [len(b) for b, _ in split.batches(32, shuffle=False, drop_last=True)] == [32, 32, 32]
+    torch.manual_seed(0)
+    order = torch.cat(list(split.index_batches(32, shuffle=True, drop_last=False)))
+    assert sorted(order.tolist()) == list(range(100)) and order.tolist() != list(range(100))
+    torch.manual_seed(0)
+    shuffled = list(split.batches(32, shuffle=True, drop_last=False))
+    assert torch.equal(torch.cat([yb for _, yb in shuffled]), data.labels[order])  # the same order, same RNG
+    assert split.steps(32, drop_last=True) == 3 and split.steps(32, drop_last=False) == 4
+
+
+def test_channels_last_batches_hold_the_same_numbers() -> None:
+    data = make_synthetic(16, seed=3)
+    mean, std = normalization_stats(data.images)
+    plain = DeviceSplit.from_split(data, torch.device("cpu"), mean, std)
+    cl = DeviceSplit.from_split(data, torch.device("cpu"), mean, std, channels_last=True)
+    (a, _), (b, _) = (
+        next(plain.batches(16, shuffle=False, drop_last=False)),
+        next(cl.batches(16, shuffle=False, drop_last=False)),
+    )
+    assert b.is_contiguous(memory_format=torch.channels_last) and torch.equal(a, b)
