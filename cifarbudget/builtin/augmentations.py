@@ -64,6 +64,12 @@ AUGMENTATIONS: dict[str, tuple[LazyFactory, str]] = {
         "drawn magnitude per image, as torchvision's TrivialAugmentWide, on the uint8 batch; params "
         "num_magnitude_bins=31, fill=None, interpolation='nearest'",
     ),
+    "flip-alternating": (
+        lazy("cifarbudget.augment.alternating:AlternatingFlip"),
+        "Alternating flip (Jordan 2024, arXiv:2404.00498): epoch 0 mirrors a fixed random half of the "
+        "images, each later epoch mirrors exactly those not mirrored the epoch before; a pure flip: use "
+        "with --aug-param crop-flip.flip=false; params seed=None (drawn from the run's seed)",
+    ),
 }
 
 

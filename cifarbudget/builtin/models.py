@@ -66,7 +66,7 @@ MODELS: dict[str, tuple[LazyFactory, str]] = {
         "github.com/KellerJordan/cifar10-airbench): 2x2 stem, 3 conv groups 64/256/256, max-pooling",
     ),
     "airnet-small": (
-        lazy("cifarbudget.nets.airnet:AirNet", (32, 64, 128), stem=16),
+        lazy("cifarbudget.nets.airnet:AirNet", widths=(32, 64, 128), stem=16),
         "airnet at quarter width (32/64/128): for fast CPU runs",
     ),
 }

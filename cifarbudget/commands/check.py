@@ -14,9 +14,18 @@ from cifarbudget.errors import EXIT_OVER_BUDGET
 @click.argument("models", nargs=-1, required=True)
 @click.option("--budget", default="5M", show_default=True, help="Parameter budget: 5M, 4.5M, 500k, 5000000.")
 @click.option("--num-classes", default=10, show_default=True, type=int, help="Size of the classifier head.")
+@click.option(
+    "--model-param",
+    "model_params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A model option, as in 'run --model-param' (e.g. drop_path=0.1, widths=[32,64,128]); repeatable.",
+)
 @json_option("Print a JSON list instead of a table.")
 @user_errors
-def command(models: tuple[str, ...], budget: str, num_classes: int, as_json: bool) -> None:
+def command(
+    models: tuple[str, ...], budget: str, num_classes: int, model_params: tuple[str, ...], as_json: bool
+) -> None:
     """Count parameters and MACs of MODELS and judge them against the budget.
 
     Parameters are the unique trainable parameters (shared tensors once), cross-checked with
@@ -30,9 +39,14 @@ def command(models: tuple[str, ...], budget: str, num_classes: int, as_json: boo
       cifarbudget check 'resnet*' --budget 1M --json
     """
     from cifarbudget.budget import check_budget, format_count, parse_budget
+    from cifarbudget.spec import parse_flat_params
 
     parse_budget(budget)  # fail on a bad budget before building anything
-    reports = [check_budget(name, budget, num_classes=num_classes) for name in expand_model_patterns(models)]
+    options = parse_flat_params(model_params, "--model-param")
+    reports = [
+        check_budget(name, budget, num_classes=num_classes, model_params=options)
+        for name in expand_model_patterns(models)
+    ]
     if as_json:
         echo_json([r.to_dict() for r in reports])
     else:
