@@ -14,7 +14,9 @@ algorithms, ``torch.use_deterministic_algorithms`` and the cuBLAS workspace sett
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -88,8 +90,33 @@ def resolve(
     )
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
+
+
+def keep_freed_memory() -> bool:
+    """glibc: keep freed heap memory in the process instead of returning it after every batch.
+
+    A CPU training step allocates and frees the same few MB of tensors; with glibc's dynamic
+    thresholds the heap is trimmed and faulted in again page by page every batch (500 to 27,000
+    minor page faults per step measured here, up to half the input pipeline's time). Blocks up to
+    32 MiB then come from the heap, which is trimmed only above 1 GiB free at its top. Process-wide;
+    returns False (and changes nothing) where glibc is absent.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(
+            libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+        )
+    except (OSError, AttributeError):
+        return False
+
+
 def configure_backends(settings: DeviceSettings) -> dict[str, Any]:
     """Set the process-wide backend flags for ``settings``; return them (for the run's manifest)."""
+    if settings.device.type == "cpu":
+        keep_freed_memory()
     if settings.device.type == "cuda":
         fast = not settings.deterministic
         if settings.deterministic:
@@ -98,8 +125,8 @@ def configure_backends(settings: DeviceSettings) -> dict[str, Any]:
         torch.backends.cudnn.deterministic = settings.deterministic
         torch.backends.cuda.matmul.allow_tf32 = fast
         torch.backends.cudnn.allow_tf32 = fast
-    if settings.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=False)
+    # set for every run, so that a deterministic run does not leave later runs of the process deterministic
+    torch.use_deterministic_algorithms(settings.deterministic, warn_only=False)
     return backend_flags(settings.device)
 
 

@@ -353,7 +353,7 @@ class Engine:
         for step, idx in enumerate(batches, 1):
             y = train.labels[idx]
             context = BatchContext(epoch=self.state.epoch, indices=idx)
-            x, targets = self.pipeline(train.images[idx], self.targets(y), context)
+            x, targets = self.pipeline(train.images.index_select(0, idx), self.targets(y), context)
             loss, logits = self._step(x, targets)
             self.scheduler.step()
             if self.ema is not None:

@@ -62,5 +62,26 @@ class RunError(CifarBudgetError):
     """A run could not start or did not finish (bad options, divergence)."""
 
 
-class StorageError(CifarBudgetError):
-    """A file could not be written or read (disk full, permissions); names the file and the cause."""
+class StorageError(CifarBudgetError, OSError):
+    """A file could not be written (disk full, permissions): one line naming the file and the cause.
+
+    Also an :class:`OSError` (``errno`` and ``strerror`` are the original's), so code that treats
+    an unwritable cache or plot as a warning keeps catching it.
+    """
+
+    def __init__(self, message: str, errno: int | None = None, strerror: str | None = None) -> None:
+        super().__init__(message)
+        self.errno, self.strerror = errno, strerror
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (the CLI turns it into this, so cleanup runs): exit 143 without a traceback.
+
+    Like ``KeyboardInterrupt`` (SIGINT, exit 130) it is not an ``Exception``: library code that
+    catches errors does not swallow it, and atomic writes in progress leave the old file.
+    """
+
+    exit_code = EXIT_SIGTERM

@@ -1,4 +1,11 @@
-"""Atomic file writes: a result is either the old file or the new one, never half of either."""
+"""Atomic file writes: a result is either the old file or the new one, never half of either.
+
+A write that fails (disk full, permissions, a read-only folder) raises :class:`StorageError`, a
+one-line message naming the file and the cause (``No space left on device``) and saying that the
+file is unchanged; the temporary file is removed. A process killed mid-write (SIGKILL) leaves a
+``.<name>.<random>.tmp`` file beside the target, never a half-written target:
+:func:`remove_stale_temporaries` clears them when the same folder is written again.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from cifarbudget.errors import StorageError
 
 
 def _default_file_mode() -> int:
@@ -21,18 +30,40 @@ _FILE_MODE = _default_file_mode()
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, fsync it, then rename over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.fchmod(fd, _FILE_MODE)  # mkstemp creates 0600; results are ordinary files
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise StorageError(
+            f"cannot write {path}: {exc.strerror or exc} (errno {exc.errno}); the file is unchanged",
+            exc.errno,
+            exc.strerror,
+        ) from None
+    except BaseException:  # an interrupt: the target is untouched, the partial temporary goes
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(folder: Path | str, name: str) -> int:
+    """Delete ``.<name>.*.tmp`` files left in ``folder`` by a process killed mid-write; return how many."""
+    removed = 0
+    for tmp in Path(folder).glob(f".{name}.*.tmp"):
+        try:
+            tmp.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:

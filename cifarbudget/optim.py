@@ -782,3 +782,17 @@ BUILTIN_OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
     "sam": sam,
     "muon": muon,
 }
+
+
+def _lookahead_passes(params: Mapping[str, Any]) -> int:
+    """Lookahead adds no pass: its base's passes per step (SAM: 2)."""
+    from cifarbudget.plugins import get_registry
+
+    base = get_registry("optimizers").get(str(params.get("base", "sgd"))).factory
+    passes = getattr(base, "passes_per_step", 1)
+    return int(passes(params) if callable(passes) else passes)
+
+
+# Training-compute accounting before any optimizer is built (cifarbudget.compute.passes_per_step).
+sam.passes_per_step = 2  # type: ignore[attr-defined]
+lookahead.passes_per_step = _lookahead_passes  # type: ignore[attr-defined]

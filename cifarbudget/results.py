@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import platform
 import socket
@@ -25,8 +26,11 @@ from typing import Any
 from cifarbudget.errors import CifarBudgetError
 from cifarbudget.io import atomic_write_json, atomic_write_text
 
+log = logging.getLogger(__name__)
+
 SCHEMA_NAME = "cifarbudget.result"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: run ids hash the resolved training identity (cifarbudget.identity); "identity" field
+SUPPORTED_SCHEMA_VERSIONS = (1, 2)  # version 1 records load with a warning: their ids hash the raw spec
 RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.csv"
 RUNNING, FINISHED, DIVERGED, FAILED = STATUSES = ("running", "finished", "diverged", "failed")
@@ -49,6 +53,8 @@ class RunResult:
     final: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, Any] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
+    identity: dict[str, Any] = field(default_factory=dict)  # what the run id hashes (cifarbudget.identity)
+    compute: dict[str, Any] = field(default_factory=dict)  # training and inference MACs (cifarbudget.compute)
     error: str | None = None
     schema: str = SCHEMA_NAME
     schema_version: int = SCHEMA_VERSION
@@ -76,16 +82,32 @@ class RunResult:
     def from_dict(cls, data: dict[str, Any], run_dir: Path | None = None) -> RunResult:
         if data.get("schema") != SCHEMA_NAME:
             raise CifarBudgetError("not a cifarbudget result (missing 'schema': 'cifarbudget.result')")
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise CifarBudgetError(f"unsupported result schema version {data.get('schema_version')!r}")
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "run_dir"}
-        return cls(**known, run_dir=run_dir)
+        version = data.get("schema_version")
+        if version not in SUPPORTED_SCHEMA_VERSIONS:
+            raise CifarBudgetError(f"unsupported result schema version {version!r}")
+        if version != SCHEMA_VERSION:
+            log.warning(
+                "%s: a schema %s record: its identity predates the resolved-configuration run ids (schema %s); "
+                "it loads, but a rerun of the same spec gets a new id",
+                run_dir or data.get("run_id"),
+                version,
+                SCHEMA_VERSION,
+            )
+        known = {
+            k: v
+            for k, v in data.items()
+            if k in cls.__dataclass_fields__ and k not in ("run_dir", "schema_version")
+        }
+        return cls(
+            **known, schema_version=SCHEMA_VERSION if version == SCHEMA_VERSION else version, run_dir=run_dir
+        )
 
     def save(self, run_dir: Path) -> None:
-        """Write ``result.json`` and ``metrics.csv`` atomically into ``run_dir``."""
+        """Write ``metrics.csv`` and then ``result.json`` atomically into ``run_dir`` (the record's
+        status is the last thing written: a finished record has everything else beside it)."""
         self.run_dir = run_dir
-        atomic_write_json(run_dir / RESULT_FILE, self.to_dict())
         atomic_write_text(run_dir / METRICS_FILE, history_csv(self.history))
+        atomic_write_json(run_dir / RESULT_FILE, self.to_dict())
 
     def summary(self) -> str:
         """A few lines for the terminal."""
@@ -97,8 +119,18 @@ class RunResult:
             )
         if f.get("test_acc") is not None:
             lines.append(f"  test acc  {f['test_acc']:.4f}")
-        if f.get("test_acc_tta") is not None:
-            lines.append(f"  test acc  {f['test_acc_tta']:.4f} with TTA {f['tta']} ({f['tta_views']} views)")
+        evals = dict(f.get("tta_evals") or {})
+        if not evals and f.get("test_acc_tta") is not None:  # records from before tta_evals
+            evals = {f["tta"]: {"test_acc": f["test_acc_tta"], "views": f.get("tta_views")}}
+        for policy, entry in evals.items():  # every policy evaluated on this run's checkpoint
+            val = f", val {entry['val_acc']:.4f}" if entry.get("val_acc") is not None else ""
+            lines.append(
+                f"  test acc  {entry['test_acc']:.4f} with TTA {policy} ({entry.get('views')} views{val})"
+            )
+        if self.compute.get("train_macs"):
+            from cifarbudget.budget import format_macs
+
+            lines.append(f"  compute   {format_macs(self.compute['train_macs'])} training MACs")
         if self.timing.get("train_seconds") is not None:
             lines.append(
                 f"  trained   {self.timing['train_seconds']:.1f}s, {self.timing.get('train_images_per_s', 0):.0f} images/s"
@@ -220,6 +252,10 @@ def manifest(settings: Any, seed: int) -> dict[str, Any]:
         "device": str(device),
         "device_name": device_name(device),
         "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+        "fvcore": _version("fvcore"),
+        "torchinfo": _version("torchinfo"),
+        "numpy": _version("numpy"),
         "cpu_count": os.cpu_count(),
         "backend": backend_flags(device),
         "seed": seed,

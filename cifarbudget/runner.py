@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from cifarbudget.budget import BudgetReport, check_budget
+from cifarbudget.compute import validation_size
 from cifarbudget.data.core import (
     DeviceSplit,
     Split,
@@ -42,7 +43,8 @@ from cifarbudget.engine import (
     evaluate,
     steps_per_epoch,
 )
-from cifarbudget.errors import CifarBudgetError, DataError, OverBudgetError, RunError
+from cifarbudget.errors import CifarBudgetError, DataError, OverBudgetError, RunError, StorageError
+from cifarbudget.io import remove_stale_temporaries
 from cifarbudget.plugins import get_registry
 from cifarbudget.results import (
     DIVERGED,
@@ -80,6 +82,9 @@ class RunSettings:
     restart: bool = False
     progress: bool = True
     track: tuple[str, ...] = ()  # run callbacks (trackers) by name: --track tensorboard --track mlflow
+    callbacks: tuple[
+        Any, ...
+    ] = ()  # run callback objects (e.g. tune's pruning reporter), after the named ones
 
 
 def run(
@@ -97,16 +102,26 @@ def run(
     restart: bool = False,
     progress: bool = True,
     track: tuple[str, ...] | list[str] = (),
+    callbacks: tuple[Any, ...] | list[Any] = (),
     **options: Any,
 ) -> RunResult:
     """Train and evaluate one configuration; return its :class:`RunResult`.
 
     ``options`` are :class:`RunSpec` fields (``dataset``, ``augs``, ``sched``, ``tta``, ``epochs``,
-    ``lr``, ...); ``None`` values fall back to the recipe's, then to the defaults. An identical
+    ``lr``, ...); ``None`` values fall back to the recipe's, then to the defaults. ``track`` names
+    registered run callbacks (trackers); ``callbacks`` are callback objects (the same protocol). An identical
     spec that already finished is returned without training; an unfinished one resumes from its
     last checkpoint unless ``restart``.
     """
-    spec = resolve_spec(model, recipe=recipe, **options)
+    recorded_data_id = options.pop("_recorded_data_id", None)
+    spec = resolve_spec(model, recipe=recipe, data_dir=data_dir, **options)
+    if recorded_data_id and recorded_data_id != spec.data_id:
+        log.warning(
+            "the data in %s differ from the recorded run's (data id %s, recorded %s): this is not an exact rerun",
+            data_dir or "the data folder",
+            spec.data_id,
+            recorded_data_id,
+        )
     settings = RunSettings(
         data_dir=Path(data_dir).expanduser() if data_dir else None,
         download=download,
@@ -119,8 +134,42 @@ def run(
         restart=restart,
         progress=progress,
         track=tuple(track),
+        callbacks=tuple(callbacks),
     )
-    return run_spec(spec, settings)
+    from cifarbudget.sweep.store import lock_path, run_lock
+
+    # every check that needs no data, before anything is written (the lock's folder included)
+    check_component_params(spec)
+    validate_components(spec)
+    report = check_spec_budget(spec, settings.data_dir or default_data_dir())
+    # the same lock a sweep worker holds: two processes never train (or clean) one run folder at once
+    with run_lock(lock_path(settings.results_dir, spec.run_id), wait=False) as acquired:
+        if not acquired:
+            raise RunError(
+                f"{spec.run_id} is being trained by another process (a sweep or another 'run'); "
+                "wait for it to finish, then run the same command again to see its result"
+            )
+        return run_spec(spec, settings, report=report)
+
+
+def recorded_run_options(source: str | Path) -> tuple[dict[str, Any], str | None]:
+    """The options that rerun a recorded run exactly (``run --from``): its spec, and the data folder
+    it read. The data's identity is computed again from the folder: when the data differ from the
+    recorded run's, the rerun gets another id (and a warning says why)."""
+    from cifarbudget.spec import spec_fields
+
+    record = load_result(source)
+    known = {f.name for f in spec_fields()}
+    options = {k: v for k, v in record.spec.items() if k in known and k != "data_id"}
+    data_dir = (record.manifest.get("settings") or {}).get("data_dir")
+    if data_dir is None:  # records that predate recorded settings: the folder is in the data source
+        source_text = str(record.data.get("source", ""))
+        parts = source_text.split(":")
+        data_dir = ":".join(parts[1:-1]) if len(parts) >= 3 else None
+    recorded_id = record.spec.get("data_id")
+    if recorded_id:
+        options["_recorded_data_id"] = recorded_id
+    return options, data_dir
 
 
 def run_spec(spec: RunSpec, settings: RunSettings, *, report: BudgetReport | None = None) -> RunResult:
@@ -131,16 +180,22 @@ def run_spec(spec: RunSpec, settings: RunSettings, *, report: BudgetReport | Non
     """
     root = settings.data_dir or default_data_dir()
     check_component_params(spec)
+    validate_components(spec)
     report = report or check_spec_budget(spec, root)
     run_dir = settings.results_dir / spec.run_id
+    # left by a process killed mid-write (the caller holds the run's lock: nobody else writes here)
+    for name in (RESULT_FILE, "metrics.csv", CHECKPOINT, "curves.png", "confusion.png"):
+        remove_stale_temporaries(run_dir, name)
     previous = _settled_record(run_dir, settings.restart)
     if previous is not None:
+        if previous.status == FINISHED and spec.tta != "none" and spec.tta not in tta_evaluated(previous):
+            return add_tta_evaluation(previous, spec, root, settings, report)
         log.info(
             "%s: already %s; not training again (use --restart to start over)", spec.run_id, previous.status
         )
         return previous
 
-    callbacks = build_callbacks(settings.track)  # an unknown tracker name fails before any work
+    callbacks = build_callbacks(settings.track, settings.callbacks)  # an unknown name fails before any work
     started = time.perf_counter()
     device = resolve_device(
         settings.device,
@@ -152,6 +207,8 @@ def run_spec(spec: RunSpec, settings: RunSettings, *, report: BudgetReport | Non
     backend = configure_backends(device)
     data = load_data(spec, root, settings.download, device)
     report = _recheck_budget(spec, report, len(data.classes))
+    if spec.compute_budget and dataset_metadata(spec.dataset, root) is None:  # sizes known only now
+        check_compute_budget(spec, report, len(data.train) + len(data.val))
     if device.device.type == "cpu" and settings.progress:
         _warn_cpu(report.macs, len(data.train), spec.epochs)
 
@@ -164,7 +221,14 @@ def run_spec(spec: RunSpec, settings: RunSettings, *, report: BudgetReport | Non
         out_of_budget=not report.within_budget,
         data=data.info,
         pipeline=pipeline_info,
-        manifest={**manifest(device, spec.seed), "backend": backend, "engine": device.to_dict()},
+        identity=run_identity(spec),
+        manifest={
+            **manifest(device, spec.seed),
+            "backend": backend,
+            "engine": device.to_dict(),
+            "components": component_provenance(spec),
+            "settings": {"data_dir": str(root), "download": settings.download},
+        },
     )
     _resume_if_possible(engine, record, run_dir, spec)
     record.save(run_dir)  # the run folder and its first record exist before anything follows the run
@@ -175,7 +239,16 @@ def run_spec(spec: RunSpec, settings: RunSettings, *, report: BudgetReport | Non
         final = evaluate_final(engine, data, spec, report, device) if state.status == FINISHED else {}
         if final:
             callbacks.on_evaluation(final)
+        record.compute = compute_record(spec, report, data, state, final, engine)
         record = write_record(record, state, final, data, run_dir, started, time.perf_counter() - t_eval)
+    except StorageError as exc:  # a full disk: say what survives and how to continue
+        callbacks.on_run_end({**record.to_dict(), "status": FAILED}, [])
+        raise StorageError(
+            f"{exc}; the run's earlier records and checkpoint are intact: run the same command again "
+            "to resume once there is space",
+            exc.errno,
+            exc.strerror,
+        ) from None
     except BaseException:
         callbacks.on_run_end({**record.to_dict(), "status": FAILED}, [])
         raise
@@ -185,12 +258,86 @@ def run_spec(spec: RunSpec, settings: RunSettings, *, report: BudgetReport | Non
     return record
 
 
-def build_callbacks(names: tuple[str, ...]) -> Any:
-    """The run's callbacks (``--track``), each guarded: a failing tracker warns once and is switched off."""
+def run_identity(spec: RunSpec) -> dict[str, Any]:
+    """What the run id hashes, recorded beside it (docs/results.md, "identity")."""
+    from cifarbudget.identity import IDENTITY_VERSION, training_identity
+
+    return {"version": IDENTITY_VERSION, "config_id": spec.config_id, "training": training_identity(spec)}
+
+
+def component_provenance(spec: RunSpec) -> list[dict[str, Any]]:
+    """Which plugin (and which distribution, at which version) provided each component of the run."""
+    from cifarbudget.plugins import get_plugin_system
+
+    system = get_plugin_system()
+    used = [("models", spec.model), ("datasets", spec.dataset), ("schedulers", spec.sched), ("tta", spec.tta)]
+    used += [("augmentations", a) for a in spec.augs]
+    used += [("optimizers", spec.optimizer), ("losses", spec.loss)]
+    out = []
+    for kind, name in used:
+        plugin = system.registry(kind).get(name).plugin
+        info = system.infos.get(plugin)
+        out.append(
+            {
+                "kind": kind,
+                "name": name,
+                "plugin": plugin,
+                "distribution": info.distribution if info else None,
+                "version": info.version if info else None,
+            }
+        )
+    return out
+
+
+def tta_evaluated(record: RunResult) -> set[str]:
+    """The TTA policies a record has evaluations for."""
+    final = record.final
+    done = set(final.get("tta_evals") or {})
+    if final.get("test_acc_tta") is not None and final.get("tta"):
+        done.add(final["tta"])
+    return done
+
+
+def add_tta_evaluation(
+    record: RunResult, spec: RunSpec, root: Path, settings: RunSettings, report: BudgetReport
+) -> RunResult:
+    """Evaluate a finished run's checkpoint with another TTA policy: TTA is evaluation only, so a
+    spec that differs from a finished run only in TTA is never trained again."""
+    from cifarbudget.api import create_model
+    from cifarbudget.engine import load_weights
+
+    run_dir = settings.results_dir / spec.run_id
+    log.info(
+        "%s: already finished; evaluating its checkpoint with TTA %s (no training)", spec.run_id, spec.tta
+    )
+    device = resolve_device(
+        settings.device,
+        amp=settings.amp,
+        channels_last=settings.channels_last,
+        deterministic=settings.deterministic,
+    )
+    configure_backends(device)
+    data = load_data(spec, root, settings.download, device)
+    if data.info["mean"] != record.data.get("mean") or data.info["n_test"] != record.data.get("n_test"):
+        raise RunError(
+            f"{spec.run_id}: the data differ from the ones the run was trained on; rerun with --restart"
+        )
+    model = create_model(spec.model, num_classes=spec.num_classes or len(data.classes), **spec.model_params)
+    load_weights(model, run_dir / CHECKPOINT, run_id=spec.run_id, ema=spec.ema > 0)
+    model = model.to(device.device, memory_format=device.memory_format)
+    record.final.setdefault("tta_evals", {})[spec.tta] = evaluate_tta(model, data, spec.tta, report, device)
+    record.save(run_dir)
+    return record
+
+
+def build_callbacks(names: tuple[str, ...], objects: tuple[Any, ...] = ()) -> Any:
+    """The run's callbacks (``--track`` names, then callback objects), each guarded: a failing
+    callback warns once and is switched off."""
     from cifarbudget.trackers import RunCallbacks
 
     registry = get_registry("callbacks")
     built = [(name, registry.create(name)) for name in dict.fromkeys(names)]
+    built += [(str(getattr(cb, "name", type(cb).__name__)), cb) for cb in objects]
     return RunCallbacks(built, warn=lambda message: log.warning("%s", message))
 
 
@@ -214,28 +361,82 @@ def check_component_params(spec: RunSpec) -> None:
         check_params(f"augmentation {aug!r}", get_registry("augmentations").get(aug).factory, params)
 
 
-def dataset_num_classes(dataset: str, root: Path) -> int | None:
-    """The dataset's class count from its metadata, before any image is decoded (None: unknown).
-
-    A dataset factory may offer ``num_classes(root) -> int`` for this; the builtin ones do.
-    """
+def dataset_metadata(dataset: str, root: Path) -> dict[str, Any] | None:
+    """The dataset's ``metadata(root)`` (classes, split sizes, fingerprint), known before any image
+    is decoded; ``None`` for a dataset that does not describe itself."""
     factory = get_registry("datasets").get(dataset).factory
-    counter = getattr(factory, "num_classes", None)
-    if not callable(counter):
+    describe = getattr(factory, "metadata", None)
+    return describe(root) if callable(describe) else None
+
+
+def dataset_num_classes(dataset: str, root: Path) -> int | None:
+    """The dataset's class count from its metadata, before any image is decoded (None: unknown)."""
+    meta = dataset_metadata(dataset, root)
+    if not meta:
         return None
-    n = counter(root)
+    n = meta.get("num_classes") or len(meta.get("classes") or [])
     return int(n) if n else None
 
 
+def check_sizes(spec: RunSpec, n_train: int) -> None:
+    """Refuse sizes the run cannot honour, with the limit in the message (before any training)."""
+    val = validation_size(spec, n_train)
+    if val >= n_train:
+        raise RunError(f"--val-size {spec.val_size} must be smaller than the {n_train:,} training images")
+    left = n_train - val
+    if spec.train_subset > left:
+        raise RunError(
+            f"--train-subset {spec.train_subset:,} exceeds the {left:,} training images left after "
+            f"the {val:,}-image validation split"
+        )
+    train = spec.train_subset or left
+    if spec.batch_size > train:
+        raise RunError(f"--batch-size {spec.batch_size:,} is larger than the {train:,} training images")
+
+
+def validate_components(spec: RunSpec) -> None:
+    """Build the cheap components once (augmentations, TTA policy) so a bad parameter value fails
+    here, before any data is decoded; the run builds them again after seeding."""
+    registry = get_registry("augmentations")
+    for name in spec.augs:
+        registry.create(name, **spec.aug_params.get(name, {}))
+    if spec.tta != "none":
+        get_registry("tta").create(spec.tta)
+
+
 def check_spec_budget(spec: RunSpec, root: Path) -> BudgetReport:
-    """Count the model the run will train (its real class count) and refuse it when over budget."""
-    num_classes = spec.num_classes or dataset_num_classes(spec.dataset, root) or 10
-    report = check_budget(spec.model, spec.budget, num_classes=num_classes)
+    """Count the model the run will train (its real class count) and refuse it when it is over the
+    parameter budget, or when its planned training compute is over ``spec.compute_budget``."""
+    meta = dataset_metadata(spec.dataset, root) or {}
+    if meta.get("n_train"):
+        check_sizes(spec, int(meta["n_train"]))
+    n = meta.get("num_classes") or len(meta.get("classes") or [])
+    num_classes = spec.num_classes or int(n or 10)
+    report = check_budget(spec.model, spec.budget, num_classes=num_classes, model_params=spec.model_params)
     if not report.within_budget and not spec.allow_over_budget:
         raise OverBudgetError(
             f"refusing to train: {report.reason}; pass --allow-over-budget to train it anyway"
         )
+    if meta.get("n_train"):
+        check_compute_budget(spec, report, int(meta["n_train"]))
     return report
+
+
+def check_compute_budget(spec: RunSpec, report: BudgetReport, n_train_total: int) -> dict[str, Any]:
+    """The planned training compute; refuse a plan over the spec's compute budget (exit code 3)."""
+    from cifarbudget.budget import format_macs
+    from cifarbudget.compute import planned_training
+
+    plan = planned_training(spec, report.macs, n_train_total)
+    if spec.compute_budget and plan["train_macs"] > spec.compute_budget:
+        raise OverBudgetError(
+            f"refusing to train: {spec.model} for {spec.epochs} epochs on {plan['train_images'] // spec.epochs:,} "
+            f"images plans {format_macs(plan['train_macs'])} training MACs "
+            f"(3 x {format_macs(report.macs)} x {plan['train_images']:,} images"
+            + (f" x {plan['passes_per_step']} passes" if plan["passes_per_step"] > 1 else "")
+            + f") > compute budget {format_macs(spec.compute_budget)}"
+        )
+    return plan
 
 
 def _recheck_budget(spec: RunSpec, report: BudgetReport, n_classes: int) -> BudgetReport:
@@ -243,7 +444,7 @@ def _recheck_budget(spec: RunSpec, report: BudgetReport, n_classes: int) -> Budg
     num_classes = spec.num_classes or n_classes
     if report.num_classes == num_classes:
         return report
-    report = check_budget(spec.model, spec.budget, num_classes=num_classes)
+    report = check_budget(spec.model, spec.budget, num_classes=num_classes, model_params=spec.model_params)
     if not report.within_budget and not spec.allow_over_budget:
         raise OverBudgetError(
             f"refusing to train: {report.reason}; pass --allow-over-budget to train it anyway"
@@ -304,14 +505,11 @@ def load_data(spec: RunSpec, root: Path, download: bool, device: DeviceSettings)
     """Load the splits, hold out the validation split, subset, normalise and move to the device."""
     t0 = time.perf_counter()
     train_full, test = load_splits(spec.dataset, root, download)
-    # 5,000 of CIFAR's 50,000 is 10%; smaller datasets keep 10% so that most data still trains.
-    val_size = min(spec.val_size, len(train_full) // 10)
-    train_idx, val_idx = stratified_split(train_full.labels, val_size, spec.seed)
+    check_sizes(spec, len(train_full))
+    train_idx, val_idx = stratified_split(
+        train_full.labels, validation_size(spec, len(train_full)), spec.seed
+    )
     if spec.train_subset:
-        if spec.train_subset > len(train_idx):
-            raise RunError(
-                f"--train-subset {spec.train_subset} exceeds the {len(train_idx)} training images left"
-            )
         gen = torch.Generator().manual_seed(spec.seed + 1)
         train_idx = (
             train_idx[torch.randperm(len(train_idx), generator=gen)[: spec.train_subset]].sort().values
@@ -462,10 +660,15 @@ def _resume_if_possible(engine: Engine, record: RunResult, run_dir: Path, spec: 
     except RunError as exc:
         raise RunError(f"cannot resume {spec.run_id}: {exc}; rerun with --restart") from None
     with contextlib.suppress(CifarBudgetError):  # the previous record is informative only
-        record.manifest["started_at"] = load_result(run_dir).manifest.get(
-            "started_at", record.manifest["started_at"]
-        )
+        earlier = load_result(run_dir).manifest
+        # every segment of a resumed run keeps its own manifest (machine, versions, revision, flags)
+        record.manifest["segments"] = [
+            *earlier.get("segments", []),
+            {k: v for k, v in earlier.items() if k != "segments"},
+        ]
+        record.manifest["started_at"] = earlier.get("started_at", record.manifest["started_at"])
     record.manifest["resumed_at_epoch"] = engine.state.epoch
+    record.history = list(engine.state.history)  # the record written next keeps the epochs done
     log.info("%s: resuming after epoch %d of %d", spec.run_id, engine.state.epoch, spec.epochs)
 
 
@@ -488,11 +691,15 @@ def train(
 def evaluate_final(
     engine: Engine, data: RunData, spec: RunSpec, report: BudgetReport, device: DeviceSettings
 ) -> dict[str, Any]:
-    """Validation (for selection) and the test split, once, without and with the run's TTA policy."""
+    """Validation (for selection) and the test split, once, without and with the run's TTA policy.
+
+    Also the calibration of the plain predictions: ECE (15 bins) and NLL on validation and test,
+    and with the temperature fitted on validation (temperature scaling) when there is one.
+    """
     model, n = engine.eval_model, len(data.classes)
     final: dict[str, Any] = {"tta": spec.tta, "tta_views": 1, "inference_macs": report.macs}
-    if len(data.val):
-        val = evaluate(model, data.val, device)
+    val = evaluate(model, data.val, device, return_logits=True) if len(data.val) else None
+    if val is not None:
         best = max(engine.state.history, key=lambda h: h.get("val_acc", -1))
         final.update(
             val_acc=val["acc"],
@@ -500,31 +707,106 @@ def evaluate_final(
             best_val_acc=best.get("val_acc"),
             best_epoch=best.get("epoch"),
         )
-    plain = evaluate(model, data.test, device)
+    plain = evaluate(model, data.test, device, return_logits=True)
     final.update(
         test_acc=plain["acc"],
         test_loss=plain["loss"],
         confusion_matrix=confusion_matrix(plain["predictions"], data.test.labels, n),
+        calibration=calibration_record(val, data.val, plain, data.test),
     )
     if spec.tta != "none":
-        policy = build_tta(spec.tta, data.info)
-        if len(data.val):
-            val_tta = evaluate(model, data.val, device, tta=policy)
-            final.update(val_acc_tta=val_tta["acc"], val_loss_tta=val_tta["loss"])
-        before = getattr(policy, "views_computed", None)
-        with_tta = evaluate(model, data.test, device, tta=policy)
-        # the views actually computed per test image (selective TTA runs extra views on some only)
-        views = getattr(policy, "views_computed", None)
-        final["tta_views"] = (
-            (views - before) / len(data.test) if views is not None and before is not None else policy.n_views
-        )
+        entry = evaluate_tta(model, data, spec.tta, report, device)
+        final["tta_evals"] = {spec.tta: entry}
         final.update(
-            test_acc_tta=with_tta["acc"],
-            test_loss_tta=with_tta["loss"],
-            confusion_matrix_tta=confusion_matrix(with_tta["predictions"], data.test.labels, n),
+            tta_views=entry["views"],
+            test_acc_tta=entry["test_acc"],
+            test_loss_tta=entry["test_loss"],
+            confusion_matrix_tta=entry["confusion_matrix"],
         )
-    final["inference_macs_tta"] = report.macs * final["tta_views"]
+        if "val_acc" in entry:
+            final.update(val_acc_tta=entry["val_acc"], val_loss_tta=entry["val_loss"])
+    final["inference_macs_tta"] = round(report.macs * final["tta_views"])
     return final
+
+
+def calibration_record(
+    val: dict[str, Any] | None, val_split: DeviceSplit, test: dict[str, Any], test_split: DeviceSplit
+) -> dict[str, Any]:
+    """ECE/NLL on validation and test; temperature scaling fitted on validation; the test's reliability bins."""
+    from cifarbudget.calibration import calibration_bins, calibration_metrics, fit_temperature
+
+    test_labels = test_split.labels.cpu().numpy()
+    out: dict[str, Any] = {"bins": 15}
+    temperature = None
+    if val is not None:
+        val_labels = val_split.labels.cpu().numpy()
+        temperature = fit_temperature(val["logits"].numpy(), val_labels)
+        out["val"] = calibration_metrics(val["logits"].numpy(), val_labels, temperature)
+    out["test"] = calibration_metrics(test["logits"].numpy(), test_labels, temperature)
+    out["temperature"] = temperature
+    out["test_reliability"] = calibration_bins(test["logits"].numpy(), test_labels).to_dict()
+    return out
+
+
+def evaluate_tta(
+    model: torch.nn.Module, data: RunData, name: str, report: BudgetReport, device: DeviceSettings
+) -> dict[str, Any]:
+    """The run's model through TTA policy ``name`` on validation and test, with its measured cost."""
+    policy = build_tta(name, data.info)
+    entry: dict[str, Any] = {}
+    if len(data.val):
+        val = evaluate(model, data.val, device, tta=policy)
+        entry.update(val_acc=val["acc"], val_loss=val["loss"])
+    before = getattr(policy, "views_computed", None)
+    test = evaluate(model, data.test, device, tta=policy)
+    after = getattr(policy, "views_computed", None)
+    # the views actually computed per test image (selective TTA runs extra views on some only)
+    views = (after - before) / len(data.test) if after is not None and before is not None else policy.n_views
+    entry.update(
+        test_acc=test["acc"],
+        test_loss=test["loss"],
+        views=views,
+        inference_macs=round(report.macs * views),
+        confusion_matrix=confusion_matrix(test["predictions"], data.test.labels, len(data.classes)),
+        params=policy.params() if hasattr(policy, "params") else {},
+    )
+    return entry
+
+
+def compute_record(
+    spec: RunSpec,
+    report: BudgetReport,
+    data: RunData,
+    state: TrainState,
+    final: dict[str, Any],
+    engine: Engine,
+) -> dict[str, Any]:
+    """Training compute spent (and planned) and inference compute, in MACs (:mod:`cifarbudget.compute`)."""
+    from cifarbudget.compute import TRAIN_FACTOR, images_per_epoch
+
+    epochs_done = len(state.history)
+    per_epoch = images_per_epoch(len(data.train), spec.batch_size)
+    passes = int(getattr(engine.optimizer, "passes_per_step", 1))
+    train_images = per_epoch * epochs_done
+    teacher = int(getattr(engine.loss, "inference_macs_per_image", 0) or 0)
+    inference = {
+        "validation_per_epoch": report.macs * len(data.val) * epochs_done,
+        "final_evaluation": 0,
+        "teacher": teacher * train_images,
+    }
+    if final:
+        views = 1 + float(final.get("tta_views", 1) if spec.tta != "none" else 0)
+        inference["final_evaluation"] = round(report.macs * (len(data.val) + len(data.test)) * views)
+    return {
+        "definition": "train_macs = 3 x forward MACs x training images seen x passes per step (docs/results.md)",
+        "forward_macs": report.macs,
+        "train_images": train_images,
+        "passes_per_step": passes,
+        "train_macs": TRAIN_FACTOR * report.macs * train_images * passes,
+        "planned_train_macs": TRAIN_FACTOR * report.macs * per_epoch * spec.epochs * passes,
+        "inference_macs": inference,
+        "inference_macs_total": sum(inference.values()),
+    }
 
 
 def build_tta(name: str, data_info: dict[str, Any]) -> Any:
@@ -562,8 +844,8 @@ def write_record(
     record.manifest["finished_at"] = now()
     if state.status == DIVERGED:
         record.error = f"loss became non-finite in epoch {state.epoch} (lr {spec['lr']:g}); lower --lr"
+    _plot(record, data.classes, run_dir)  # before the final record: "finished" is written last
     record.save(run_dir)
-    _plot(record, data.classes, run_dir)
     return record
 
 

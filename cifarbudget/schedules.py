@@ -71,15 +71,17 @@ class MultiStepFactor:
 
 
 class CosineFactor:
-    """LR multiplier: warmup, then a half cosine from 1 at step ``W`` towards ``min_factor`` at ``T``."""
+    """LR multiplier: warmup, then a half cosine from 1 at step ``W`` towards ``min_factor`` at ``T``;
+    with ``every > 1`` the cosine moves once every ``every`` steps (once per epoch)."""
 
-    def __init__(self, total: int, warmup: int, min_factor: float) -> None:
-        self.total, self.warmup, self.min_factor = total, warmup, float(min_factor)
+    def __init__(self, total: int, warmup: int, min_factor: float, every: int = 1) -> None:
+        self.total, self.warmup, self.min_factor, self.every = total, warmup, float(min_factor), int(every)
 
     def __call__(self, step: int) -> float:
         if step < self.warmup:
             return _warmup(step, self.warmup)
-        progress = min(1.0, (step - self.warmup) / (self.total - self.warmup))
+        done = (step - self.warmup) // self.every * self.every
+        progress = min(1.0, done / (self.total - self.warmup))
         return self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -138,13 +140,20 @@ def cosine(
     steps_per_epoch: int,
     warmup_epochs: float = 0.0,
     min_lr_factor: float = 0.0,
+    per_epoch: bool = False,
 ) -> LRScheduler:
     """Cosine annealing (Loshchilov & Hutter 2017, without restarts) from the peak to
-    ``min_lr_factor * peak``, per step, after the optional warmup."""
+    ``min_lr_factor * peak``, per step, after the optional warmup.
+
+    ``per_epoch=True`` holds the LR for a whole epoch, as torch's ``CosineAnnealingLR(T_max=epochs)``
+    stepped once per epoch does (the reference paper's notebook): epoch ``e`` trains at
+    ``min + (peak - min) * (1 + cos(pi * e / epochs)) / 2``, so the last epoch is not at the minimum.
+    """
     total, warmup = _steps("cosine", epochs, steps_per_epoch, warmup_epochs)
     if not 0.0 <= min_lr_factor <= 1.0:
         raise RunError(f"scheduler 'cosine': min_lr_factor must be in [0, 1], got {min_lr_factor!r}")
-    return LambdaLR(optimizer, CosineFactor(total, warmup, min_lr_factor))
+    every = int(steps_per_epoch) if per_epoch else 1
+    return LambdaLR(optimizer, CosineFactor(total, warmup, min_lr_factor, every))
 
 
 def linear(
@@ -189,7 +198,10 @@ def onecycle(
             f"got pct_start={pct_start!r}, anneal_strategy={anneal_strategy!r}"
         )
     # The rise ends on a whole step, so that one step uses exactly the peak LR.
-    rise = warmup + 1 if warmup > 0 else max(1, round(pct_start * total))
+    if total < 3:  # torch's OneCycleLR needs a step up and a step down besides the peak
+        raise RunError(f"scheduler 'onecycle': needs at least 3 optimizer steps, the run has {total}")
+    rise = warmup + 1 if warmup > 0 else round(pct_start * total)
+    rise = min(max(2, rise), total - 1)  # a rise of one step would divide by zero inside OneCycleLR
     pct_start = rise / total
     return OneCycleLR(
         optimizer,

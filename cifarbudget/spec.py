@@ -6,25 +6,24 @@ whether a sweep may vary it. ``cifarbudget run`` and ``cifarbudget sweep`` gener
 from these (:mod:`cifarbudget.commands.options`), and sweep files accept the field names and the
 flag names as keys, so adding a field here adds it everywhere. Nothing here imports torch.
 
-Two specs with the same id train the same thing (same model, data, pipeline, optimisation and
-seed). Where the data lives, where results go and how fast the run goes (device, compile,
-progress bar) are not part of the id.
+Two specs with the same id train the same thing: :mod:`cifarbudget.identity` hashes the resolved
+training configuration (every component with its resolved parameters, the data's fingerprint,
+the seed), and nothing that does not change training (TTA, the budget verdict, where the data
+lives or results go, how fast the run goes).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 import json
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from cifarbudget.errors import RunError
-
-SPEC_VERSION = 1
 
 
 def option(
@@ -50,6 +49,9 @@ def option(
             "cli_type": cli_type,
         }
     }
+
+
+DEFAULT_VAL_SIZE = 5000
 
 
 @dataclass(frozen=True)
@@ -105,9 +107,10 @@ class RunSpec:
         metadata=option("Random seed: weights, validation split, shuffling, augmentation.", axis=False),
     )
     val_size: int = field(
-        default=5000,
+        default=5000,  # DEFAULT_VAL_SIZE
         metadata=option(
-            "Held-out validation images taken from the training split, stratified (0 = train on all)."
+            "Held-out validation images taken from the training split, stratified (0 = train on all; the "
+            "default 5000 is at most 10% of a smaller training split)."
         ),
     )
     train_subset: int = field(
@@ -119,6 +122,14 @@ class RunSpec:
     budget: int = field(
         default=5_000_000,
         metadata=option("Parameter budget: 5M, 4.5M, 500k, 5000000.", axis=False, cli_type=str),
+    )
+    compute_budget: int = field(
+        default=0,
+        metadata=option(
+            "Training-compute budget in MACs: 30T, 1.5P, 3e13 (0 = none); a plan over it is refused before training.",
+            axis=False,
+            cli_type=str,
+        ),
     )
     allow_over_budget: bool = field(
         default=False,
@@ -166,6 +177,15 @@ class RunSpec:
             axis=False,
         ),
     )
+    data_id: str = field(
+        default="",
+        metadata=option(
+            "The data the run trains on: a hash of the dataset's content fingerprint and split sizes, "
+            "filled in when the spec is resolved against a data folder.",
+            cli=False,
+            axis=False,
+        ),
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "augs", tuple(self.augs))
@@ -182,6 +202,13 @@ class RunSpec:
             (self.val_size >= 0, f"--val-size must be non-negative (got {self.val_size})"),
             (self.train_subset >= 0, f"--train-subset must be non-negative (got {self.train_subset})"),
             (self.warmup_epochs >= 0, f"--warmup must be non-negative (got {self.warmup_epochs})"),
+            (
+                self.warmup_epochs < self.epochs,
+                f"--warmup {self.warmup_epochs:g} must be shorter than the run ({self.epochs} epochs)",
+            ),
+            (self.seed >= 0, f"--seed must be a non-negative integer (got {self.seed})"),
+            (self.momentum >= 0, f"--momentum must be non-negative (got {self.momentum})"),
+            (self.compute_budget >= 0, f"--compute-budget must be non-negative (got {self.compute_budget})"),
         ]
         for ok, message in checks:
             if not ok:
@@ -202,10 +229,18 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        """``<model>-<dataset>-<hash>``: stable across processes, machines and Python versions."""
-        canonical = json.dumps({"v": SPEC_VERSION, **self.to_dict()}, sort_keys=True, separators=(",", ":"))
-        digest = hashlib.sha256(canonical.encode()).hexdigest()[:12]
-        return f"{self.model}-{self.dataset}-e{self.epochs}-s{self.seed}-{digest}"
+        """``<model>-<dataset>-e<epochs>-s<seed>-<hash>`` of the resolved training configuration
+        (:func:`cifarbudget.identity.run_id`); stable across processes, machines and Python versions."""
+        from cifarbudget.identity import run_id
+
+        return run_id(self)
+
+    @property
+    def config_id(self) -> str:
+        """The identity without the seed: runs that differ only in their seed share it."""
+        from cifarbudget.identity import config_id
+
+        return config_id(self)
 
     @property
     def pipeline(self) -> str:
@@ -306,6 +341,10 @@ def coerce(name: str, value: Any) -> Any:
         from cifarbudget.budget import parse_budget
 
         return parse_budget(value)
+    if name == "compute_budget":
+        from cifarbudget.budget import parse_compute
+
+        return 0 if value in (0, "0") else parse_compute(value)
     text = value.strip() if isinstance(value, str) else value
     out: Any
     if kind is bool:
@@ -407,11 +446,19 @@ def parse_flat_params(items: Iterable[str], what: str) -> dict[str, Any]:
 
 
 # --- resolution -----------------------------------------------------------------------------------
-def resolve_spec(model: str | None = None, *, recipe: str | None = None, **options: Any) -> RunSpec:
+def resolve_spec(
+    model: str | None = None,
+    *,
+    recipe: str | None = None,
+    data_dir: str | Path | None = None,
+    **options: Any,
+) -> RunSpec:
     """Merge defaults <- recipe <- explicit options (``None`` means "not given") into a checked RunSpec.
 
     Every value is coerced to its field's type (so strings from the command line or a file work)
-    and every name is looked up in its registry (unknown names fail here, with suggestions).
+    and every name is looked up in its registry (unknown names fail here, with suggestions). The
+    spec's ``data_id`` is computed from the dataset in ``data_dir`` (default: the data folder)
+    unless given.
     """
     known = {f.name: f for f in spec_fields()}
     values: dict[str, Any] = {}
@@ -436,6 +483,12 @@ def resolve_spec(model: str | None = None, *, recipe: str | None = None, **optio
     values = {k: coerce(k, v) for k, v in values.items()}
     spec = current_spec_class()(**values)
     check_names(spec)
+    if not spec.data_id:
+        from cifarbudget.data.core import default_data_dir
+        from cifarbudget.identity import data_id
+
+        root = Path(data_dir).expanduser() if data_dir else default_data_dir()
+        spec = dataclasses.replace(spec, data_id=data_id(spec.dataset, root))
     return spec
 
 
@@ -455,3 +508,53 @@ def spec_values(spec: RunSpec | Mapping[str, Any]) -> dict[str, Any]:
     """A spec (or its dict) as plain field values, in declaration order."""
     data = spec.to_dict() if isinstance(spec, RunSpec) else dict(spec)
     return {f.name: data[f.name] for f in spec_fields() if f.name in data}
+
+
+def command_args(values: Mapping[str, Any], *, sweep: bool) -> list[str]:
+    """The ``run``/``sweep`` arguments that reproduce a spec: every CLI field that differs from its
+    default (the model as ``MODEL`` for run, ``--model`` for sweep; the seed is left to the caller)."""
+    args: list[str] = []
+    for f in spec_fields():
+        if not f.cli or f.name == "seed" or f.name not in values:
+            continue
+        value = values[f.name]
+        if f.kind is tuple:
+            value = tuple(value)
+        if f.name == "model":
+            args += ["--model", str(value)] if sweep else [str(value)]
+            continue
+        if value == f.default:
+            continue
+        if f.kind is bool:
+            name = f.flag.removeprefix("--")
+            args.append(f.flag if value else f"--no-{name}")
+        elif f.kind is tuple:
+            args += [f.flag, "+".join(value) or "none"]
+        elif f.kind is dict:
+            nested = f.name == "aug_params"
+            items = (
+                [(f"{a}.{k}", v) for a, ps in sorted(value.items()) for k, v in sorted(ps.items())]
+                if nested
+                else sorted(value.items())
+            )
+            for key, v in items:
+                args += [f.flag, f"{key}={json.dumps(v, separators=(',', ':'))}"]
+        elif f.name == "budget":
+            args += [f.flag, str(value)]
+        else:
+            args += [f.flag, f"{value:.10g}" if isinstance(value, float) else str(value)]
+    return args
+
+
+def command_line(
+    values: Mapping[str, Any], *, sweep: bool, seeds: Iterable[int] = (), data_dir: str | None = None
+) -> str:
+    """``cifarbudget run|sweep ...``: a shell-quoted command that reproduces a spec (for the seeds given)."""
+    import shlex
+
+    args = ["cifarbudget", "sweep" if sweep else "run", *command_args(values, sweep=sweep)]
+    for seed in seeds:
+        args += ["--seed", str(seed)]
+    if data_dir:
+        args += ["--data-dir", data_dir]
+    return " ".join(shlex.quote(a) for a in args)

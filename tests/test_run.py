@@ -104,7 +104,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path: Path) -> No
     ]
     reference = _cli([*args, "--results-dir", str(tmp_path / "reference")], tmp_path, timeout=600)
     assert reference.returncode == 0, reference.stderr
-    ref = load_result(next((tmp_path / "reference").iterdir()))
+    ref = load_result(next(p for p in (tmp_path / "reference").iterdir() if p.name != ".locks"))
 
     killed_dir = tmp_path / "killed"
     proc = subprocess.Popen(
@@ -162,7 +162,7 @@ def test_divergence_is_recorded_and_exits_nonzero(tmp_path: Path) -> None:
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "diverged" in errors[0]
     assert "Traceback" not in proc.stderr
-    (run_dir,) = tmp_path.iterdir()
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.name != ".locks"]
     data = json.loads((run_dir / "result.json").read_text())
     validate_result(data)
     assert data["status"] == "diverged" and "non-finite" in data["error"]
@@ -218,7 +218,7 @@ def test_offline_cifar10_fails_fast_with_one_line(tmp_path: Path, invoke) -> Non
 def test_recipe_values_are_overridden_by_explicit_options() -> None:
     spec = resolve_spec(recipe="paper-optimized", epochs=5, tta="none")
     assert spec.model == "resnetsmall" and spec.sched == "cosine" and spec.epochs == 5 and spec.tta == "none"
-    assert spec.augs == ("crop-flip", "cutmix", "blur", "erasing")
+    assert spec.augs == ("crop-flip", "blur", "vflip", "erasing", "cutmix")
     assert resolve_spec("resnet20", augs=["cutmix"]).augs == ("crop-flip", "cutmix")
     assert resolve_spec("resnet20", augs=["none"]).augs == ()
 

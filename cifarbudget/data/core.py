@@ -152,7 +152,7 @@ class DeviceSplit:
         n = len(self)
         if shuffle:
             for idx in self.index_batches(batch_size, shuffle=True, drop_last=drop_last):
-                yield self.normalize(self.images[idx]), self.labels[idx]
+                yield self.normalize(self.images.index_select(0, idx)), self.labels[idx]
             return
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):

@@ -1,21 +1,26 @@
 """ImageFolder data: ``train/<class>/*`` and ``test/<class>/*`` folders, or ``.zip`` archives of them.
 
-Images are decoded once (Pillow, in threads) into one uint8 tensor per split and cached under
-``$CIFARBUDGET_CACHE`` (default ``~/.cache/cifarbudget/cache``), keyed by the sources' paths,
-sizes and modification times, so a changed archive is decoded again. The data folder itself is
-only read (it may be read-only).
+Every split has a content fingerprint: a SHA-256 over its images' class, name and content (for
+zip members the CRC-32 and size the archive already stores; for files a SHA-256 of their bytes).
+It identifies the data in a run's identity (runs on other data never pool together) and keys the
+decode cache: images are decoded once (Pillow, in threads) into one uint8 tensor per split and
+cached under ``$CIFARBUDGET_CACHE`` (default ``~/.cache/cifarbudget/cache``), so a changed image
+is decoded again, never served stale. A cache file that cannot be read is rebuilt with a
+warning; one that cannot be written only costs time. The data folder itself is only read.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
+import logging
 import os
 import re
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -24,7 +29,10 @@ from cifarbudget.data.decode import IMAGE_EXTENSIONS, decode_images
 from cifarbudget.errors import DataError
 from cifarbudget.io import atomic_write_bytes
 
+log = logging.getLogger(__name__)
+
 _MEMBER = re.compile(r"(?:^|/)(train|test)/([^/]+)/([^/]+)$")
+CACHE_VERSION = 2  # bump when the cached tensors change meaning
 
 
 def cache_dir() -> Path:
@@ -35,8 +43,18 @@ def cache_dir() -> Path:
     return Path(base) / "cifarbudget" / "cache"
 
 
-# A source is a list of (class name, display path, reader) for one split.
-Item = tuple[str, str, Callable[[], bytes]]
+@dataclass(frozen=True)
+class Item:
+    """One image of a split: its class, where it is (for messages), how to read it, what it holds."""
+
+    label: str
+    where: str
+    read: Callable[[], bytes]
+    content: Callable[[], str]  # a content key: "crc32:size" for zip members, the bytes' SHA-256 for files
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _folder_items(split_dir: Path) -> list[Item]:
@@ -44,7 +62,7 @@ def _folder_items(split_dir: Path) -> list[Item]:
     for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
         for f in sorted(class_dir.iterdir()):
             if f.suffix.lower() in IMAGE_EXTENSIONS:
-                items.append((class_dir.name, str(f), f.read_bytes))
+                items.append(Item(class_dir.name, str(f), f.read_bytes, lambda f=f: _file_digest(f)))
     return items
 
 
@@ -55,67 +73,92 @@ def _zip_items(archives: list[Path], split: str) -> list[Item]:
             zf = zipfile.ZipFile(archive)
         except (zipfile.BadZipFile, OSError) as exc:
             raise DataError(f"cannot read archive {archive}: {exc}") from None
-        for name in sorted(zf.namelist()):
-            m = _MEMBER.search(name)
-            if m and m.group(1) == split and name.lower().endswith(IMAGE_EXTENSIONS):
-                items.append((m.group(2), f"{archive}:{name}", lambda zf=zf, name=name: zf.read(name)))
+        for info in sorted(zf.infolist(), key=lambda i: i.filename):
+            m = _MEMBER.search(info.filename)
+            if m and m.group(1) == split and info.filename.lower().endswith(IMAGE_EXTENSIONS):
+                key = f"{info.CRC:08x}:{info.file_size}"
+                items.append(
+                    Item(
+                        m.group(2),
+                        f"{archive}:{info.filename}",
+                        lambda zf=zf, name=info.filename: zf.read(name),
+                        lambda key=key: key,
+                    )
+                )
     return items
 
 
-def _find_items(root: Path, split: str) -> tuple[list[Item], list[Path]]:
-    """The split's images and the files whose identity keys the cache."""
+def _find_items(root: Path, split: str) -> list[Item]:
+    """The split's images, from ``<root>/[<sub>/]<split>/<class>/*`` or the ``*.zip`` archives in root."""
     if not root.exists():
         raise DataError(
             f"data folder {root} does not exist: pass --data-dir with train/ and test/ folders or zips"
         )
     for base in [root, *sorted(p for p in root.iterdir() if p.is_dir())]:
         if (base / split).is_dir():
-            return _folder_items(base / split), [base / split]
-    archives = sorted(root.glob("*.zip"))
-    items = _zip_items(archives, split)
-    return items, archives
+            return _folder_items(base / split)
+    return _zip_items(sorted(root.glob("*.zip")), split)
 
 
-def _cache_key(sources: list[Path], split: str, n_items: int) -> str:
-    h = hashlib.sha256(f"v1|{split}|{n_items}".encode())
-    for src in sources:
-        st = src.stat()
-        h.update(f"|{src.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:20]
+def _items(root: Path, split: str) -> list[Item]:
+    items = _find_items(root, split)
+    if not items:
+        raise DataError(
+            f"no {split}/<class>/<image> files found in {root} (folders or .zip archives): "
+            "pass --data-dir pointing at a folder with train/ and test/ (or zips of them)"
+        )
+    return items
+
+
+def fingerprint(items: list[Item], split: str) -> str:
+    """SHA-256 of the split's (class, image name, content key) listing: equal iff the data are equal."""
+    h = hashlib.sha256(f"imagefolder-v1|{split}|{len(items)}".encode())
+    for item in items:
+        name = item.where.rsplit("/", 1)[-1]
+        h.update(f"|{item.label}/{name}={item.content()}".encode())
+    return h.hexdigest()
+
+
+def imagefolder_metadata(root: Path | str) -> dict[str, Any]:
+    """Classes, split sizes and the content fingerprint, from file listings (nothing is decoded)."""
+    root = Path(root).expanduser()
+    train, test = _items(root, "train"), _items(root, "test")
+    classes = sorted({item.label for item in train})
+    combined = hashlib.sha256((fingerprint(train, "train") + fingerprint(test, "test")).encode()).hexdigest()
+    return {"classes": classes, "n_train": len(train), "n_test": len(test), "fingerprint": combined[:32]}
 
 
 def imagefolder_classes(root: Path | str) -> list[str]:
     """The class names of the training split, from file names only (nothing is decoded)."""
-    items, _ = _find_items(Path(root).expanduser(), "train")
-    return sorted({c for c, _, _ in items})
+    return sorted({item.label for item in _items(Path(root).expanduser(), "train")})
 
 
 def load_imagefolder(root: Path | str, *, train: bool) -> Split:
     """Load the train or test split of an ImageFolder tree (or zip archives of one)."""
     root = Path(root).expanduser()
     split = "train" if train else "test"
-    items, sources = _find_items(root, split)
-    if not items:
-        raise DataError(
-            f"no {split}/<class>/<image> files found in {root} (folders or .zip archives): "
-            "pass --data-dir pointing at a folder with train/ and test/ (or zips of them)"
-        )
-    classes = sorted({c for c, _, _ in items})
-    key = _cache_key(sources, split, len(items))
-    cached = cache_dir() / f"imagefolder-{key}.pt"
+    items = _items(root, split)
+    classes = sorted({item.label for item in items})
+    source = f"imagefolder:{root}:{split}"
+    cached = cache_dir() / f"imagefolder-v{CACHE_VERSION}-{fingerprint(items, split)[:24]}.pt"
     if cached.exists():
         try:
             blob = torch.load(cached, weights_only=True)
-            return Split(
-                blob["images"], blob["labels"], list(blob["classes"]), source=f"imagefolder:{root}:{split}"
+            return Split(blob["images"], blob["labels"], list(blob["classes"]), source=source)
+        except Exception as exc:  # truncated or corrupt: decode again, and say so once
+            log.warning(
+                "the image cache %s is unreadable (%s); decoding the images again", cached, type(exc).__name__
             )
-        except Exception:
-            cached.unlink(missing_ok=True)  # a stale or truncated cache entry: decode again
-    images = decode_images([(path, read) for _, path, read in items], where=f"{root}/{split}")
+            cached.unlink(missing_ok=True)
+    images = decode_images([(item.where, item.read) for item in items], where=f"{root}/{split}")
     index = {c: i for i, c in enumerate(classes)}
-    labels = torch.tensor([index[c] for c, _, _ in items], dtype=torch.long)
+    labels = torch.tensor([index[item.label] for item in items], dtype=torch.long)
     buffer = io.BytesIO()
     torch.save({"images": images, "labels": labels, "classes": classes}, buffer)
-    with contextlib.suppress(OSError):  # an unwritable cache only costs time
+    try:
         atomic_write_bytes(cached, buffer.getvalue())
-    return Split(images, labels, classes, source=f"imagefolder:{root}:{split}")
+    except OSError as exc:  # an unwritable cache only costs time
+        log.warning(
+            "cannot write the image cache %s (%s); continuing without it", cached, exc.strerror or exc
+        )
+    return Split(images, labels, classes, source=source)

@@ -119,7 +119,9 @@ def _load_pickle(path: Path) -> Inputs:
     data = _pick(obj, ("data",), path, required=True)
     images = _images_from_array(data, f"{path}['data']")
     ids = _ids(_pick(obj, ("ids",), path), len(images), path)
-    labels = _labels(_pick(obj, ("labels",), path), len(images), path)
+    # CIFAR-10's batches say "labels"; CIFAR-100's say "fine_labels" (and "coarse_labels", the 20
+    # superclasses, which are not what a 100-class model predicts)
+    labels = _labels(_pick(obj, ("labels", "fine_labels"), path), len(images), path)
     return Inputs(images, ids, labels, source=str(path), kind="pickle")
 
 

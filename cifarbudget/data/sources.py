@@ -4,7 +4,9 @@ through torchvision, ImageFolder trees or zips, and synthetic data."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +34,7 @@ def _torchvision_cifar(name: str, root: Path, train: bool, download: bool) -> Sp
         previous = socket.getdefaulttimeout()
         socket.setdefaulttimeout(30)
         try:
-            ds = cls(str(root), train=train, download=True)
+            ds = _download_once(cls, root, train)
         except Exception as exc:
             raise DataError(
                 f"{name} is not in {root} and could not be downloaded ({type(exc).__name__}); offline? "
@@ -44,6 +46,19 @@ def _torchvision_cifar(name: str, root: Path, train: bool, download: bool) -> Sp
     images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor(ds.targets, dtype=torch.long)
     return Split(images, labels, list(ds.classes), source=f"{name}:{root}:{'train' if train else 'test'}")
+
+
+def _download_once(cls: Any, root: Path, train: bool) -> Any:
+    """Download under a lock in ``root``: processes that start together (a sweep's workers, two
+    shells) never fetch or extract into the same folder at once; whoever waits finds it there."""
+    from filelock import FileLock
+
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / ".cifarbudget-download.lock")):
+        try:
+            return cls(str(root), train=train, download=False)
+        except RuntimeError:
+            return cls(str(root), train=train, download=True)
 
 
 def cifar10(root: Path, *, train: bool, download: bool) -> Split:
@@ -66,15 +81,42 @@ def synthetic(root: Path, *, train: bool, download: bool) -> Split:
     return make_synthetic(SYNTHETIC_TRAIN if train else SYNTHETIC_TEST, seed=0, split_seed=1 if train else 2)
 
 
-def _imagefolder_num_classes(root: Path) -> int:
-    from cifarbudget.data.imagefolder import imagefolder_classes
+def _cifar_metadata(name: str) -> Callable[[Path], dict[str, Any]]:
+    def metadata(root: Path) -> dict[str, Any]:
+        import torchvision
 
-    return len(imagefolder_classes(root))
+        cls = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[name]
+        n_classes = 10 if name == "cifar10" else 100
+        # torchvision verifies the archive against this checksum: it is the data's identity
+        return {
+            "num_classes": n_classes,
+            "n_train": 50_000,
+            "n_test": 10_000,
+            "fingerprint": f"{cls.filename}:md5:{cls.tgz_md5}",
+        }
+
+    return metadata
 
 
-# The optional ``num_classes(root)`` of the dataset protocol: the class count before any image is
-# decoded, so the budget is checked on the model that will be trained (its real head) first.
-cifar10.num_classes = lambda root: 10  # type: ignore[attr-defined]
-cifar100.num_classes = lambda root: 100  # type: ignore[attr-defined]
-imagefolder.num_classes = _imagefolder_num_classes  # type: ignore[attr-defined]
-synthetic.num_classes = lambda root: 10  # type: ignore[attr-defined]
+def _imagefolder_metadata(root: Path) -> dict[str, Any]:
+    from cifarbudget.data.imagefolder import imagefolder_metadata
+
+    return imagefolder_metadata(root)
+
+
+def _synthetic_metadata(root: Path) -> dict[str, Any]:
+    return {
+        "num_classes": 10,
+        "n_train": SYNTHETIC_TRAIN,
+        "n_test": SYNTHETIC_TEST,
+        "fingerprint": "synthetic-v1:seed0",
+    }
+
+
+# The optional ``metadata(root)`` of the dataset protocol: the class count, split sizes and a
+# fingerprint of the content, known before any image is decoded. The budget is checked on the
+# model with the right head, and the run's identity names the data it trains on.
+cifar10.metadata = _cifar_metadata("cifar10")  # type: ignore[attr-defined]
+cifar100.metadata = _cifar_metadata("cifar100")  # type: ignore[attr-defined]
+imagefolder.metadata = _imagefolder_metadata  # type: ignore[attr-defined]
+synthetic.metadata = _synthetic_metadata  # type: ignore[attr-defined]

@@ -1,0 +1,258 @@
+"""Run identity: what the run id hashes, and what follows from it (issue 8's identity checks).
+
+- The id of a fixed spec is pinned: a change that silently changes every id (and would make every
+  stored run look new) fails here; changing ids on purpose bumps IDENTITY_VERSION and the result
+  schema, and updates this pin.
+- A component's changed default gives a different id; TTA, the budget verdict and where the data
+  live do not; the data's content does.
+- Runs that differ only in TTA train once; the second only evaluates the checkpoint.
+- ``run --from`` and a leaderboard row's rerun command reproduce recorded runs exactly (CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import types
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import Result
+from PIL import Image
+
+import cifarbudget
+from cifarbudget.augment.pipeline import BatchAugmentation
+from cifarbudget.identity import IDENTITY_VERSION, training_identity
+from cifarbudget.results import SCHEMA_VERSION, load_result
+from cifarbudget.spec import resolve_spec
+
+Invoke = Callable[..., Result]
+TINY = dict(dataset="synthetic", epochs=1, train_subset=256, val_size=64, batch_size=64)
+TINY_ARGS = [
+    "--dataset",
+    "synthetic",
+    "--epochs",
+    "1",
+    "--train-subset",
+    "256",
+    "--val-size",
+    "64",
+    "--batch-size",
+    "64",
+]
+
+
+def test_the_id_of_a_fixed_spec_is_pinned() -> None:
+    spec = resolve_spec("resnet20", dataset="synthetic", epochs=3)
+    # If this fails, every stored run id changed. Only change it on purpose: bump IDENTITY_VERSION
+    # (and the result schema), and say so in docs/results.md.
+    assert (IDENTITY_VERSION, SCHEMA_VERSION) == (2, 2)
+    assert spec.run_id == "resnet20-synthetic-e3-s0-21ef8fa8e258"
+    identity = training_identity(spec)
+    assert identity["components"]["model"] == {"name": "resnet20", "params": {"depth": 20}}
+    assert identity["components"]["augs"] == [
+        {"name": "crop-flip", "params": {"flip": True, "padding": 4, "padding_mode": "reflect"}}
+    ]
+    assert "tta" not in identity and "budget" not in identity and "allow_over_budget" not in identity
+
+
+def test_what_does_and_does_not_change_the_id() -> None:
+    base = resolve_spec("resnet20", dataset="synthetic", epochs=3)
+    same = [
+        resolve_spec("resnet20", dataset="synthetic", epochs=3, tta="flip"),  # evaluation only
+        resolve_spec("resnet20", dataset="synthetic", epochs=3, budget="4M"),  # a verdict, not training
+        resolve_spec(
+            "resnet20", dataset="synthetic", epochs=3, aug_params={"crop-flip": {"padding": 4}}
+        ),  # default
+    ]
+    assert {s.run_id for s in same} == {base.run_id}
+    different = [
+        resolve_spec("resnet20", dataset="synthetic", epochs=3, seed=1),
+        resolve_spec("resnet20", dataset="synthetic", epochs=3, aug_params={"crop-flip": {"padding": 2}}),
+        resolve_spec("resnet20", dataset="synthetic", epochs=3, sched_params={"gamma": 0.2}),
+        resolve_spec("resnet20", dataset="synthetic", epochs=3, opt_params={"bn_bias_lr_scale": 64}),
+    ]
+    assert len({s.run_id for s in different} | {base.run_id}) == 5
+    assert different[0].config_id == base.config_id  # the seed aside, the same configuration
+    assert different[1].config_id != base.config_id
+
+
+def _aug_plugin(default_p: float) -> types.ModuleType:
+    class Jitter(BatchAugmentation):
+        name = "jitter"
+
+        def __init__(self, p: float = default_p) -> None:
+            self.p = p
+
+        def params(self) -> dict[str, float]:
+            return {"p": self.p}
+
+        def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return images, targets
+
+    plugin = types.ModuleType(f"jitter_{default_p}")
+
+    @cifarbudget.hookimpl
+    def cifarbudget_register_augmentations(registry) -> None:  # type: ignore[no-untyped-def]
+        registry.add("jitter", Jitter, description="a test augmentation")
+
+    plugin.cifarbudget_register_augmentations = cifarbudget_register_augmentations  # type: ignore[attr-defined]
+    return plugin
+
+
+def test_a_changed_component_default_changes_the_id() -> None:
+    ids = []
+    for default_p in (0.5, 0.6):
+        cifarbudget.reset_plugins(autoload=False, extra_plugins=(("jitter", _aug_plugin(default_p)),))
+        spec = resolve_spec("resnet20", dataset="synthetic", epochs=3, augs="jitter")
+        assert training_identity(spec)["components"]["augs"][1] == {
+            "name": "jitter",
+            "params": {"p": default_p},
+        }
+        ids.append(spec.run_id)
+    assert ids[0] != ids[1]  # old runs are not taken for runs of the new default
+
+
+def _image_folder(root: Path, shade: int) -> Path:
+    for split in ("train", "test"):
+        for c, name in enumerate(("cat", "dog")):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(30 if split == "train" else 10):
+                Image.new("RGB", (32, 32), (shade + 40 * c, i, 0)).save(folder / f"{i}.png")
+    return root
+
+
+def test_the_data_content_is_part_of_the_id_and_keys_the_decode_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CIFARBUDGET_CACHE", str(tmp_path / "cache"))
+    a = _image_folder(tmp_path / "a", 10)
+    b = _image_folder(tmp_path / "b", 10)  # the same images in another folder
+    c = _image_folder(tmp_path / "c", 90)  # other images
+    ids = {
+        name: resolve_spec("resnet20", dataset="imagefolder", data_dir=root, epochs=1).run_id
+        for name, root in (("a", a), ("b", b), ("c", c))
+    }
+    assert ids["a"] == ids["b"] != ids["c"]  # content, not location
+    from cifarbudget.data.imagefolder import load_imagefolder
+
+    first = load_imagefolder(a, train=True)
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    Image.new("RGB", (32, 32), (255, 255, 255)).save(a / "train" / "cat" / "0.png")  # edit one image
+    edited = load_imagefolder(a, train=True)  # decoded again, not served stale from the cache
+    assert not torch.equal(first.images, edited.images)
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
+    assert resolve_spec("resnet20", dataset="imagefolder", data_dir=a, epochs=1).run_id != ids["a"]
+
+
+def test_a_truncated_cache_file_is_rebuilt_with_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("CIFARBUDGET_CACHE", str(tmp_path / "cache"))
+    root = _image_folder(tmp_path / "data", 10)
+    from cifarbudget.data.imagefolder import load_imagefolder
+
+    good = load_imagefolder(root, train=False)
+    (cached,) = (tmp_path / "cache").glob("*.pt")
+    cached.write_bytes(cached.read_bytes()[:100])
+    with caplog.at_level("WARNING", logger="cifarbudget"):
+        again = load_imagefolder(root, train=False)
+    assert torch.equal(good.images, again.images)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert (
+        len(warnings) == 1 and "is unreadable" in warnings[0] and "decoding the images again" in warnings[0]
+    )
+
+
+def test_runs_that_differ_only_in_tta_train_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cifarbudget.engine import Engine
+
+    first = cifarbudget.run("resnet20", results_dir=tmp_path, progress=False, **TINY)
+    monkeypatch.setattr(Engine, "fit", lambda *a, **k: pytest.fail("trained again"))
+    flipped = cifarbudget.run("resnet20", results_dir=tmp_path, progress=False, tta="flip", **TINY)
+    multi = cifarbudget.run("resnet20", results_dir=tmp_path, progress=False, tta="flip-shift", **TINY)
+    assert first.run_id == flipped.run_id == multi.run_id
+    record = load_result(tmp_path / first.run_id)
+    evals = record.final["tta_evals"]
+    assert set(evals) == {"flip", "flip-shift"} and evals["flip-shift"]["views"] == 10
+    assert record.history == first.history  # the training record is untouched
+    from cifarbudget import leaderboard as lb
+
+    runs, _ = lb.load_results(tmp_path)
+    assert sorted(runs["tta"]) == ["flip", "flip-shift"]  # one row per evaluated policy
+    assert set(runs["test_acc"]) == {first.test_acc}
+
+
+def test_run_from_a_record_and_a_rerun_command_reproduce_runs_exactly(tmp_path: Path, invoke: Invoke) -> None:
+    base = [
+        "run",
+        "airnet-small",
+        *TINY_ARGS,
+        "--aug",
+        "crop-flip+cutmix",
+        "--tta",
+        "flip",
+        "--quiet",
+        "--json",
+    ]
+    first = json.loads(invoke([*base, "--results-dir", str(tmp_path / "a")]).stdout)
+    again = invoke(
+        ["run", "--from", first["run_dir"], "--results-dir", str(tmp_path / "b"), "--quiet", "--json"]
+    )
+    assert again.exit_code == 0, again.output
+    rerun = json.loads(again.stdout)
+    assert rerun["run_id"] == first["run_id"]
+    assert rerun["final"]["test_acc"] == first["final"]["test_acc"]  # bit-identical on the CPU
+    assert rerun["final"]["test_acc_tta"] == first["final"]["test_acc_tta"]
+    assert [h["train_loss"] for h in rerun["history"]] == [h["train_loss"] for h in first["history"]]
+    other_seed = json.loads(
+        invoke(
+            [
+                "run",
+                "--from",
+                first["run_dir"],
+                "--seed",
+                "1",
+                "--results-dir",
+                str(tmp_path / "b"),
+                "--quiet",
+                "--json",
+            ]
+        ).stdout
+    )
+    assert other_seed["run_id"] != first["run_id"] and other_seed["spec"]["seed"] == 1
+
+    board = json.loads(invoke(["leaderboard", str(tmp_path / "a"), "--json"]).stdout)["data"]
+    (row,) = board
+    argv = shlex.split(row["rerun"])
+    assert argv[:2] == ["cifarbudget", "sweep"] and "--seed" in argv
+    swept = invoke([*argv[1:], "--results-dir", str(tmp_path / "c"), "--json"])
+    assert swept.exit_code == 0, swept.output
+    (outcome,) = json.loads(swept.stdout)
+    assert outcome["run_id"] == first["run_id"] and outcome["test_acc"] == first["final"]["test_acc"]
+    assert outcome["test_acc_tta"] == first["final"]["test_acc_tta"]
+
+
+def test_a_schema_1_record_still_loads_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from records import make_record
+
+    record = make_record("resnet20", 1, 0.7)
+    record["schema_version"] = 1
+    del record["identity"]
+    folder = tmp_path / record["run_id"]
+    folder.mkdir()
+    (folder / "result.json").write_text(json.dumps(record))
+    with caplog.at_level("WARNING", logger="cifarbudget"):
+        loaded = load_result(folder)
+    assert loaded.run_id == record["run_id"] and loaded.schema_version == 1
+    assert any("its identity predates" in r.getMessage() for r in caplog.records)
+    from cifarbudget import leaderboard as lb
+
+    runs, warnings = lb.load_results(tmp_path)
+    assert len(runs) == 1 and runs["config_id"][0].startswith("v1-")
+    assert any("record(s) of schema 1" in w for w in warnings)
