@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from cifarbudget import leaderboard as lb
+from cifarbudget.results import SCHEMA_VERSION
 from cifarbudget.spec import RunSpec
 
 N_FILES = 10_000
@@ -57,8 +58,10 @@ def _record(
     matrix = [[900 if r == c else 11 for c in range(10)] for r in range(10)]
     return {
         "schema": "cifarbudget.result",
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "run_id": f"{spec.run_id}-{i}",
+        # what a schema-2 run records: its configuration (the identity minus the seed) groups the seeds
+        "identity": {"config_id": spec.config_id},
         "status": "finished",
         "spec": spec.to_dict(),
         "budget": {

@@ -1,15 +1,25 @@
-"""Leaderboards from run records: seeds -> mean, std and 95% CI; Pareto fronts; ablations; formats.
+"""Leaderboards from run records: seeds -> mean, std and 95% CI; honest ranking; Pareto fronts;
+ablations; formats.
 
 Data flows in three steps, each a plain function over pandas frames::
 
-    runs, warnings = load_results(["results/runs"])  # one row per result.json, flat columns
-    board = leaderboard(runs)                          # one row per configuration (spec minus seed)
+    runs, warnings = load_results(["results/runs"])  # one row per run and evaluated TTA policy
+    board = leaderboard(runs, budget=5_000_000)        # one row per configuration (identity minus seed)
     text = format_frame(board, "markdown")             # or csv, html, json
 
-A *configuration* is every ``RunSpec`` field except ``seed``; its ``config_id`` is a short hash of
-those fields, so runs that differ only in their seed are aggregated together. Only ``finished``,
-within-budget runs with a test accuracy are ranked; :func:`not_ranked` lists the others with the
-reason. The statistics are documented in ``docs/leaderboard.md``.
+A *configuration* is a run's training identity without the seed (``config_id``, recorded with
+the run: :mod:`cifarbudget.identity`) plus the TTA policy it is evaluated with, so runs that
+differ only in their seed are aggregated together. The board decides the budget: every run is
+judged against the board's budget (default 5M), whatever budget it was trained under. Only
+finished, within-budget runs are ranked; :func:`not_ranked` lists the others with the reason.
+
+Ranking is honest: configurations are ranked *within each dataset* by their mean **validation**
+accuracy (with their TTA policy, if any), never by test accuracy, which is shown beside it;
+configurations without a validation split are ranked by test accuracy and marked
+(``selected_on = "test"``). ``tied`` marks configurations whose mean is not significantly
+different from the best of their dataset (Welch's t-test, two-sided, 5%); one-seed rows cannot be
+tested and are marked ``one_seed``. Every row carries ``rerun``: the command that reproduces its
+runs. The statistics are documented in ``docs/leaderboard.md``.
 """
 
 from __future__ import annotations
@@ -18,8 +28,10 @@ import fnmatch
 import hashlib
 import itertools
 import json
+import logging
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +40,23 @@ from typing import Any
 import pandas as pd
 
 from cifarbudget.errors import CifarBudgetError
-from cifarbudget.results import DIVERGED, FAILED, FINISHED, RESULT_FILE, RUNNING, SCHEMA_NAME, SCHEMA_VERSION
+from cifarbudget.results import (
+    DIVERGED,
+    FAILED,
+    FINISHED,
+    RESULT_FILE,
+    RUNNING,
+    SCHEMA_NAME,
+    SCHEMA_VERSION,
+    SUPPORTED_SCHEMA_VERSIONS,
+)
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("markdown", "csv", "html", "json")
-PARETO_COSTS = {"params": "params", "macs": "macs"}
+DEFAULT_BUDGET = 5_000_000
+# --pareto NAME -> the cost column (inference-macs: MACs x TTA views actually computed)
+PARETO_COSTS = {"params": "params", "macs": "macs", "inference-macs": "inference_macs_tta"}
 
 # Spec fields in the order a reader expects them; spec fields not listed (added later) follow.
 SPEC_ORDER = (
@@ -43,6 +68,7 @@ SPEC_ORDER = (
     "epochs",
     "batch_size",
     "optimizer",
+    "loss",
     "lr",
     "momentum",
     "nesterov",
@@ -56,19 +82,37 @@ SPEC_ORDER = (
     "budget",
     "allow_over_budget",
     "aug_params",
+    "model_params",
+    "sched_params",
+    "opt_params",
+    "loss_params",
+    "data_id",
 )
 # Always shown in markdown/html; the other spec columns are shown only where they vary.
 CORE_KEYS = ("model", "dataset", "augs", "sched", "tta", "epochs")
 # Per-run metrics averaged over the seeds of a configuration: (column in the runs frame, with spread?).
 MEAN_METRICS = (
+    ("select_acc", True),
     ("test_acc", True),
     ("test_acc_tta", True),
     ("val_acc", False),
+    ("val_acc_tta", False),
     ("train_seconds", False),
     ("train_images_per_s", False),
 )
 # A measured throughput, when a result carries one (``timing`` or ``final``); first found wins.
 MEASURED_THROUGHPUT_KEYS = ("measured_images_per_s", "inference_images_per_s", "steady_images_per_s")
+# Columns that may be absent from old records; created empty so every board has the same shape.
+OPTIONAL_RUN_COLUMNS = (
+    "val_acc",
+    "val_acc_tta",
+    "test_acc_tta",
+    "tta_views",
+    "inference_macs_tta",
+    "train_macs",
+    "ece",
+    "data_dir",
+)
 
 # Two-sided 95% Student t quantiles t_{0.975, df} (computed with mpmath, 17 significant digits).
 _T975 = {
@@ -128,8 +172,12 @@ def t_quantile_975(df: int) -> float:
 
 
 # --- loading -------------------------------------------------------------------------------------
+NOT_RUN_FOLDERS = frozenset({"mlruns", "mlartifacts", "tensorboard", "__pycache__"})
+
+
 def find_result_files(paths: Iterable[Path | str]) -> tuple[list[Path], list[str]]:
-    """Every ``result.json`` under ``paths`` (folders, searched recursively, or result files)."""
+    """Every ``result.json`` under ``paths`` (folders, searched recursively, or result files); a run
+    folder's own subfolders and tracker stores (``mlruns``) are not searched."""
     files: list[Path] = []
     warnings: list[str] = []
     for raw in paths:
@@ -138,18 +186,15 @@ def find_result_files(paths: Iterable[Path | str]) -> tuple[list[Path], list[str
             files.append(path)
         elif path.is_dir():
             for root, dirs, names in os.walk(path):
-                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                # hidden folders (locks) and tracker stores (an MLflow store keeps copies of result.json
+                # as artifacts) are not runs; nor is anything inside a run folder
+                dirs[:] = [d for d in dirs if not d.startswith(".") and d not in NOT_RUN_FOLDERS]
                 if RESULT_FILE in names:
                     files.append(Path(root) / RESULT_FILE)
+                    dirs[:] = []
         else:
             warnings.append(f"no such file or folder: {path}")
     return sorted(set(files)), warnings
-
-
-def _config_id(spec: dict[str, Any]) -> str:
-    rest = {k: v for k, v in spec.items() if k != "seed"}
-    canonical = json.dumps(rest, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
 def _cell(value: Any) -> Any:
@@ -161,14 +206,35 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def flatten_result(data: Any, path: str = "") -> dict[str, Any]:
-    """One ``result.json`` object as one flat row; raises ``ValueError`` when it is not a run record."""
+def _legacy_config_id(spec: dict[str, Any]) -> str:
+    """Schema-1 records: the hash of the raw spec without the seed (their run ids hash the raw spec)."""
+    rest = {k: v for k, v in spec.items() if k != "seed"}
+    canonical = json.dumps(rest, sort_keys=True, separators=(",", ":"))
+    return "v1-" + hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+_SOURCE_ROOT = re.compile(r"^[a-z0-9_.\-]+:(.+):(?:train|test)$")
+
+
+def _data_dir(data: dict[str, Any], manifest: dict[str, Any]) -> str | None:
+    """The data folder the run read (for its rerun command): recorded, or read off the data source."""
+    recorded = (manifest.get("settings") or {}).get("data_dir")
+    if recorded:
+        return str(recorded)
+    match = _SOURCE_ROOT.match(str(data.get("source") or ""))
+    return match.group(1) if match else None
+
+
+def flatten_result(data: Any, path: str = "") -> list[dict[str, Any]]:
+    """One ``result.json`` object as flat rows, one per TTA policy it was evaluated with (``none``
+    when it has none); raises ``ValueError`` when it is not a run record."""
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     if data.get("schema") != SCHEMA_NAME:
         raise ValueError(f"not a cifarbudget result (schema {data.get('schema')!r})")
-    if data.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"unsupported schema version {data.get('schema_version')!r}")
+    version = data.get("schema_version")
+    if version not in SUPPORTED_SCHEMA_VERSIONS:
+        raise ValueError(f"unsupported schema version {version!r}")
     spec, budget = data.get("spec"), data.get("budget")
     if not isinstance(spec, dict) or not isinstance(budget, dict):
         raise ValueError("'spec' or 'budget' is missing")
@@ -178,10 +244,14 @@ def flatten_result(data: Any, path: str = "") -> dict[str, Any]:
     final = data.get("final") or {}
     timing = data.get("timing") or {}
     manifest = data.get("manifest") or {}
+    identity = data.get("identity") or {}
+    base_config = identity.get("config_id") or _legacy_config_id(spec)  # the training, seed aside
+    macs = budget.get("macs")
+    calibration = (final.get("calibration") or {}).get("test") or {}
     row: dict[str, Any] = {
         "run_id": data.get("run_id"),
-        "config_id": _config_id(spec),
         "status": data.get("status"),
+        "schema_version": version,
     }
     for key, value in spec.items():
         row[key] = _cell(value)
@@ -189,16 +259,14 @@ def flatten_result(data: Any, path: str = "") -> dict[str, Any]:
         row["augs"] = "none"
     row.update(
         params=budget.get("params"),
-        macs=budget.get("macs"),
-        within_budget=bool(budget.get("within_budget", True)),
-        out_of_budget=bool(data.get("out_of_budget", False)),
+        macs=macs,
+        trained_budget=budget.get("budget"),
         val_acc=final.get("val_acc"),
         best_val_acc=final.get("best_val_acc"),
         test_acc=final.get("test_acc"),
-        test_acc_tta=final.get("test_acc_tta"),
-        tta_views=final.get("tta_views"),
-        inference_macs=final.get("inference_macs", budget.get("macs")),
-        inference_macs_tta=final.get("inference_macs_tta"),
+        inference_macs=final.get("inference_macs", macs),
+        train_macs=(data.get("compute") or {}).get("train_macs"),
+        ece=calibration.get("ece"),
         epochs_done=len(data.get("history") or []),
         train_seconds=timing.get("train_seconds"),
         train_images_per_s=timing.get("train_images_per_s"),
@@ -206,6 +274,8 @@ def flatten_result(data: Any, path: str = "") -> dict[str, Any]:
         device_name=manifest.get("device_name"),
         git_revision=manifest.get("git_revision"),
         started_at=manifest.get("started_at"),
+        data_dir=_data_dir(data.get("data") or {}, manifest),
+        spec_json=json.dumps(spec, sort_keys=True),
         path=path,
     )
     for key in MEASURED_THROUGHPUT_KEYS:
@@ -213,20 +283,54 @@ def flatten_result(data: Any, path: str = "") -> dict[str, Any]:
         if value is not None:
             row["measured_images_per_s"] = value
             break
-    return row
+    evals = dict(final.get("tta_evals") or {})
+    if not evals and final.get("test_acc_tta") is not None and final.get("tta"):  # schema-1 records
+        evals[final["tta"]] = {
+            "test_acc": final.get("test_acc_tta"),
+            "val_acc": final.get("val_acc_tta"),
+            "views": final.get("tta_views"),
+            "inference_macs": final.get("inference_macs_tta"),
+        }
+    if not evals:  # no TTA: one row, evaluated plainly
+        tta = "none" if data.get("status") == FINISHED or spec.get("tta", "none") == "none" else spec["tta"]
+        return [
+            {
+                **row,
+                "tta": tta,
+                "train_config_id": base_config,
+                "config_id": f"{base_config}-{tta}",
+                "tta_views": 1,
+                "inference_macs_tta": macs,
+            }
+        ]
+    rows = []
+    for policy, result in sorted(evals.items()):
+        rows.append(
+            {
+                **row,
+                "tta": policy,
+                "train_config_id": base_config,
+                "config_id": f"{base_config}-{policy}",
+                "val_acc_tta": result.get("val_acc"),
+                "test_acc_tta": result.get("test_acc"),
+                "tta_views": result.get("views"),
+                "inference_macs_tta": result.get("inference_macs"),
+            }
+        )
+    return rows
 
 
-def _read_one(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+def _read_one(path: Path) -> tuple[list[dict[str, Any]], str | None]:
     try:
         data = json.loads(path.read_bytes())
     except OSError as exc:
-        return None, f"skipped {path}: unreadable ({exc.strerror or exc})"
+        return [], f"skipped {path}: unreadable ({exc.strerror or exc})"
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return None, f"skipped {path}: corrupt or truncated JSON ({exc})"
+        return [], f"skipped {path}: corrupt or truncated JSON ({exc})"
     try:
         return flatten_result(data, str(path)), None
     except (ValueError, TypeError, AttributeError) as exc:
-        return None, f"skipped {path}: {exc}"
+        return [], f"skipped {path}: {exc}"
 
 
 PARALLEL_MIN_FILES = 2000  # below this, a process pool costs more than it saves
@@ -250,11 +354,13 @@ def _read_parallel(files: list[Path], workers: int) -> list[tuple[dict[str, Any]
 def load_results(
     paths: Iterable[Path | str] | Path | str, *, workers: int | None = None
 ) -> tuple[pd.DataFrame, list[str]]:
-    """Read every ``result.json`` under ``paths``: one row per run, and one warning per skipped file.
+    """Read every ``result.json`` under ``paths``: one row per run and evaluated TTA policy, and
+    one warning per skipped file.
 
     A corrupt, truncated or foreign file is skipped with a warning naming it; so is a second copy
-    of a run id already read (a run counts once however many folders hold it). Never raises on
-    bad files; the frame is empty (no columns) when nothing could be read.
+    of a run id already read (a run counts once however many folders hold it). Records of schema
+    1 load with one warning in all: their identities predate resolved-configuration run ids. Never
+    raises on bad files; the frame is empty (no columns) when nothing could be read.
 
     ``workers``: processes that parse the files; by default one per CPU (at most 8) from
     2,000 files on where ``fork`` is available, else none. ``workers=1`` reads in this process.
@@ -277,20 +383,33 @@ def load_results(
         outcomes = _read_many(files)
     rows: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
-    for row, warning in outcomes:
+    legacy = 0
+    for file_rows, warning in outcomes:
         if warning:
             warnings.append(warning)
-        if row is None:
+        if not file_rows:
             continue
-        first = seen.setdefault(row["run_id"], row["path"])
-        if first != row["path"]:
-            warnings.append(f"skipped {row['path']}: run {row['run_id']} already read from {first}")
+        first = seen.setdefault(file_rows[0]["run_id"], file_rows[0]["path"])
+        if first != file_rows[0]["path"]:
+            warnings.append(
+                f"skipped {file_rows[0]['path']}: run {file_rows[0]['run_id']} already read from {first}"
+            )
             continue
-        rows.append(row)
-    return pd.DataFrame.from_records(rows), warnings
+        legacy += file_rows[0]["schema_version"] != SCHEMA_VERSION
+        rows.extend(file_rows)
+    if legacy:
+        warnings.append(
+            f"{legacy} record(s) of schema 1: their identities predate resolved-configuration run ids "
+            "(they rank apart from new runs of the same spec; rerun them to compare like with like)"
+        )
+    runs = pd.DataFrame.from_records(rows)
+    for column in OPTIONAL_RUN_COLUMNS:
+        if not runs.empty and column not in runs.columns:
+            runs[column] = math.nan
+    return runs, warnings
 
 
-# --- filters -------------------------------------------------------------------------------------
+# --- filters and the board's budget ----------------------------------------------------------------
 def filter_runs(
     runs: pd.DataFrame,
     *,
@@ -298,7 +417,9 @@ def filter_runs(
     datasets: Sequence[str] = (),
     models: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Keep runs with ``params < budget``, on one of ``datasets``, of a model matching a shell pattern."""
+    """Keep runs on one of ``datasets``, of a model matching a shell pattern, and (when ``budget`` is
+    given) with fewer parameters than it. A board does not filter by budget: it judges (see
+    :func:`judge_budget`)."""
     if runs.empty:
         return runs
     keep = pd.Series(True, index=runs.index)
@@ -312,7 +433,23 @@ def filter_runs(
     return runs[keep].reset_index(drop=True)
 
 
-# --- the board: load -> filter -> rank, shared by the leaderboard command and the report ----------
+def judge_budget(runs: pd.DataFrame, budget: int, compute_budget: int | None = None) -> pd.DataFrame:
+    """``within_budget``: fewer trainable parameters than the *board's* budget, whatever budget
+    (and ``--allow-over-budget``) the run was trained with; and, with a ``compute_budget``, at most
+    that many training MACs (a run that recorded none is not within it)."""
+    if runs.empty:
+        return runs
+    within = runs["params"].astype(float) < budget
+    out = runs.assign(within_budget=within, board_budget=budget, within_compute=True)
+    if compute_budget is not None:
+        train = pd.to_numeric(runs["train_macs"], errors="coerce")
+        out = out.assign(
+            within_compute=train.le(compute_budget).fillna(False), board_compute_budget=compute_budget
+        )
+    return out
+
+
+# --- the board: load -> filter -> judge -> rank, shared by the leaderboard command and the report -
 @dataclass
 class Board:
     """The runs read (after filters), their ranking, the runs left out, and the files skipped."""
@@ -322,62 +459,75 @@ class Board:
     not_ranked: pd.DataFrame
     warnings: list[str]
     n_read: int  # runs read before the filters
+    budget: int = DEFAULT_BUDGET
 
 
 def load_board(
     paths: Sequence[Path | str],
     *,
     budget: int | None = None,
+    compute_budget: int | None = None,
     datasets: Sequence[str] = (),
     models: Sequence[str] = (),
     sort: str | None = None,
     ascending: bool = False,
     warn: Callable[[str], None] | None = None,
 ) -> Board:
-    """Read every record under ``paths``, filter, rank; one-line errors when nothing is left.
+    """Read every record under ``paths``, filter, judge against the board's ``budget`` (default 5M),
+    rank; one-line errors when nothing is left.
 
     ``warn`` is called with each warning (a skipped file) as soon as it is known, so the warnings
     are shown even when nothing is left to rank.
     """
+    budget = DEFAULT_BUDGET if budget is None else budget
     names = ", ".join(str(p) for p in paths)
     runs, warnings = load_results(paths)
     for warning in warnings if warn is not None else ():
         warn(warning)
     if runs.empty:
         raise CifarBudgetError(f"no run results found in {names}")
-    n_read = len(runs)
-    runs = filter_runs(runs, budget=budget, datasets=datasets, models=models)
+    n_read = runs["run_id"].nunique()
+    runs = judge_budget(filter_runs(runs, datasets=datasets, models=models), budget, compute_budget)
     if runs.empty:
-        raise CifarBudgetError("no runs match --budget/--dataset/--model")
+        raise CifarBudgetError("no runs match --dataset/--model")
     board = leaderboard(runs, sort=sort, ascending=ascending)
-    return Board(runs, board, not_ranked(runs), warnings, n_read)
+    return Board(runs, board, not_ranked(runs), warnings, n_read, budget)
 
 
 # --- ranking -------------------------------------------------------------------------------------
 def spec_keys(runs: pd.DataFrame) -> list[str]:
     """The configuration columns of ``runs``: every spec field but the seed, in reading order."""
-    from cifarbudget.spec import RunSpec
+    from cifarbudget.spec import spec_fields
 
     known = [k for k in SPEC_ORDER if k in runs.columns]
     extra = [
-        k for k in RunSpec.__dataclass_fields__ if k not in SPEC_ORDER and k != "seed" and k in runs.columns
+        f.name
+        for f in spec_fields()
+        if f.name not in SPEC_ORDER and f.name != "seed" and f.name in runs.columns
     ]
     return known + extra
 
 
 def ranked_mask(runs: pd.DataFrame) -> pd.Series:
-    """True for the runs a leaderboard ranks: finished, within budget, with a test accuracy."""
-    return (
-        (runs["status"] == FINISHED)
-        & runs["within_budget"].astype(bool)
-        & ~runs["out_of_budget"].astype(bool)
-        & runs["test_acc"].notna()
-    )
+    """True for the runs a leaderboard ranks: finished, within the board's budgets, with a test accuracy."""
+    ok = pd.Series(True, index=runs.index)
+    for column in ("within_budget", "within_compute"):
+        if column in runs.columns:
+            ok &= runs[column].astype(bool)
+    return (runs["status"] == FINISHED) & ok & runs["test_acc"].notna()
 
 
 def _reason(row: pd.Series) -> str:
-    if row["out_of_budget"] or not row["within_budget"]:
-        return f"out of budget: {int(row['params']):,} parameters, budget {int(row['budget']):,}"
+    if not bool(row.get("within_budget", True)):
+        budget = row.get("board_budget", DEFAULT_BUDGET)
+        return f"out of budget: {int(row['params']):,} parameters, budget {int(budget):,}"
+    if not bool(row.get("within_compute", True)):
+        from cifarbudget.budget import format_macs
+
+        limit = format_macs(row["board_compute_budget"])
+        if pd.isna(row.get("train_macs")):
+            return f"no training compute recorded (compute budget {limit})"
+        return f"over the compute budget: {format_macs(row['train_macs'])} training MACs, budget {limit}"
     status = row["status"]
     if status == DIVERGED:
         return "diverged" + (f": {row['error']}" if isinstance(row["error"], str) else "")
@@ -406,14 +556,32 @@ NOT_RANKED_COLUMNS = (
 )
 
 
-def not_ranked(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per run that is not ranked (diverged, failed, running, out of budget), with the reason."""
+def not_ranked(runs: pd.DataFrame, budget: int | None = None) -> pd.DataFrame:
+    """One row per run that is not ranked (diverged, failed, running, over the board's budget), with the reason."""
     if runs.empty:
         return pd.DataFrame(columns=list(NOT_RANKED_COLUMNS))
-    rest = runs[~ranked_mask(runs)]
+    if budget is not None or "within_budget" not in runs.columns:
+        runs = judge_budget(runs, DEFAULT_BUDGET if budget is None else budget)
+    rest = runs[~ranked_mask(runs)].drop_duplicates("run_id")
     out = rest.assign(reason=rest.apply(_reason, axis=1) if len(rest) else pd.Series(dtype=object))
     columns = [c for c in NOT_RANKED_COLUMNS if c in out.columns]
     return out[columns].sort_values(["model", "run_id"], kind="stable").reset_index(drop=True)
+
+
+def _with_selection(runs: pd.DataFrame) -> pd.DataFrame:
+    """``select_acc``: what a run is judged by. Validation accuracy (with the row's TTA policy when it
+    has one); test accuracy only for runs without a validation split (``selected_on = "test"``)."""
+    with_tta = runs["tta"].astype(str) != "none"
+    val = pd.to_numeric(runs["val_acc"], errors="coerce")
+    val_tta = pd.to_numeric(runs["val_acc_tta"], errors="coerce")
+    test = pd.to_numeric(runs["test_acc"], errors="coerce")
+    test_tta = pd.to_numeric(runs["test_acc_tta"], errors="coerce")
+    on_val = val.where(~with_tta, val_tta)
+    on_test = test.where(~with_tta, test_tta)
+    has_val = on_val.notna()
+    return runs.assign(
+        select_acc=on_val.where(has_val, on_test), selected_on=has_val.map({True: "val", False: "test"})
+    )
 
 
 def _ci95(std: pd.Series, count: pd.Series) -> pd.Series:
@@ -421,25 +589,39 @@ def _ci95(std: pd.Series, count: pd.Series) -> pd.Series:
     return t * std / count.pow(0.5)
 
 
-def leaderboard(runs: pd.DataFrame, *, sort: str | None = None, ascending: bool = False) -> pd.DataFrame:
+def leaderboard(
+    runs: pd.DataFrame, *, sort: str | None = None, ascending: bool = False, budget: int | None = None
+) -> pd.DataFrame:
     """One row per configuration of the ranked runs: seeds -> n, mean, sample std and 95% CI.
 
-    Ranked by ``test_acc_mean`` (descending; ties by ``val_acc_mean``, then fewer ``params``), or by
-    ``sort``. ``*_std`` is the sample standard deviation (ddof=1) and ``*_ci95`` the half-width of
-    the Student t interval ``t_{0.975,n-1} * std / sqrt(n)``; both are NaN for a single seed.
+    Ranked within each dataset by ``select_acc_mean`` (validation accuracy; see the module
+    docstring), or by ``sort``; ties by fewer ``params``. ``*_std`` is the sample standard deviation
+    (ddof=1) and ``*_ci95`` the half-width of the Student t interval ``t_{0.975,n-1} * std /
+    sqrt(n)``; both are NaN for a single seed. ``budget``: judge the runs against it first (when
+    the caller has not; :func:`load_board` has).
     """
+    if budget is not None or ("within_budget" not in runs.columns and not runs.empty):
+        runs = judge_budget(runs, DEFAULT_BUDGET if budget is None else budget)
     keys = spec_keys(runs) if not runs.empty else list(SPEC_ORDER)
     measured = "measured_images_per_s" in runs.columns
     ranked = runs[ranked_mask(runs)] if not runs.empty else runs
     columns = _board_columns(keys, measured)
     if ranked.empty:
         return pd.DataFrame(columns=columns)
+    ranked = _with_selection(ranked)
     metrics = [m for m, _ in MEAN_METRICS] + (["measured_images_per_s"] if measured else [])
     ranked = ranked.assign(**{m: pd.to_numeric(ranked[m], errors="coerce") for m in metrics})
     named: dict[str, tuple[str, Any]] = {k: (k, "first") for k in keys}
     named["n"] = ("run_id", "count")
     named.update(
-        params=("params", "first"), macs=("macs", "first"), inference_macs_tta=("inference_macs_tta", "max")
+        selected_on=("selected_on", "first"),
+        params=("params", "first"),
+        macs=("macs", "first"),
+        inference_macs_tta=("inference_macs_tta", "max"),
+        train_macs=("train_macs", "max"),
+        ece_mean=("ece", "mean"),
+        data_dir=("data_dir", "first"),
+        train_config_id=("train_config_id", "first"),
     )
     for metric in metrics:
         named[f"{metric}_mean"] = (metric, "mean")
@@ -455,70 +637,157 @@ def leaderboard(runs: pd.DataFrame, *, sort: str | None = None, ascending: bool 
             board[f"{metric}_ci95"] = _ci95(std, count)
     board["inference_macs_tta"] = board["inference_macs_tta"].fillna(board["macs"])
     board = board.astype({"n": "int64", "params": "int64", "macs": "int64", "inference_macs_tta": "int64"})
-    board = sort_board(board[[c for c in columns if c != "rank"]], sort=sort, ascending=ascending)
+    board["one_seed"] = board["n"] == 1
+    board["rerun"] = [_rerun(ranked, row) for _, row in board.iterrows()]
+    board = sort_board(
+        board[[c for c in columns if c not in ("rank", "tied")]], sort=sort, ascending=ascending
+    )
     return board
+
+
+def _rerun(ranked: pd.DataFrame, row: pd.Series) -> str:
+    """The command that reproduces a configuration's runs: a sweep over its seeds."""
+    from cifarbudget.spec import command_line
+
+    first = ranked[ranked["config_id"] == row["config_id"]].iloc[0]
+    spec = json.loads(first["spec_json"]) if isinstance(first.get("spec_json"), str) else None
+    if spec is None:
+        return ""
+    spec["tta"] = row["tta"]
+    # a ranked row is within the board's budget: judge the rerun against that budget (a sweep never
+    # trains over budget, and neither the budget nor its override is part of the run's identity)
+    spec.pop("allow_over_budget", None)
+    board_budget = first.get("board_budget")
+    if pd.api.types.is_number(board_budget) and not pd.isna(board_budget):
+        spec["budget"] = max(int(spec.get("budget") or 0), int(board_budget))
+    data_dir = row.get("data_dir") if spec.get("dataset") not in ("synthetic",) else None
+    seeds = [int(s) for s in str(row["seeds"]).split(",")]
+    return command_line(
+        spec, sweep=True, seeds=seeds, data_dir=data_dir if isinstance(data_dir, str) else None
+    )
 
 
 def _board_columns(keys: list[str], measured: bool) -> list[str]:
     stats = [
         "n",
         "seeds",
+        "one_seed",
+        "selected_on",
+        "select_acc_mean",
+        "select_acc_std",
+        "select_acc_ci95",
+        "tied",
+        "val_acc_mean",
+        "val_acc_tta_mean",
         "test_acc_mean",
         "test_acc_std",
         "test_acc_ci95",
         "test_acc_tta_mean",
         "test_acc_tta_std",
         "test_acc_tta_ci95",
-        "val_acc_mean",
         "params",
         "macs",
         "inference_macs_tta",
+        "train_macs",
+        "ece_mean",
         "train_seconds_mean",
         "train_images_per_s_mean",
     ]
     if measured:
         stats.append("measured_images_per_s_mean")
-    return ["rank", "config_id", *keys, *stats]
+    return ["rank", "config_id", *keys, *stats, "train_config_id", "rerun"]
 
 
 def sort_board(board: pd.DataFrame, *, sort: str | None = None, ascending: bool = False) -> pd.DataFrame:
-    """Order ``board`` by ``sort`` (default ``test_acc_mean``) and number the rows in ``rank``."""
-    board = board.drop(columns=["rank"], errors="ignore")
-    column = sort or "test_acc_mean"
+    """Order ``board`` within each dataset by ``sort`` (default ``select_acc_mean``), number the rows
+    of each dataset in ``rank`` and mark ``tied`` against the first row.
+
+    Configurations selected on validation come first; those without a validation split (selected
+    on test, a different measurement) follow, ranked among themselves, with ties judged among them.
+    """
+    board = board.drop(columns=["rank", "tied"], errors="ignore")
+    column = sort or "select_acc_mean"
     if column not in board.columns:
         raise CifarBudgetError(f"cannot sort by {column!r}; columns: {', '.join(board.columns)}")
-    by = [column] + [c for c in ("test_acc_mean", "val_acc_mean", "params") if c != column]
+    by = [column] + [c for c in ("select_acc_mean", "params") if c != column]
     order = [ascending] + [c == "params" for c in by[1:]]
-    board = board.sort_values(by, ascending=order, na_position="last", kind="stable").reset_index(drop=True)
-    board.insert(0, "rank", pd.RangeIndex(1, len(board) + 1).to_numpy(dtype="int64"))
-    return board
+    if "selected_on" in board.columns:
+        board = board.assign(_on_test=board["selected_on"] == "test")
+        by, order = ["_on_test", *by], [True, *order]
+    parts = []
+    for _, part in board.groupby("dataset", sort=True) if "dataset" in board.columns else [(None, board)]:
+        part = part.sort_values(by, ascending=order, na_position="last", kind="stable").reset_index(drop=True)
+        part.insert(0, "rank", pd.RangeIndex(1, len(part) + 1).to_numpy(dtype="int64"))
+        groups = part.groupby("_on_test", sort=False) if "_on_test" in part.columns else [(None, part)]
+        part["tied"] = pd.concat([welch_ties(g.reset_index(drop=True)).set_axis(g.index) for _, g in groups])
+        part["tied"] = part["tied"].astype("str")
+        parts.append(part)
+    out = pd.concat(parts, ignore_index=True) if parts else board.assign(rank=pd.Series(dtype="int64"))
+    columns = ["rank", *[c for c in board.columns if c not in ("tied", "_on_test")]]
+    tied_at = columns.index("select_acc_ci95") + 1 if "select_acc_ci95" in columns else len(columns)
+    columns.insert(tied_at, "tied")
+    return out[columns]
+
+
+def welch_ties(part: pd.DataFrame) -> pd.Series:
+    """Per row of one dataset's ranking: ``"best"`` for the first, ``"tied"`` when Welch's two-sided
+    t-test at 5% does not reject an equal mean selection accuracy, ``""`` when it does, and
+    ``"n=1"`` when the row or the best has a single seed (no spread: untestable)."""
+    if part.empty:
+        return pd.Series(dtype=object)
+    best = part.iloc[0]
+    out = []
+    for i, row in part.iterrows():
+        if i == 0:
+            out.append("best")
+        elif row["n"] < 2 or best["n"] < 2:
+            out.append("n=1")
+        else:
+            out.append("tied" if _welch_same(best, row) else "")
+    return pd.Series(out, index=part.index, dtype=object)
+
+
+def _welch_same(a: pd.Series, b: pd.Series) -> bool:
+    m1, m2 = float(a["select_acc_mean"]), float(b["select_acc_mean"])
+    v1 = float(a["select_acc_std"]) ** 2 / int(a["n"])
+    v2 = float(b["select_acc_std"]) ** 2 / int(b["n"])
+    if v1 + v2 == 0:
+        return m1 == m2
+    t = abs(m1 - m2) / math.sqrt(v1 + v2)
+    df = (v1 + v2) ** 2 / ((v1**2) / (int(a["n"]) - 1) + (v2**2) / (int(b["n"]) - 1))
+    return t < t_quantile_975(max(1, math.floor(df)))  # floor: the conservative (larger) critical value
 
 
 # --- Pareto fronts and ablations -----------------------------------------------------------------
-def pareto(board: pd.DataFrame, by: str = "params", metric: str = "test_acc_mean") -> pd.DataFrame:
-    """The non-dominated rows of ``board``: no other row is at least as accurate and as cheap, and
-    strictly better in one of the two. ``by`` is ``params`` or ``macs``; rows keep their order.
+def pareto(board: pd.DataFrame, by: str = "params", metric: str = "select_acc_mean") -> pd.DataFrame:
+    """The non-dominated rows of ``board``, per dataset: no other row of the same dataset is at
+    least as accurate and as cheap, and strictly better in one of the two. ``by`` is ``params``,
+    ``macs`` or ``inference-macs`` (MACs x the TTA views actually computed); rows keep their order.
     """
     if by not in PARETO_COSTS:
         raise CifarBudgetError(f"--pareto must be one of {', '.join(PARETO_COSTS)} (got {by!r})")
     if board.empty:
         return board
     cost_column = PARETO_COSTS[by]
-    valid = board[board[metric].notna()]
-    order = valid.sort_values([cost_column, metric], ascending=[True, False], kind="stable")
     keep: list[Any] = []
-    best = -math.inf
-    for _, group in order.groupby(cost_column, sort=True):
-        top = group[metric].max()
-        if top > best:
-            keep.extend(group.index[group[metric] == top])
-            best = top
+    groups = board.groupby("dataset", sort=False) if "dataset" in board.columns else [(None, board)]
+    for _, part in groups:
+        valid = part[part[metric].notna()]
+        order = valid.sort_values([cost_column, metric], ascending=[True, False], kind="stable")
+        best = -math.inf
+        for _, group in order.groupby(cost_column, sort=True):
+            top = group[metric].max()
+            if top > best:
+                keep.extend(group.index[group[metric] == top])
+                best = top
     return board.loc[sorted(keep)]
 
 
 ABLATION_COLUMNS = (
+    "dataset",
     "factor",
     "level",
+    "metric",
     "combos_with",
     "combos_without",
     "runs_with",
@@ -529,45 +798,75 @@ ABLATION_COLUMNS = (
 )
 
 
-def ablation(board: pd.DataFrame) -> pd.DataFrame:
-    """Marginal effect of each augmentation, scheduler and TTA policy on the ranked configurations.
+def ablation(board: pd.DataFrame, metric: str = "val") -> pd.DataFrame:
+    """Marginal effect of each augmentation, scheduler and TTA policy on the ranked configurations,
+    per dataset, on validation accuracy (``metric="val"``, the default: what a choice may be based
+    on) or on test accuracy (``metric="test"``, to report).
 
     ``aug``: configurations whose pipeline contains the augmentation vs. those whose pipeline does
     not. ``sched``: configurations with the scheduler vs. those with any other. Each side is the
-    plain mean of the configurations' ``test_acc_mean`` (every configuration counts once, whatever
+    plain mean of the configurations' mean accuracy (every configuration counts once, whatever
     its number of seeds), i.e. averaged over the other factors as they occur in the grid.
-    ``tta``: paired, on the same configurations: ``test_acc_tta_mean`` (with) vs. ``test_acc_mean``
-    (the same models evaluated without TTA). ``delta = mean_with - mean_without``.
+    ``tta``: paired, on the same configurations: the accuracy with the policy vs. the same models
+    evaluated without TTA. ``delta = mean_with - mean_without``. Configurations without a
+    validation split count only for ``metric="test"``.
     """
+    if metric not in ("val", "test"):
+        raise CifarBudgetError(f"ablation metric must be 'val' or 'test' (got {metric!r})")
     rows: list[dict[str, Any]] = []
     if board.empty:
         return pd.DataFrame(columns=list(ABLATION_COLUMNS))
-    acc, n = board["test_acc_mean"], board["n"]
+    groups = board.groupby("dataset", sort=True) if "dataset" in board.columns else [(None, board)]
+    for dataset, part in groups:
+        # augmentations and schedules change training: compare the trained configurations once each
+        # (a configuration evaluated with several TTA policies is one training), without TTA
+        trained = part.drop_duplicates("train_config_id") if "train_config_id" in part.columns else part
+        plain, n = trained[f"{metric}_acc_mean"], trained["n"]
 
-    def side(mask: pd.Series, values: pd.Series = acc) -> tuple[int, int, float]:
-        return int(mask.sum()), int(n[mask].sum()), float(values[mask].mean()) if mask.any() else math.nan
+        def side(mask: pd.Series, values: pd.Series, n: pd.Series) -> tuple[int, int, float]:
+            mask = mask & values.notna()
+            return int(mask.sum()), int(n[mask].sum()), float(values[mask].mean()) if mask.any() else math.nan
 
-    pipelines = board["augs"].astype(str).str.split("+").map(lambda p: set(p) - {"none", ""})
-    for aug in sorted(set().union(*pipelines)):
-        has = pipelines.map(lambda p, a=aug: a in p).astype(bool)
-        rows.append(_ablation_row("aug", aug, side(has), side(~has)))
-    for sched in sorted(board["sched"].astype(str).unique()):
-        has = board["sched"].astype(str) == sched
-        rows.append(_ablation_row("sched", sched, side(has), side(~has)))
-    for policy in sorted(board["tta"].astype(str).unique()):
-        if policy == "none":
-            continue
-        has = (board["tta"].astype(str) == policy) & board["test_acc_tta_mean"].notna()
-        rows.append(_ablation_row("tta", policy, side(has, board["test_acc_tta_mean"]), side(has)))
+        pipelines = trained["augs"].astype(str).str.split("+").map(lambda p: set(p) - {"none", ""})
+        for aug in sorted(set().union(*pipelines)):
+            has = pipelines.map(lambda p, a=aug: a in p).astype(bool)
+            rows.append(_ablation_row(dataset, "aug", aug, metric, side(has, plain, n), side(~has, plain, n)))
+        for sched in sorted(trained["sched"].astype(str).unique()):
+            has = trained["sched"].astype(str) == sched
+            rows.append(
+                _ablation_row(dataset, "sched", sched, metric, side(has, plain, n), side(~has, plain, n))
+            )
+        with_tta, without_tta = part[f"{metric}_acc_tta_mean"], part[f"{metric}_acc_mean"]
+        for policy in sorted(part["tta"].astype(str).unique()):
+            if policy == "none":
+                continue
+            has = (part["tta"].astype(str) == policy) & with_tta.notna()
+            rows.append(
+                _ablation_row(
+                    dataset,
+                    "tta",
+                    policy,
+                    metric,
+                    side(has, with_tta, part["n"]),
+                    side(has, without_tta, part["n"]),
+                )
+            )
     return pd.DataFrame(rows, columns=list(ABLATION_COLUMNS))
 
 
 def _ablation_row(
-    factor: str, level: str, with_: tuple[int, int, float], without: tuple[int, int, float]
+    dataset: Any,
+    factor: str,
+    level: str,
+    metric: str,
+    with_: tuple[int, int, float],
+    without: tuple[int, int, float],
 ) -> dict[str, Any]:
     return {
+        "dataset": dataset,
         "factor": factor,
         "level": level,
+        "metric": metric,
         "combos_with": with_[0],
         "combos_without": without[0],
         "runs_with": with_[1],
@@ -583,12 +882,13 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` as strings for people: 4-decimal accuracies, grouped counts, blanks for NaN.
 
     In a leaderboard, the spec columns beyond model, dataset, augs, sched, tta and epochs are
-    dropped when every row has the same value, and so are columns with no value at all (markdown
-    and html only; csv and json keep every column).
+    dropped when every row has the same value, and so are columns with no value at all, the
+    rerun commands and the data folders (markdown and html only; csv and json keep every column).
     """
     from cifarbudget.budget import format_count
 
-    out = frame.copy()
+    hidden = ("rerun", "data_dir", "one_seed", "train_config_id")
+    out = frame.drop(columns=[c for c in hidden if c in frame.columns])
     if "config_id" in out.columns and len(out) > 1:
         constant = [
             c
@@ -602,11 +902,11 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
         out = out.drop(columns=[c for c in out.columns if out[c].isna().all()])
     for column in out.columns:
         values = frame[column]
-        if column in ("macs", "inference_macs_tta"):
+        if column in ("macs", "inference_macs_tta", "train_macs"):
             out[column] = values.map(lambda v: "" if pd.isna(v) else format_count(v))
         elif column == "params":
             out[column] = values.map(lambda v: "" if pd.isna(v) else f"{int(v):,}")
-        elif "acc" in column or column in ("mean_with", "mean_without", "delta"):
+        elif "acc" in column or column in ("mean_with", "mean_without", "delta", "ece_mean"):
             out[column] = values.map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
         elif column.endswith("_seconds_mean"):
             out[column] = values.map(lambda v: "" if pd.isna(v) else f"{v:.1f}")

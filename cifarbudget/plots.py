@@ -54,8 +54,36 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str = "") -> N
     plt.close(fig)
 
 
+MAX_GRID_CLASSES = 20  # beyond this a confusion grid is unreadable: the most-confused pairs instead
+TOP_PAIRS = 25
+
+
+def most_confused_pairs(
+    matrix: list[list[int]], classes: list[str], k: int = TOP_PAIRS
+) -> list[tuple[str, str, int, float]]:
+    """The ``k`` largest off-diagonal cells: (true class, predicted class, count, share of the true class)."""
+    import numpy as np
+
+    m = np.asarray(matrix, dtype=float)
+    totals = np.maximum(m.sum(axis=1), 1)
+    off = m.copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(-off, axis=None, kind="stable")[:k]
+    pairs = []
+    for flat in order:
+        i, j = divmod(int(flat), m.shape[1])
+        if off[i, j] <= 0:
+            break
+        pairs.append((classes[i], classes[j], int(off[i, j]), float(off[i, j] / totals[i])))
+    return pairs
+
+
 def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path, title: str = "") -> None:
-    """Row-normalised confusion matrix with counts (rows: true class, columns: predicted)."""
+    """Row-normalised confusion matrix with counts (rows: true class, columns: predicted); with more
+    than 20 classes, the most-confused pairs as a bar chart instead (a 100 x 100 grid is unreadable)."""
+    if len(classes) > MAX_GRID_CLASSES:
+        _plot_confused_pairs(matrix, classes, path, title)
+        return
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -85,5 +113,33 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path, titl
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
+    atomic_write_bytes(path, _figure_bytes(fig))
+    plt.close(fig)
+
+
+def _plot_confused_pairs(matrix: list[list[int]], classes: list[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    pairs = most_confused_pairs(matrix, classes)
+    m = np.asarray(matrix, dtype=float)
+    accuracy = np.diag(m) / np.maximum(m.sum(axis=1), 1)
+    fig, (ax_pairs, ax_classes) = plt.subplots(1, 2, figsize=(12, 0.3 * max(len(pairs), 10) + 1.5))
+    labels = [f"{t} -> {p}" for t, p, _, _ in pairs][::-1]
+    ax_pairs.barh(labels, [share for *_, share in pairs][::-1], color="#cc0000")
+    ax_pairs.set_xlabel("share of the true class predicted as the other")
+    ax_pairs.tick_params(axis="y", labelsize=7)
+    ax_pairs.set_title(f"the {len(pairs)} most-confused pairs (true -> predicted)", fontsize=9)
+    worst = np.argsort(accuracy, kind="stable")[: min(len(pairs), 25)]
+    ax_classes.barh([classes[i] for i in worst][::-1], accuracy[worst][::-1], color="#3465a4")
+    ax_classes.set_xlim(0, 1)
+    ax_classes.set_xlabel("per-class accuracy")
+    ax_classes.tick_params(axis="y", labelsize=7)
+    ax_classes.set_title(f"the {len(worst)} least accurate of {len(classes)} classes", fontsize=9)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
     atomic_write_bytes(path, _figure_bytes(fig))
     plt.close(fig)

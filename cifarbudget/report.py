@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from cifarbudget import leaderboard as lb
+from cifarbudget.errors import CifarBudgetError
 from cifarbudget.io import atomic_write_text
 
 DEFAULT_BUDGET = 5_000_000
@@ -77,7 +78,8 @@ def png_data_uri(fig_or_png: Any) -> str:
 
 
 def accuracy_vs_params(board: pd.DataFrame, runs: pd.DataFrame, budget: int) -> Any:
-    """Mean test accuracy (95% CI bars) vs. parameters, the Pareto front, over-budget runs, the budget."""
+    """Mean test accuracy (95% CI bars) vs. parameters, the Pareto front (chosen on validation, per
+    dataset), over-budget runs, the budget."""
     fig = _figure(7.5, 4.6)
     ax = fig.subplots()
     costs: list[float] = [float(budget)]
@@ -115,7 +117,7 @@ def accuracy_vs_params(board: pd.DataFrame, runs: pd.DataFrame, budget: int) -> 
                 color="#333",
             )
         costs.extend(x.tolist())
-    over = runs[(runs["out_of_budget"] | ~runs["within_budget"]) & runs["test_acc"].notna()]
+    over = runs[~runs["within_budget"].astype(bool) & runs["test_acc"].notna()].drop_duplicates("run_id")
     if len(over):
         ax.plot(
             over["params"].astype(float),
@@ -209,8 +211,9 @@ def best_run_confusion(board: pd.DataFrame, runs: pd.DataFrame) -> tuple[bytes, 
         return None
     top = board.iloc[0]
     candidates = runs[lb.ranked_mask(runs) & (runs["config_id"] == top["config_id"])]
-    metric = "test_acc_tta" if candidates["test_acc_tta"].notna().any() else "test_acc"
-    best = candidates.sort_values(metric, ascending=False).iloc[0]
+    # the seed shown is chosen like everything else: on validation (test only without a validation split)
+    order = [m for m in ("val_acc_tta", "val_acc", "test_acc_tta", "test_acc") if candidates[m].notna().any()]
+    best = candidates.sort_values(order[0], ascending=False).iloc[0]
     try:
         data = json.loads(Path(best["path"]).read_bytes())
     except (OSError, ValueError):
@@ -228,13 +231,89 @@ def best_run_confusion(board: pd.DataFrame, runs: pd.DataFrame) -> tuple[bytes, 
         target = Path(tmp) / "confusion.png"
         plot_confusion(matrix, classes, target, title)
         png = target.read_bytes()
+    from cifarbudget.plots import MAX_GRID_CLASSES
+
+    what = (
+        "Confusion matrix (rows: true class, columns: predicted)"
+        if len(classes) <= MAX_GRID_CLASSES
+        else f"The most-confused pairs and least accurate classes ({len(classes)} classes: a full "
+        "confusion matrix would be unreadable)"
+    )
     caption = (
-        f"Confusion matrix (rows: true class, columns: predicted) of run {best['run_id']}, seed "
-        f"{best['seed']}, the most accurate seed of configuration #1"
+        f"{what} of run {best['run_id']}, seed "
+        f"{best['seed']}, the seed of configuration #1 with the best {order[0].replace('_', ' ')}"
         + (f", with TTA {final.get('tta')}" if use_tta else "")
         + "."
     )
     return png, caption
+
+
+def best_run(board: pd.DataFrame, runs: pd.DataFrame) -> pd.Series | None:
+    """The run the report's per-run figures show: configuration #1's best seed on validation."""
+    if board.empty:
+        return None
+    top = board.iloc[0]
+    candidates = runs[lb.ranked_mask(runs) & (runs["config_id"] == top["config_id"])]
+    order = [m for m in ("val_acc_tta", "val_acc", "test_acc_tta", "test_acc") if candidates[m].notna().any()]
+    return candidates.sort_values(order[0], ascending=False).iloc[0]
+
+
+def calibration_section(best: pd.Series | None) -> list[str]:
+    """The best run's reliability diagram (stored bins: the model is not run again) and its ECE."""
+    from cifarbudget.calibration import CalibrationBins, plot_reliability
+
+    if best is None:
+        return []
+    try:
+        record = json.loads(Path(best["path"]).read_bytes())
+    except (OSError, ValueError):
+        return []
+    calibration = (record.get("final") or {}).get("calibration") or {}
+    if not calibration.get("test_reliability"):
+        return []
+    bins = CalibrationBins.from_dict(calibration["test_reliability"])
+    test = calibration.get("test") or {}
+    figure = plot_reliability(bins, title=f"{best['run_id']} (test, no TTA)")
+    text = f"ECE {test.get('ece', float('nan')):.4f}, NLL {test.get('nll', float('nan')):.4f}"
+    if calibration.get("temperature") is not None:
+        text += (
+            f"; after temperature scaling fitted on validation (T = {calibration['temperature']:.3f}): "
+            f"ECE {test.get('ece_ts', float('nan')):.4f}, NLL {test.get('nll_ts', float('nan')):.4f}"
+        )
+    return [
+        "<h2>Calibration</h2>",
+        _img(png_data_uri(figure), "reliability diagram of the best run on the test split"),
+        f'<p class="note">Reliability diagram of run {_e(best["run_id"])} on the test split, 15 confidence '
+        f"bins (bars: accuracy per bin; the diagonal: perfect calibration). {_e(text)}.</p>",
+    ]
+
+
+def gradcam_section(best: pd.Series | None, k: int = 12, max_images: int = 2000) -> list[str]:
+    """Grad-CAM maps of the best run's most confident mistakes on (the first images of) its test split."""
+    if best is None:
+        return []
+    try:
+        from cifarbudget.explain import mistakes_gradcam
+
+        with tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / "mistakes.png"
+            grid = mistakes_gradcam(Path(best["path"]).parent, target, k=k, max_images=max_images)
+            png = target.read_bytes() if grid is not None else None
+    except CifarBudgetError as exc:  # grad-cam not installed, data or checkpoint missing
+        message = str(exc).splitlines()[0]
+        return [
+            "<h2>Grad-CAM: the most confident mistakes</h2>",
+            f'<p class="note">Not drawn: {_e(message)}</p>',
+        ]
+    if png is None:
+        return []
+    return [
+        "<h2>Grad-CAM: the most confident mistakes</h2>",
+        _img(png_data_uri(png), "Grad-CAM maps of the best run's most confident mistakes"),
+        f'<p class="note">Grad-CAM (Selvaraju et al. 2017) of the {k} most confident wrong predictions of run '
+        f"{_e(best['run_id'])} among the first {max_images:,} test images: where the model looked for the "
+        "class it predicted (title: true label, prediction, confidence).</p>",
+    ]
 
 
 # --- page ----------------------------------------------------------------------------------------
@@ -264,6 +343,7 @@ def build_report(
     paths: Iterable[Path | str],
     *,
     budget: int = DEFAULT_BUDGET,
+    compute_budget: int | None = None,
     datasets: Sequence[str] = (),
     models: Sequence[str] = (),
     top: int = 5,
@@ -273,7 +353,9 @@ def build_report(
     from cifarbudget.results import now
 
     paths = [str(p) for p in paths]
-    loaded = lb.load_board(paths, datasets=datasets, models=models)
+    loaded = lb.load_board(
+        paths, budget=budget, compute_budget=compute_budget, datasets=datasets, models=models
+    )
     runs, board, left_out, warnings, n_files = (
         loaded.runs,
         loaded.ranking,
@@ -290,7 +372,11 @@ def build_report(
         sections.append(
             '<p class="note">One row per configuration (every spec field except the seed). '
             "n seeds; mean, sample standard deviation and 95% Student t half-width of the test accuracy "
-            "(the test split is evaluated once per run, at the end); ranked by mean test accuracy.</p>"
+            "(the test split is evaluated once per run, at the end). Ranked within each dataset by mean "
+            "<em>validation</em> accuracy (with the row's TTA policy); configurations without a validation "
+            "split are ranked by test accuracy and marked <code>selected_on = test</code>. "
+            "<code>tied</code>: not significantly different from the best of its dataset (Welch's t-test, "
+            "5%); <code>n=1</code>: a single seed, untestable.</p>"
         )
         sections.append(_table(board, "leaderboard"))
     if not left_out.empty:
@@ -322,23 +408,30 @@ def build_report(
         if confusion is not None:
             sections.append(f'<p class="note">{_e(confusion[1])}</p>')
 
+    best = best_run(board, runs)
+    sections.extend(calibration_section(best))
+    sections.extend(gradcam_section(best))
+
     ablation = lb.ablation(board)
     if not ablation.empty:
         sections.append("<h2>Ablation</h2>")
         sections.append(
-            '<p class="note">Mean test accuracy of the configurations with vs. without each augmentation '
-            "and scheduler (each configuration counts once); TTA is paired: the same configurations with "
-            "and without it. Marginal, not causal, when the grid is unbalanced.</p>"
+            '<p class="note">Mean validation accuracy of the configurations with vs. without each '
+            "augmentation and scheduler (each trained configuration counts once); TTA is paired: the same "
+            "configurations with and without it. Marginal, not causal, when the grid is unbalanced. "
+            "<code>cifarbudget leaderboard --ablation --ablation-on test</code> gives the test figures.</p>"
         )
         sections.append(_table(ablation, "ablation"))
 
+    n_runs = int(runs["run_id"].nunique()) if "run_id" in runs else 0
     devices = runs["device_name"].dropna().value_counts()
     revisions = runs["git_revision"].dropna().value_counts()
     provenance = {
         "generated at": now(),
         "cifarbudget version": __version__,
         "result folders": ", ".join(paths),
-        "runs": f"{len(runs)} ({n_files - len(runs)} filtered out); {int(lb.ranked_mask(runs).sum())} "
+        "runs": f"{n_runs} ({n_files - n_runs} filtered out); {len(runs)} rows (a run evaluated with "
+        f"several TTA policies has one row per policy), {int(lb.ranked_mask(runs).sum())} "
         f"ranked in {len(board)} configurations, {len(left_out)} not ranked",
         "filters": ", ".join([f"dataset {d}" for d in datasets] + [f"model {m}" for m in models]) or "none",
         "devices": "; ".join(f"{d} ({c} runs)" for d, c in devices.items()) or "unknown",
@@ -369,7 +462,7 @@ def build_report(
         + "\n".join(sections)
         + "\n</body>\n</html>\n"
     )
-    summary = ReportSummary(None, len(runs), len(board), warnings)
+    summary = ReportSummary(None, n_runs, len(board), warnings)
     return page, summary
 
 
@@ -378,12 +471,15 @@ def write_report(
     output: Path | str,
     *,
     budget: int = DEFAULT_BUDGET,
+    compute_budget: int | None = None,
     datasets: Sequence[str] = (),
     models: Sequence[str] = (),
     top: int = 5,
 ) -> ReportSummary:
     """Write the report page to ``output`` (atomically) and return its summary."""
-    page, summary = build_report(paths, budget=budget, datasets=datasets, models=models, top=top)
+    page, summary = build_report(
+        paths, budget=budget, compute_budget=compute_budget, datasets=datasets, models=models, top=top
+    )
     atomic_write_text(output, page)
     summary.path = Path(output)
     return summary

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import Result
-from conftest import GRID, MODELS, T1, T2, grid_records, make_record, unranked_records, write_records
+from records import GRID, MODELS, T1, T2, grid_records, make_record, unranked_records, write_records
 
 from cifarbudget import leaderboard as lb
 from cifarbudget.results import validate_result
@@ -297,14 +297,14 @@ def test_pareto_ties_and_dominance() -> None:
             "rank": [1, 2, 3, 4, 5, 6],
             "params": [300, 100, 200, 200, 300, 400],
             "macs": [1, 1, 1, 1, 1, 1],
-            "test_acc_mean": [0.90, 0.80, 0.85, 0.85, 0.83, 0.90],
+            "select_acc_mean": [0.90, 0.80, 0.85, 0.85, 0.83, 0.90],
         }
     )
     front = lb.pareto(board, by="params")
     # 300/0.83 is dominated by 200/0.85; 400/0.90 by 300/0.90; the 200/0.85 tie keeps both
     assert sorted(front["rank"]) == [1, 2, 3, 4]
     assert lb.pareto(board, by="macs")["rank"].tolist() == [1, 6]
-    with pytest.raises(lb.CifarBudgetError, match="--pareto must be one of params, macs"):
+    with pytest.raises(lb.CifarBudgetError, match="--pareto must be one of params, macs, inference-macs"):
         lb.pareto(board, by="flops")
 
 
@@ -318,7 +318,15 @@ def test_cli_pareto(invoke: Invoke, grid_dir: Path) -> None:
 
 # --- ablation ------------------------------------------------------------------------------------
 def test_ablation_by_hand(grid_dir: Path) -> None:
-    table = lb.ablation(board_of(grid_dir)).set_index(["factor", "level"])
+    board = board_of(grid_dir)
+    # the default is validation accuracy (what a choice may be based on): configuration means
+    # A=0.80, B=0.83, C=0.76, D=0.795
+    on_val = lb.ablation(board).set_index(["factor", "level"]).loc[("aug", "cutout")]
+    assert on_val["metric"] == "val"
+    assert on_val["mean_with"] == pytest.approx((0.83 + 0.795) / 2, abs=1e-9)
+    assert on_val["mean_without"] == pytest.approx((0.80 + 0.76) / 2, abs=1e-9)
+    assert on_val["delta"] == pytest.approx(0.0325, abs=1e-9)
+    table = lb.ablation(board, metric="test").set_index(["factor", "level"])
     # configuration means: A=0.81 (cf, multistep), B=0.835 (cf+cutout, multistep, flip: tta mean 0.8525),
     # C=0.76 (cf, cosine), D=0.805 (cf+cutout, cosine, flip: tta mean 0.8175)
     cutout = table.loc[("aug", "cutout")]
@@ -358,15 +366,17 @@ def test_cli_ablation(invoke: Invoke, grid_dir: Path) -> None:
     assert out.exit_code == 0, out.output
     line = next(line for line in out.stdout.splitlines() if "| cutout" in line)
     assert [c.strip() for c in line.strip("|").split("|")] == [
+        "synthetic",
         "aug",
         "cutout",
+        "val",
         "2",
         "2",
         "4",
         "4",
-        "0.8200",
-        "0.7850",
-        "0.0350",
+        "0.8125",
+        "0.7800",
+        "0.0325",
     ]
 
 
@@ -386,10 +396,17 @@ def test_filters(invoke: Invoke, mixed_dir: Path, tmp_path: Path) -> None:
     write_records(mixed_dir, [make_record("resnet20", 1, 0.5, dataset="cifar10")])
     assert models("--dataset", "cifar10") == ["resnet20"]
 
-    for args in (["--model", "vgg*"], ["--dataset", "mnist"], ["--budget", "1k"]):
+    for args in (["--model", "vgg*"], ["--dataset", "mnist"]):
         out = invoke(["leaderboard", str(mixed_dir), *args])
         assert out.exit_code == 1
-        assert out.stderr == "Error: no runs match --budget/--dataset/--model\n"
+        assert out.stderr == "Error: no runs match --dataset/--model\n"
+    # --budget is the board's budget: it judges, it does not filter; every run is over 1k
+    tiny = invoke(["leaderboard", str(mixed_dir), "--budget", "1k", "--not-ranked", "--format", "json"])
+    assert tiny.exit_code == 0, tiny.output
+    left_out = lb.read_leaderboard_json(tiny.stdout)
+    finished = left_out[left_out["status"] == "finished"]
+    assert len(finished) >= 5
+    assert all(r.startswith("out of budget: ") and r.endswith("budget 1,000") for r in finished["reason"])
     out = invoke(["leaderboard", str(mixed_dir), "--budget", "lots"])
     assert out.exit_code == 1 and out.stderr.startswith("Error: invalid budget 'lots'")
 
@@ -460,7 +477,7 @@ def test_help_has_examples(invoke: Invoke) -> None:
     out = invoke(["leaderboard", "--help"])
     assert out.exit_code == 0
     assert "Examples:\n    cifarbudget leaderboard\n" in out.stdout
-    assert "--pareto [params|macs]" in out.stdout
+    assert "--pareto [params|macs|inference-macs]" in out.stdout
 
 
 def test_real_run_record(invoke: Invoke, tmp_path: Path) -> None:
@@ -508,3 +525,73 @@ def test_parallel_reading_gives_the_same_frame(mixed_dir: Path) -> None:
     parallel, parallel_warnings = lb.load_results(mixed_dir, workers=2)
     pd.testing.assert_frame_equal(parallel, serial, check_exact=True)
     assert parallel_warnings == serial_warnings and len(serial_warnings) == 1
+
+
+# --- honest ranking: validation, ties, datasets ----------------------------------------------------
+def test_ranks_by_validation_marks_ties_and_one_seed_rows(tmp_path: Path) -> None:
+    """Configurations with known validation means and spreads; the test accuracy is ordered the
+    other way round, so a ranking by test would be visibly different."""
+    configs = {  # (model, sched): [(val, test), ...]
+        ("airnet-small", "multistep"): [(0.80, 0.70), (0.82, 0.70), (0.81, 0.70)],  # val mean .81, std .01
+        ("airnet-small", "cosine"): [
+            (0.79, 0.75),
+            (0.81, 0.75),
+            (0.80, 0.75),
+        ],  # .80: Welch t 1.22 < t(4) 2.78
+        ("resnet20", "multistep"): [(0.70, 0.90), (0.71, 0.90), (0.72, 0.90)],  # .71: t 13.5, not tied
+        ("resnet20", "cosine"): [(0.805, 0.95)],  # one seed: untestable
+    }
+    records = [
+        make_record(model, seed, test, sched=sched, val_acc=val)
+        for (model, sched), runs in configs.items()
+        for seed, (val, test) in enumerate(runs)
+    ]
+    records.append(make_record("airnet-small", 0, 0.99, sched="onecycle", val_split=False))  # no validation
+    write_records(tmp_path, records)
+    board = lb.leaderboard(lb.load_results(tmp_path)[0])
+    by_val = board[board["selected_on"] == "val"]
+    assert list(zip(by_val["model"], by_val["sched"], strict=True)) == [
+        ("airnet-small", "multistep"),
+        ("resnet20", "cosine"),
+        ("airnet-small", "cosine"),
+        ("resnet20", "multistep"),
+    ]
+    assert by_val["select_acc_mean"].tolist() == pytest.approx([0.81, 0.805, 0.80, 0.71])
+    assert by_val["tied"].tolist() == ["best", "n=1", "tied", ""]
+    assert by_val["one_seed"].tolist() == [False, True, False, False]
+    # Welch's statistic for the cosine row, by hand: |0.81 - 0.80| / sqrt(2 * 0.01^2 / 3), df = 4
+    welch_t = 0.01 / math.sqrt(2 * 0.01**2 / 3)
+    assert welch_t == pytest.approx(1.2247, abs=1e-4) and welch_t < lb.t_quantile_975(4)
+    (no_val,) = board[board["selected_on"] == "test"].itertuples()
+    assert no_val.sched == "onecycle" and no_val.select_acc_mean == 0.99  # ranked by test, and marked
+    assert no_val.rank == 5  # not above the validated rows: 0.99 test is not comparable with validation
+
+
+def test_each_dataset_has_its_own_ranking(tmp_path: Path) -> None:
+    write_records(
+        tmp_path,
+        [make_record("resnet20", s, 0.6 + s / 100, dataset="cifar10") for s in range(2)]
+        + [make_record("airnet-small", s, 0.9, dataset="synthetic") for s in range(2)],
+    )
+    board = lb.leaderboard(lb.load_results(tmp_path)[0])
+    assert list(zip(board["dataset"], board["rank"], board["tied"], strict=True)) == [
+        ("cifar10", 1, "best"),
+        ("synthetic", 1, "best"),
+    ]
+    front = lb.pareto(board, by="params")
+    assert sorted(front["dataset"]) == ["cifar10", "synthetic"]  # one front per dataset
+
+
+def test_inference_macs_pareto_counts_tta_views(tmp_path: Path) -> None:
+    write_records(
+        tmp_path,
+        [make_record("airnet-small", s, 0.80, tta="flip", test_acc_tta=0.82, val_acc=0.80) for s in range(2)]
+        + [make_record("resnet20", s, 0.79, val_acc=0.79) for s in range(2)],
+    )
+    board = lb.leaderboard(lb.load_results(tmp_path)[0])
+    air = board[board["model"] == "airnet-small"].iloc[0]
+    assert air["inference_macs_tta"] == 2 * MODELS["airnet-small"][1]  # 2 views x 21.4M
+    by_params = lb.pareto(board, by="params")  # airnet-small: more params, more accurate: both
+    by_inference = lb.pareto(board, by="inference-macs")  # 42.9M vs 40.6M: both, the flip view is not free
+    assert len(by_params) == 2 and len(by_inference) == 2
+    assert lb.pareto(board, by="macs")["model"].tolist() == ["airnet-small"]  # single-view MACs hide TTA

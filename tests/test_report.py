@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import Result
-from conftest import grid_records, make_record, unranked_records, write_records
 from PIL import Image, ImageStat
+from records import grid_records, make_record, unranked_records, write_records
 
 from cifarbudget.errors import CifarBudgetError
 from cifarbudget.report import build_report
@@ -76,13 +76,16 @@ def test_report_content(report_file: Path) -> None:
     assert body.count("<tr") == 1 + 4
     assert "<td>0.8350</td>" in body and "<td>0.0635</td>" in body  # mean and CI of configuration #1
     assert "Not ranked (4 runs)" in page
-    assert "out of budget: 11,171,146 parameters, budget 5,000,000" in page
+    assert "out of budget: 11,171,146 parameters, budget 4,000,000" in page  # the board's budget decides
     best = "Best: airnet-small | crop-flip+cutout | multistep | tta flip | 3 ep: test accuracy 0.8350 (n=2)"
     assert best in page
     assert "Dashed green: the budget (4,000,000 parameters)" in page
-    assert "the most accurate seed of configuration #1, with TTA flip" in page
+    assert "the seed of configuration #1 with the best val acc tta, with TTA flip" in page
     assert "<dt>cifarbudget version</dt>" in page and "<dt>generated at</dt>" in page
-    assert "12 (0 filtered out); 8 ranked in 4 configurations, 4 not ranked" in page
+    assert (
+        "12 (0 filtered out); 12 rows (a run evaluated with several TTA policies has one row per policy), 8 ranked in 4 configurations, 4 not ranked"
+        in page
+    )
     assert "Warnings (1)" in page and "corrupt or truncated JSON" in page
 
 
@@ -92,7 +95,7 @@ def test_report_filters_and_errors(tmp_path: Path) -> None:
     assert (summary.n_runs, summary.n_ranked_configs) == (4, 2)
     assert "airnet-small" not in page.split("<h2>Provenance</h2>")[0]
     assert len(DATA_URI.findall(page)) == 3
-    with pytest.raises(CifarBudgetError, match="no runs match --budget/--dataset/--model"):
+    with pytest.raises(CifarBudgetError, match="no runs match --dataset/--model"):
         build_report([tmp_path], datasets=["cifar100"])
     with pytest.raises(CifarBudgetError, match="no run results found in"):
         build_report([tmp_path / "empty"])
@@ -147,3 +150,63 @@ def test_report_renders_in_headless_chromium(report_file: Path, tmp_path: Path) 
         # the plots are drawn: the page has the blue of the scatter/curves somewhere
         colors = image.convert("RGB").getcolors(maxcolors=1_000_000) or []
         assert len(colors) > 500
+
+
+@pytest.fixture(scope="module")
+def real_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two seeds of a tiny real run: records with calibration bins and checkpoints."""
+    import cifarbudget
+
+    cifarbudget.reset_plugins(autoload=False)
+    results = tmp_path_factory.mktemp("real")
+    for seed in (0, 1):
+        cifarbudget.run(
+            "resnet20",
+            dataset="synthetic",
+            epochs=1,
+            train_subset=512,
+            val_size=128,
+            batch_size=64,
+            seed=seed,
+            tta="flip",
+            results_dir=results,
+            progress=False,
+        )
+    return results
+
+
+def test_report_of_real_runs_has_calibration_and_gradcam_sections(
+    real_runs: Path, invoke: Invoke, tmp_path: Path
+) -> None:
+    page_path = tmp_path / "report.html"
+    out = invoke(["report", str(real_runs), "-o", str(page_path)])
+    assert out.exit_code == 0, out.output
+    page = page_path.read_text()
+    assert "<h2>Calibration</h2>" in page and "reliability diagram of the best run" in page
+    assert "ECE 0." in page and "temperature scaling fitted on validation" in page
+    assert "<h2>Grad-CAM: the most confident mistakes</h2>" in page
+    assert "Grad-CAM maps of the best run" in page  # drawn, not "Not drawn"
+    assert len(DATA_URI.findall(page)) == 5  # params plot, curves, confusion, reliability, Grad-CAM
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("chromium is not installed")
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    flags += [
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'p'}",
+    ]
+    shown = subprocess.run(
+        [*flags, "--enable-logging=stderr", "--v=0", "--dump-dom", page_path.resolve().as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert (
+        "<h2>Calibration</h2>" in shown.stdout
+        and "<h2>Grad-CAM: the most confident mistakes</h2>" in shown.stdout
+    )
+    console = [line for line in shown.stderr.splitlines() if "CONSOLE" in line]
+    assert console == []  # the page logs nothing: no script, no error

@@ -21,18 +21,28 @@ DEFAULT_RESULTS = ("results/runs",)
 )
 @json_option("The same as --format json.")
 @output_option("Write to FILE (atomically) instead of standard output.")
-@click.option("--sort", help="Column to rank by [default: test_acc_mean].")
+@click.option(
+    "--sort", help="Column to rank by [default: select_acc_mean, the validation accuracy the ranking uses]."
+)
 @click.option("--ascending", is_flag=True, help="Sort ascending (e.g. --sort params --ascending).")
 @click.option(
     "--pareto",
-    type=click.Choice(["params", "macs"]),
-    help="Only the non-dominated configurations: more accurate and fewer params (or MACs).",
+    type=click.Choice(["params", "macs", "inference-macs"]),
+    help="Only the non-dominated configurations of each dataset: more accurate (on validation) and "
+    "cheaper in params, MACs, or inference MACs (MACs x the TTA views computed).",
 )
 @click.option(
     "--ablation",
     "show_ablation",
     is_flag=True,
-    help="Instead of the ranking: mean test accuracy with vs. without each aug, scheduler, TTA.",
+    help="Instead of the ranking: mean accuracy with vs. without each aug, scheduler, TTA (see --ablation-on).",
+)
+@click.option(
+    "--ablation-on",
+    type=click.Choice(["val", "test"]),
+    default="val",
+    show_default=True,
+    help="The accuracy the ablation compares: validation (to choose) or test (to report).",
 )
 @click.option(
     "--not-ranked",
@@ -44,6 +54,7 @@ DEFAULT_RESULTS = ("results/runs",)
 def command(
     results_dirs: tuple[str, ...],
     budget: str | None,
+    compute_budget: str | None,
     datasets: tuple[str, ...],
     models: tuple[str, ...],
     fmt: str,
@@ -53,15 +64,19 @@ def command(
     ascending: bool,
     pareto: str | None,
     show_ablation: bool,
+    ablation_on: str,
     show_not_ranked: bool,
 ) -> None:
     """Rank the configurations recorded under RESULTS_DIRS [default: results/runs].
 
     Every result.json below the folders is read; runs that differ only in their seed are one
-    configuration, reported as n, mean, sample std and 95% Student t interval of the test
-    accuracy (with and without TTA). Only finished, within-budget runs are ranked; the markdown
-    output lists the others apart with the reason. Unreadable files are skipped with a warning on
-    standard error. See docs/leaderboard.md for every column.
+    configuration (a run evaluated with several TTA policies gives one row per policy), reported
+    as n, mean, sample std and 95% Student t interval. The board's --budget (default 5M) judges
+    every run; only finished runs within it are ranked, per dataset, by mean VALIDATION accuracy
+    (test accuracy beside it; runs without a validation split by test, marked). 'tied': not
+    significantly different from the best (Welch's t-test, 5%). The markdown output lists the
+    runs left out with the reason. Each row's 'rerun' column (JSON, CSV) is the command that
+    reproduces its runs. See docs/leaderboard.md for every column.
 
     \b
     Examples:
@@ -72,14 +87,15 @@ def command(
       cifarbudget leaderboard --json -o board.json
     """
     from cifarbudget import leaderboard as lb
-    from cifarbudget.budget import parse_budget
+    from cifarbudget.budget import parse_budget, parse_compute
     from cifarbudget.io import atomic_write_text
 
     fmt = "json" if as_json else fmt
-    limit = parse_budget(budget) if budget is not None else None
+    limit = parse_budget(budget) if budget is not None else lb.DEFAULT_BUDGET
     loaded = lb.load_board(
         results_dirs or DEFAULT_RESULTS,
         budget=limit,
+        compute_budget=parse_compute(compute_budget) if compute_budget else None,
         datasets=datasets,
         models=models,
         sort=sort,
@@ -90,7 +106,7 @@ def command(
     if show_not_ranked:
         text = lb.format_frame(left_out, fmt)
     elif show_ablation:
-        text = lb.format_frame(lb.ablation(board), fmt)
+        text = lb.format_frame(lb.ablation(board, metric=ablation_on), fmt)
     else:
         frame = lb.pareto(board, by=pareto) if pareto else board  # keeps each row's overall rank
         text = lb.format_frame(frame, fmt)

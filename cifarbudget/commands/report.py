@@ -24,6 +24,7 @@ DEFAULT_RESULTS = ("results/runs",)
 def command(
     results_dirs: tuple[str, ...],
     budget: str | None,
+    compute_budget: str | None,
     datasets: tuple[str, ...],
     models: tuple[str, ...],
     output: str,
@@ -42,13 +43,14 @@ def command(
       cifarbudget report results/runs -o report.html --budget 5M
       cifarbudget report runs-a runs-b --dataset cifar10 --top 3
     """
-    from cifarbudget.budget import parse_budget
+    from cifarbudget.budget import parse_budget, parse_compute
     from cifarbudget.report import DEFAULT_BUDGET, write_report
 
     summary = write_report(
         results_dirs or DEFAULT_RESULTS,
         output,
         budget=parse_budget(budget) if budget is not None else DEFAULT_BUDGET,
+        compute_budget=parse_compute(compute_budget) if compute_budget else None,
         datasets=datasets,
         models=models,
         top=top,
