@@ -145,6 +145,20 @@ def test_cosine_min_lr_factor_and_warmup() -> None:
     assert lrs[-1] > 0.1 * PEAK and lrs[-1] == pytest.approx(0.1 * PEAK, rel=1e-2)
 
 
+def test_cosine_per_epoch_matches_torch_cosineannealinglr_stepped_per_epoch() -> None:
+    """The reference paper's notebook: CosineAnnealingLR(T_max=epochs), one step per epoch."""
+    epochs, steps = 12, 3
+    opt = make_optimizer()
+    reference = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    per_epoch = []
+    for _ in range(epochs):
+        per_epoch += [opt.param_groups[0]["lr"]] * steps
+        opt.step()
+        reference.step()
+    assert trace(cosine, epochs, steps, per_epoch=True) == pytest.approx(per_epoch)
+    assert trace(cosine, epochs, steps) != pytest.approx(per_epoch)  # the default moves every step
+
+
 # --- onecycle -------------------------------------------------------------------------------------
 def test_onecycle_peaks_at_pct_start() -> None:
     lrs = trace(onecycle, 10, 10)  # T = 100, pct_start = 0.3: peak at step 29

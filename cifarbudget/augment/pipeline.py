@@ -8,9 +8,13 @@ the training device, with ``targets`` float soft labels ``(N, K)``. It runs at o
 - ``"uint8"``: ``images`` is the raw uint8 batch ``(N, 3, H, W)``, before normalisation; for
   operations defined on pixel values (AutoAugment's posterize, solarize, equalize, ...). It must
   return uint8 images.
+- ``"any"``: an operation that only moves pixels (a crop, a flip) and gives the same normalised
+  result on either batch.
 
 :class:`Compose` runs the uint8-stage augmentations first (in their order), normalises, then runs
-the others (in their order). The engine hands it raw uint8 batches; called on a float batch it
+the others (in their order). The ``"any"``-stage augmentations at the head of the others run
+before normalising, on the uint8 batch (a quarter of the bytes): the order is unchanged, only
+normalisation moves after them. The engine hands it raw uint8 batches; called on a float batch it
 runs only the normalised stage (and refuses a pipeline that has uint8-stage augmentations).
 
 An augmentation that needs to know *which* images it gets and in which epoch (the derandomized
@@ -29,7 +33,7 @@ import torch
 
 from cifarbudget.errors import RunError
 
-STAGES = ("uint8", "normalized")
+STAGES = ("uint8", "normalized", "any")
 
 __all__ = [
     "STAGES",
@@ -144,7 +148,13 @@ class Compose(BatchAugmentation):
         check(len(self.names) == len(self.augs), "compose: one name per augmentation is needed")
         self.normalize = normalize
         self.uint8_augs = [a for a in self.augs if stage_of(a) == "uint8"]
-        self.float_augs = [a for a in self.augs if stage_of(a) == "normalized"]
+        others = [a for a in self.augs if stage_of(a) != "uint8"]
+        # the "any"-stage ones at the head of the others also run on the uint8 batch, after the
+        # uint8 ones: the order in which everything runs is unchanged, only normalisation moves
+        lead = 0
+        while lead < len(others) and stage_of(others[lead]) == "any":
+            lead += 1
+        self.before_normalize_augs, self.float_augs = others[:lead], others[lead:]
 
     def params(self) -> dict[str, Any]:
         pairs = zip(self.names, self.augs, strict=True)
@@ -154,7 +164,7 @@ class Compose(BatchAugmentation):
         self, images: torch.Tensor, targets: torch.Tensor, context: BatchContext | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if images.dtype == torch.uint8:
-            for aug in self.uint8_augs:
+            for aug in self.uint8_augs + self.before_normalize_augs:
                 images, targets = _apply(aug, images, targets, context)
             check(self.normalize is not None, "compose: a uint8 batch needs a normalize function")
             assert self.normalize is not None
@@ -164,6 +174,8 @@ class Compose(BatchAugmentation):
                 not self.uint8_augs,
                 "compose: this pipeline has uint8-stage augmentations; call it on the uint8 batch",
             )
+            for aug in self.before_normalize_augs:  # stage "any": the same result on the normalised batch
+                images, targets = _apply(aug, images, targets, context)
         for aug in self.float_augs:
             images, targets = _apply(aug, images, targets, context)
         return images, targets

@@ -18,13 +18,20 @@ if TYPE_CHECKING:
 AUGMENTATIONS: dict[str, tuple[LazyFactory, str]] = {
     "crop-flip": (
         lazy("cifarbudget.augment.batch:CropFlip"),
-        "Pad 4 (reflect) + random 32x32 crop + random horizontal flip, per image (He et al. 2016, "
-        "sec. 4.2); params padding=4, padding_mode='reflect'|'zeros'|'replicate', flip=True",
+        "Pad 4 + random 32x32 crop + random horizontal flip, per image (He et al. 2016, sec. 4.2); params "
+        "padding=4, padding_mode='reflect'|'replicate'|'black' (0 before normalising: torchvision's "
+        "RandomCrop fill)|'zeros' (0 after: the mean colour), flip=True",
+    ),
+    "vflip": (
+        lazy("cifarbudget.augment.batch:VerticalFlip"),
+        "Random vertical flip per image with probability p, as torchvision's RandomVerticalFlip "
+        "(the reference paper's optimized recipe uses p=0.05); params p=0.5",
     ),
     "cutmix": (
         lazy("cifarbudget.augment.batch:CutMix"),
         "CutMix (Yun et al. 2019, arXiv:1905.04899): paste a Beta(1,1)-sized box from a batch partner, "
-        "targets mixed by the exact pasted area; per image with p=0.5; params alpha=1.0, p=0.5",
+        "targets mixed by the exact pasted area; params alpha=1.0, p=0.5, mode='image' (each image with p) | "
+        "'batch' (the whole batch with p: one box, as the official code)",
     ),
     "mixup": (
         lazy("cifarbudget.augment.batch:Mixup"),
@@ -33,8 +40,8 @@ AUGMENTATIONS: dict[str, tuple[LazyFactory, str]] = {
     ),
     "blur": (
         lazy("cifarbudget.augment.batch:Blur"),
-        "Gaussian blur, per-image sigma ~ U(0.1, 2.0), 3x3 kernel, with probability p=0.5 "
-        "(as torchvision GaussianBlur); params sigma, p, kernel_size",
+        "Gaussian blur, per-image sigma ~ U(0.1, 2.0), 3x3 kernel, with probability p=0.5 (as torchvision "
+        "GaussianBlur); params sigma, p, kernel_size (None: sized from the largest sigma, PIL-like)",
     ),
     "erasing": (
         lazy("cifarbudget.augment.batch:RandomErasing"),

@@ -23,7 +23,7 @@ SCHEDULERS: dict[str, tuple[LazyFactory, str]] = {
     "cosine": (
         lazy("cifarbudget.schedules:cosine"),
         "Per-step cosine annealing to 0 (Loshchilov & Hutter 2017, SGDR without restarts); "
-        "params min_lr_factor=0.0, warmup_epochs=0",
+        "params min_lr_factor=0.0, warmup_epochs=0, per_epoch=false (true: CosineAnnealingLR stepped per epoch)",
     ),
     "linear": (
         lazy("cifarbudget.schedules:linear"),
