@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 
 import click
 
 from cifarbudget import __version__
 from cifarbudget.commands import COMMANDS
+from cifarbudget.errors import Terminated
 
 
 class LazyGroup(click.Group):
@@ -51,7 +53,6 @@ def configure_logging(verbosity: int) -> None:
     handler._cifarbudget_cli = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(level)
-    logger.propagate = False
 
 
 @click.group(
@@ -63,7 +64,8 @@ def configure_logging(verbosity: int) -> None:
 def cli(verbose: int, quiet: bool) -> None:
     """Benchmark parameter-budgeted CIFAR classifiers.
 
-    Exit codes: 0 ok, 1 run/data/plugin error, 2 usage error, 3 over budget, 130 interrupted.
+    Exit codes: 0 ok, 1 run/data/plugin error, 2 usage error, 3 over budget, 130 interrupted
+    (Ctrl-C), 143 terminated (SIGTERM).
 
     \b
     Examples:
@@ -75,8 +77,13 @@ def cli(verbose: int, quiet: bool) -> None:
     configure_logging(-1 if quiet else verbose)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: SIGTERM ends a command like Ctrl-C does (cleanly, exit 143)."""
+    signal.signal(signal.SIGTERM, _terminate)
     cli(prog_name="cifarbudget")
 
 

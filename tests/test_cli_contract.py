@@ -100,7 +100,7 @@ def _run_id(out: Result) -> str:
 
 
 def test_plus_and_repeated_aug_give_the_same_run(trained: Path, invoke: Invoke) -> None:
-    (run_dir,) = [p for p in trained.iterdir() if p.is_dir()]
+    (run_dir,) = [p for p in trained.iterdir() if p.is_dir() and p.name != ".locks"]
     joined = invoke(
         ["run", "resnet20", "--aug", "crop-flip+cutmix", *TINY, "--results-dir", str(trained), "--json"]
     )
@@ -131,7 +131,9 @@ def test_the_leaderboards_pipeline_is_accepted_by_run_and_sweep(trained: Path, i
     (row,) = json.loads(board.stdout)["data"]
     assert row["augs"] == "crop-flip+cutmix"
     again = invoke(["run", "resnet20", "--aug", row["augs"], *TINY, "--results-dir", str(trained), "--json"])
-    assert again.exit_code == 0 and _run_id(again) == next(p.name for p in trained.iterdir() if p.is_dir())
+    assert again.exit_code == 0 and _run_id(again) == next(
+        p.name for p in trained.iterdir() if p.is_dir() and p.name != ".locks"
+    )
     plan = invoke(
         [
             "sweep",
@@ -155,7 +157,9 @@ def test_the_leaderboards_pipeline_is_accepted_by_run_and_sweep(trained: Path, i
 def test_every_command_prints_valid_json(trained: Path, invoke: Invoke, tmp_path: Path) -> None:
     from cifarbudget.commands import COMMANDS
 
-    run_dir = next(p for p in trained.iterdir() if p.is_dir())
+    run_dir = next(p for p in trained.iterdir() if p.is_dir() and p.name != ".locks")
+    space = tmp_path / "space.toml"
+    space.write_text("[params]\nlr = [0.1]\n")  # one point: the run trained above (found, not trained)
     argv = {
         "check": ["check", "resnet20"],
         "list": ["list", "augmentations"],
@@ -176,6 +180,24 @@ def test_every_command_prints_valid_json(trained: Path, invoke: Invoke, tmp_path
             "1",
             "--steps",
             "1",
+        ],
+        "export": ["export", str(run_dir), "-o", str(tmp_path / "m.safetensors"), "--check-images", "100"],
+        "explain": ["explain", str(run_dir), "synthetic", "-o", str(tmp_path / "gradcam.png"), "-n", "2"],
+        "tune": [
+            "tune",
+            "--space",
+            str(space),
+            "--seeds",
+            "1",
+            "--trials",
+            "1",
+            "--model",
+            "resnet20",
+            "--aug",
+            "cutmix",
+            *TINY,
+            "--results-dir",
+            str(trained),
         ],
     }
     assert set(argv) == set(COMMANDS)  # a new command must join this test
@@ -212,7 +234,7 @@ def test_exit_codes(args: list[str], code: int, first_words: str, invoke: Invoke
 def test_deprecated_spellings_still_work_with_a_warning(
     trained: Path, invoke: Invoke, tmp_path: Path
 ) -> None:
-    run_dir = next(p for p in trained.iterdir() if p.is_dir())
+    run_dir = next(p for p in trained.iterdir() if p.is_dir() and p.name != ".locks")
     csv = tmp_path / "old.csv"
     out = invoke(["predict", str(run_dir), "synthetic", "--out", str(csv), "--quiet"])
     assert out.exit_code == 0, out.output and csv.exists()

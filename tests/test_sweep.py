@@ -32,6 +32,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 RUN_ID = re.compile(r"^(\S+-e\d+-s\d+-[0-9a-f]{12})\b", re.M)
 PLUGIN_SRC = '''"""Test plugin for the sweep tests: a tiny dataset and a model that cannot train."""
 
+import os
+
 from torch import nn
 
 from cifarbudget import hookimpl
@@ -39,6 +41,10 @@ from cifarbudget.data.synthetic import make_synthetic
 
 
 def tiny(root, *, train, download):
+    log = os.environ.get("SWEEPTEST_CALLS")  # who asked for the data, and whether it may download
+    if log:
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()} {'download' if download else 'load'}\\n")
     return make_synthetic(600 if train else 200, seed=0, split_seed=1 if train else 2)
 
 
@@ -177,6 +183,50 @@ def test_local_sweep_trains_every_run_once_and_a_rerun_trains_nothing(
     assert sorted(RUN_ID.findall(again.stdout)) == sorted(found)
 
 
+def test_a_downloading_sweep_downloads_once_in_the_driver_never_in_the_workers(
+    tmp_path: Path, plugin_env: dict[str, str]
+) -> None:
+    calls = tmp_path / "calls.log"
+    env = {**plugin_env, "SWEEPTEST_CALLS": str(calls)}
+    args = ["sweep", "--model", "resnet20", "--seeds", "2", *TINY, "--epochs", "1", "--workers", "2"]
+    proc = cli([*args, "--download", "--data-dir", "data", "--results-dir", "runs"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in calls.read_text().splitlines()]
+    downloaders = {pid for pid, what in rows if what == "download"}
+    loaders = {pid for pid, what in rows if what == "load"}
+    assert len(downloaders) == 1  # the driver: train and test split, once each
+    assert sum(what == "download" for _, what in rows) == 2
+    assert len(loaders) == 2 and not loaders & downloaders  # the two workers only load
+
+
+def test_torchvision_downloads_take_a_lock_and_the_waiter_finds_the_data(tmp_path: Path) -> None:
+    """Two processes asking for a missing dataset: one downloads, the other waits, then loads."""
+    import threading
+
+    from cifarbudget.data.sources import _download_once
+
+    fetched: list[int] = []
+
+    class FakeCifar:
+        def __init__(self, root: str, *, train: bool, download: bool) -> None:
+            marker = Path(root) / "here"
+            if download:
+                time.sleep(0.3)
+                fetched.append(1)
+                marker.touch()
+            elif not marker.exists():
+                raise RuntimeError("Dataset not found or corrupted.")
+
+    threads = [
+        threading.Thread(target=_download_once, args=(FakeCifar, tmp_path / "d", True)) for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert fetched == [1]
+
+
 def test_sigkilled_sweep_resumes_and_completes_every_run_exactly_once(
     tmp_path: Path,
     plugin_env: dict[str, str],
@@ -292,7 +342,7 @@ def test_a_record_is_written_for_a_run_that_fails_before_its_first_epoch(tmp_pat
     (planned,) = plan_sweep(sweep)
     task = {"run_id": planned.run_id, "spec": planned.spec.to_dict(), "budget": planned.report.to_dict()}
     outcome = execute_run({**task, "results_dir": str(tmp_path)})
-    assert outcome["status"] == "failed" and "--train-subset 9000 exceeds" in outcome["error"]
+    assert outcome["status"] == "failed" and "--train-subset 9,000 exceeds" in outcome["error"]
     (record,) = records(tmp_path).values()
     validate_result(record)
     assert record["status"] == "failed" and record["error"] == outcome["error"]
@@ -432,7 +482,8 @@ def test_toml_file_grid_equals_the_cli_grid_and_options_override_it(
     from_cli = invoke(["sweep", *cli_args, "--results-dir", str(tmp_path / "runs"), "--dry-run"])
     assert from_file.exit_code == 0 and from_cli.exit_code == 0, from_file.output + from_cli.output
     ids = RUN_ID.findall(from_file.stdout)
-    assert len(ids) == 2 * 3 * 2 * 2 * 2 * 2 == len(set(ids))
+    assert len(ids) == 2 * 3 * 2 * 2 * 2 * 2
+    assert len(set(ids)) == len(ids) // 2  # TTA is evaluation only: the none/flip variants share a run
     assert ids == RUN_ID.findall(from_cli.stdout)
 
     sweep = Sweep.from_toml(toml)

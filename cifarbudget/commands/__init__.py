@@ -16,4 +16,7 @@ COMMANDS: dict[str, str] = {
     "report": "report",
     "predict": "predict",
     "bench": "bench",
+    "export": "export",
+    "explain": "explain",
+    "tune": "tune",
 }

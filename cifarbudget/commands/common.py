@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from cifarbudget.errors import EXIT_SIGINT, CifarBudgetError
+from cifarbudget.errors import EXIT_SIGINT, CifarBudgetError, Terminated
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("cifarbudget.cli")
@@ -45,6 +45,9 @@ def user_errors(func: F) -> F:
         except KeyboardInterrupt:
             click.echo("interrupted: run the same command again to resume where it stopped", err=True)
             raise SystemExit(EXIT_SIGINT) from None
+        except Terminated as exc:
+            click.echo("terminated: run the same command again to resume where it stopped", err=True)
+            raise SystemExit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -121,7 +124,12 @@ def board_options(func: F) -> F:
             click.argument("results_dirs", nargs=-1, type=click.Path(path_type=str)),
             click.option(
                 "--budget",
-                help="The board's parameter budget: 5M, 1M, 500k, 5000000 [leaderboard: none; report: 5M].",
+                help="The board's parameter budget: runs with this many parameters or more are not ranked "
+                "[default: 5M].",
+            ),
+            click.option(
+                "--compute-budget",
+                help="Rank only runs that spent at most this many training MACs: 30T, 1.5P [default: none].",
             ),
             click.option(
                 "--dataset", "datasets", multiple=True, help="Keep runs on this dataset (repeatable)."

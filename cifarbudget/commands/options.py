@@ -107,7 +107,9 @@ def run_options() -> list[click.Option]:
             out.append(click.Option([f.flag, dest(f)], is_flag=True, default=None, help=f.help))
         elif f.kind is bool:
             name = f.flag.removeprefix("--")
-            out.append(click.Option([f"--{name}/--no-{name}"], dest(f), default=None, help=help_))
+            out.append(
+                click.Option([f"--{name}/--no-{name}", dest(f)], default=None, show_default=False, help=help_)
+            )
         elif f.kind in (tuple, dict):
             metavar = (
                 ("AUG.KEY=VALUE" if f.name == "aug_params" else "KEY=VALUE") if f.kind is dict else "PIPELINE"

@@ -185,7 +185,7 @@ def _print_plan(rows: list[dict[str, Any]], planned: list[Any], results_dir: str
         r["budget"] = r.pop("within_budget")
         r["state"] = r.pop("state")
     click.echo(table(shown, disable_numparse=True, colalign=("left",) * 7 + ("right", "left", "left")))
-    over = sorted({p.report.reason for p in planned if not p.within_budget})
+    over = sorted({p.refusal for p in planned if not p.within_budget})
     for reason in over:
         click.echo(f"skipped, over budget: {reason}", err=True)
     counts: dict[str, int] = {}

@@ -7,8 +7,9 @@ distribution's 2x2 patches (its outputs have identity covariance), and its secon
 the negatives of the first 12, so that the information survives the activation that follows.
 
 The model side of this is a protocol: a model may define ``init_from_data(images)``, which the
-engine calls once with normalised training images before the first optimizer step (never on
-resume). :class:`cifarbudget.nets.airnet.AirNet` implements it with ``whiten=True``.
+runner calls once with the first 5,000 normalised, un-augmented training images before the first
+optimizer step; it is deterministic, so a resumed run builds the same model before its checkpoint
+replaces the weights. :class:`cifarbudget.nets.airnet.AirNet` implements it with ``whiten=True``.
 """
 
 from __future__ import annotations

@@ -60,6 +60,23 @@ class SweepError(CifarBudgetError):
     """A sweep definition is invalid (unknown key, bad value, empty axis, bad executor)."""
 
 
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file as a dict; a missing file or bad TOML is a one-line SweepError."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError:
+            raise SweepError("reading a TOML file needs Python 3.11+ or 'pip install tomli'") from None
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise SweepError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SweepError(f"{path}: invalid TOML: {exc}") from None
+
+
 def axis_order() -> tuple[str, ...]:
     """Spec fields in the order the grid is expanded: seeds outermost, so that an interrupted sweep
     has one seed of every configuration before the second seed of any."""
@@ -128,22 +145,17 @@ class Sweep:
         return cls().with_overrides(grid or {}, fixed or {}, **settings)
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> Sweep:
-        """Read a sweep file: top-level ``executor``/``workers``/``ray_address``, ``[grid]``, ``[fixed]``."""
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10
-            try:
-                import tomli as tomllib  # type: ignore[no-redef]
-            except ModuleNotFoundError:
-                raise SweepError("reading a sweep file needs Python 3.11+ or 'pip install tomli'") from None
+    def from_toml(cls, path: str | Path, *, flat: bool = False) -> Sweep:
+        """Read a sweep file: top-level ``executor``/``workers``/``ray_address``, ``[grid]``, ``[fixed]``.
+
+        ``flat``: a run config file (``run --config``), whose top-level keys are the ``[fixed]``
+        table of a sweep file of one point (``[grid]``/``[fixed]`` tables are accepted too).
+        """
         path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text())
-        except OSError as exc:
-            raise SweepError(f"cannot read {path}: {exc.strerror or exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise SweepError(f"{path}: invalid TOML: {exc}") from None
+        data = read_toml(path)
+        if flat:
+            tables = {k: data.pop(k) for k in ("grid", "fixed") if isinstance(data.get(k), dict)}
+            data = {**tables, "fixed": {**data, **tables.get("fixed", {})}}
         for key in data:
             if key not in TOP_LEVEL:
                 _setting_key(key, TOP_LEVEL, str(path))  # raises with a suggestion
@@ -242,16 +254,36 @@ def expand_grid(sweep: Sweep) -> list[RunSpec]:
     if "model" not in sweep.grid and "model" not in sweep.fixed and sweep.recipe is None:
         raise SweepError("no model: pass --model (repeatable) or --recipe NAME, or set model in [grid]")
     keys = [k for k in axis_order() if k in sweep.grid]
-    specs: dict[str, RunSpec] = {}
+    specs: dict[tuple[str, str], RunSpec] = {}
+    data_ids: dict[str, str] = {}  # one fingerprint per dataset, not one per grid point
     for values in itertools.product(*(sweep.grid[k] for k in keys)):
         options = {**sweep.fixed, **{k: _unhash(k, v) for k, v in zip(keys, values, strict=True)}}
-        spec = resolve_spec(recipe=sweep.recipe, **options)
+        spec = resolve_spec(
+            recipe=sweep.recipe,
+            data_dir=sweep.data_dir,
+            data_id=data_ids.get(_dataset_of(sweep, options)),
+            **options,
+        )
+        data_ids.setdefault(spec.dataset, spec.data_id)
         if set(spec.aug_params) - set(spec.augs):  # parameters of augmentations this point does not use
             spec = dataclasses.replace(
                 spec, aug_params={k: v for k, v in spec.aug_params.items() if k in spec.augs}
             )
-        specs.setdefault(spec.run_id, spec)
+        specs.setdefault((spec.run_id, spec.tta), spec)  # TTA variants share the run: trained once
     return list(specs.values())
+
+
+def _dataset_of(sweep: Sweep, options: dict[str, Any]) -> str:
+    """The dataset a grid point trains on, before resolving it (for the fingerprint cache)."""
+    if "dataset" in options:
+        return str(options["dataset"])
+    if sweep.recipe is not None:
+        from cifarbudget.plugins import get_registry
+
+        preset = get_registry("recipes").create(sweep.recipe)
+        if "dataset" in preset:
+            return str(preset["dataset"])
+    return "cifar10"
 
 
 def hyperparameters(spec: RunSpec, keys: Sequence[str]) -> str:

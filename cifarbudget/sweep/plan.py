@@ -41,6 +41,7 @@ class PlannedRun:
     state: str  # new | unfinished | running (locked by another process) | finished | diverged | failed
     epochs_done: int = 0
     record: RunResult | None = None
+    compute_refusal: str | None = None  # why the planned training compute is over the compute budget
 
     @property
     def run_id(self) -> str:
@@ -48,24 +49,33 @@ class PlannedRun:
 
     @property
     def within_budget(self) -> bool:
-        return self.report.within_budget
+        """Within the parameter budget and, when the sweep has one, the compute budget."""
+        return self.report.within_budget and self.compute_refusal is None
+
+    @property
+    def refusal(self) -> str:
+        """Why the run is skipped (the parameter count, or the planned compute)."""
+        return self.report.reason if not self.report.within_budget else str(self.compute_refusal)
 
 
 def plan_sweep(sweep: Sweep, specs: Sequence[RunSpec] | None = None) -> list[PlannedRun]:
     """Each run with its model's budget verdict (counted once per model) and its state in the store."""
     from cifarbudget.data.core import default_data_dir
-    from cifarbudget.runner import dataset_num_classes
+    from cifarbudget.errors import OverBudgetError
+    from cifarbudget.runner import check_compute_budget, dataset_metadata, tta_evaluated
 
     specs = expand_grid(sweep) if specs is None else specs
     root = Path(sweep.data_dir).expanduser() if sweep.data_dir else default_data_dir()
-    classes: dict[str, int] = {}
+    metadata: dict[str, dict[str, Any]] = {}
     reports: dict[tuple[str, int, int, str], BudgetReport] = {}
     planned = []
     for spec in specs:
-        if spec.dataset not in classes:  # the model is counted with the head it will be trained with
-            classes[spec.dataset] = dataset_num_classes(spec.dataset, root) or 10
+        if spec.dataset not in metadata:  # the model is counted with the head it will be trained with
+            metadata[spec.dataset] = dataset_metadata(spec.dataset, root) or {}
+        meta = metadata[spec.dataset]
+        n_classes = int(meta.get("num_classes") or len(meta.get("classes") or []) or 10)
         options = json.dumps(spec.model_params, sort_keys=True)
-        key = (spec.model, spec.budget, spec.num_classes or classes[spec.dataset], options)
+        key = (spec.model, spec.budget, spec.num_classes or n_classes, options)
         if key not in reports:
             try:
                 reports[key] = budget_module.check_budget(
@@ -79,7 +89,20 @@ def plan_sweep(sweep: Sweep, specs: Sequence[RunSpec] | None = None) -> list[Pla
                     f"({type(exc).__name__}: {exc})".splitlines()[0]
                 ) from None
         state, done, record = stored_state(sweep.results_path, spec.run_id)
-        planned.append(PlannedRun(spec, reports[key], state, done, record))
+        if (
+            state == FINISHED
+            and record is not None
+            and spec.tta != "none"
+            and spec.tta not in tta_evaluated(record)
+        ):
+            state = "finished, TTA not evaluated"  # trained; only this TTA policy's evaluation is left
+        refusal = None
+        if spec.compute_budget and meta.get("n_train"):
+            try:
+                check_compute_budget(spec, reports[key], int(meta["n_train"]))
+            except OverBudgetError as exc:
+                refusal = str(exc).removeprefix("refusing to train: ")
+        planned.append(PlannedRun(spec, reports[key], state, done, record, refusal))
     return planned
 
 
@@ -136,32 +159,37 @@ def run_sweep(
 
     Over-budget runs are reported and never trained; finished (or diverged) ones are reported
     from their records. A run that fails is recorded as failed and the others go on.
-    ``onoutcome_dict(outcome, done, total, eta_seconds)`` is called as each run is settled.
+    ``on_outcome(outcome, done, total, eta_seconds)`` is called as each run is settled. Specs that
+    differ only in their TTA policy share one run: it trains once, and each TTA variant evaluates
+    its checkpoint (a task that finds the run locked by its sibling waits, then only evaluates).
     """
     planned = list(plan_sweep(sweep) if planned is None else planned)
     results_dir = sweep.results_path
     total, done = len(planned), 0
-    outcomes: dict[str, RunOutcome] = {}
+    outcomes: dict[tuple[str, str], RunOutcome] = {}
 
     def settle(outcome: RunOutcome, eta: float | None = None) -> None:
         nonlocal done
         done += 1
-        outcomes[outcome.run_id] = outcome
+        outcomes[(outcome.run_id, outcome.spec.tta)] = outcome
         if on_outcome is not None:
             on_outcome(outcome, done, total, eta)
 
-    specs = {p.run_id: p.spec for p in planned}
+    specs = {(p.run_id, p.spec.tta): p.spec for p in planned}
     tasks = []
     for p in planned:
         if not p.within_budget:
-            settle(RunOutcome(p.spec, OVER_BUDGET, False, error=p.report.reason))
+            settle(RunOutcome(p.spec, OVER_BUDGET, False, error=p.refusal))
         elif p.state in SETTLED and p.record is not None:
-            raw = outcome_dict(p.run_id, p.record, status=p.state, trained=False)
+            raw = outcome_dict(p.run_id, p.record, status=p.state, trained=False, tta=p.spec.tta)
             settle(_from_dict(p.spec, raw, results_dir / p.run_id))
         else:
             tasks.append(_task(sweep, p))
     if not tasks:
-        return [outcomes[p.run_id] for p in planned]
+        return [outcomes[(p.run_id, p.spec.tta)] for p in planned]
+    if sweep.download:  # once, here, before any worker starts; the workers then only read
+        prepare_datasets(sorted({t["spec"]["dataset"] for t in tasks}), sweep.data_dir)
+        tasks = [{**t, "download": False} for t in tasks]
 
     executor = make_executor(sweep)
     if on_start is not None:
@@ -185,12 +213,26 @@ def run_sweep(
                     raw = _record_crash(task, raw.get("error") or "the worker died")
                 settled += 1
                 eta = (time.perf_counter() - started) / settled * (len(tasks) - settled)
-                settle(_from_dict(specs[task["run_id"]], raw, results_dir / task["run_id"]), eta)
+                key = (task["run_id"], task["spec"]["tta"])
+                settle(_from_dict(specs[key], raw, results_dir / task["run_id"]), eta)
     except BaseException:  # Ctrl-C included: stop the workers; their runs resume next time
         executor.close(cancel=True)
         raise
     executor.close()
-    return [outcomes[p.run_id] for p in planned]
+    return [outcomes[(p.run_id, p.spec.tta)] for p in planned]
+
+
+def prepare_datasets(datasets: Sequence[str], data_dir: str | Path | None) -> None:
+    """Fetch each dataset that the sweep may download, in the driver (the factories lock the data
+    folder while they download); the workers then load the files and never download in parallel."""
+    from cifarbudget.data.core import default_data_dir
+    from cifarbudget.plugins import get_registry
+
+    root = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    create = get_registry("datasets").create
+    for name in datasets:
+        create(name, root, train=True, download=True)
+        create(name, root, train=False, download=True)
 
 
 def _task(sweep: Sweep, planned: PlannedRun) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarbudget.errors import CifarBudgetError
-from cifarbudget.results import FAILED, SETTLED, RunResult, now
+from cifarbudget.results import FAILED, FINISHED, SETTLED, RunResult, now
 from cifarbudget.spec import RunSpec
 from cifarbudget.sweep.store import load_or_none, lock_path, record_failure, run_lock
 
@@ -37,14 +37,20 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def outcome_dict(run_id: str, result: RunResult | None, *, status: str, trained: bool, **extra: Any) -> dict:
+def outcome_dict(
+    run_id: str, result: RunResult | None, *, status: str, trained: bool, tta: str = "none", **extra: Any
+) -> dict[str, Any]:
+    """What a worker answers for one run: its status and accuracies (with the TTA policy asked for)."""
     final = result.final if result is not None else {}
+    evaluated = (final.get("tta_evals") or {}).get(tta) or {}
     return {
         "run_id": run_id,
         "status": status,
         "trained": trained,
         "test_acc": final.get("test_acc"),
-        "test_acc_tta": final.get("test_acc_tta"),
+        "test_acc_tta": evaluated.get(
+            "test_acc", final.get("test_acc_tta") if final.get("tta") == tta else None
+        ),
         "val_acc": final.get("val_acc"),
         "error": result.error if result is not None else None,
         **extra,
@@ -81,8 +87,8 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
         if not acquired:
             return {"run_id": spec.run_id, "status": "busy", "trained": False}
         record = load_or_none(run_dir)
-        if record is not None and record.status in SETTLED:  # finished by another process meanwhile
-            return outcome_dict(spec.run_id, record, status=record.status, trained=False)
+        if record is not None and record.status in SETTLED and not _needs_tta(record, spec):
+            return outcome_dict(spec.run_id, record, status=record.status, trained=False, tta=spec.tta)
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / WORKER_LOG, "a") as log, _logging_to(log):
             print(f"--- {now()} {socket.gethostname()} pid {os.getpid()}", file=log, flush=True)
@@ -97,7 +103,16 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
                 record_failure(spec, task["budget"], run_dir, error, task.get("device"))
                 return {"run_id": spec.run_id, "status": FAILED, "trained": True, "error": error}
         seconds = time.perf_counter() - started
-        return outcome_dict(spec.run_id, result, status=result.status, trained=True, seconds=seconds)
+        return outcome_dict(
+            spec.run_id, result, status=result.status, trained=True, seconds=seconds, tta=spec.tta
+        )
+
+
+def _needs_tta(record: RunResult, spec: RunSpec) -> bool:
+    """Whether a settled run still needs an evaluation with the spec's TTA policy."""
+    from cifarbudget.runner import tta_evaluated
+
+    return record.status == FINISHED and spec.tta != "none" and spec.tta not in tta_evaluated(record)
 
 
 def _train(task: dict[str, Any], spec: RunSpec, results_dir: Path) -> RunResult:
@@ -136,6 +151,21 @@ def _logging_to(stream: Any) -> Iterator[None]:
         logger.setLevel(level)
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel send this worker SIGTERM when the sweep's driver dies (even by SIGKILL),
+    so no orphan keeps training; elsewhere the closed stdin ends the worker after its current run."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() == 1:  # the driver died before the call: do not outlive it
+            os._exit(143)
+
+
 def worker_loop() -> None:
     """Entry point of a local worker process: one JSON task per line on stdin, one outcome line back.
 
@@ -146,6 +176,7 @@ def worker_loop() -> None:
 
     import torch
 
+    _die_with_parent()
     channel = os.fdopen(os.dup(1), "w", buffering=1)
     terminal = os.dup(2)
     os.dup2(terminal, 1)
