@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The CPU compute track (issue 10): an ablation ladder chosen on validation, then a final row.
+# Every run is a plain `cifarbudget run` into results/cpu-track/runs; a finished run is skipped and
+# an interrupted one resumes, so this script can be stopped and started again at any time.
+#   bash results/cpu-track/run.sh ladder     # rows A-D, 45k train / 5k validation, seeds 0-2
+#   bash results/cpu-track/run.sh final      # the validation-best row, 5 seeds, all 50k images
+# Data: CIFAR-10 (JPEG q75 copy), ../shared/data (imagefolder zips).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DATA=${DATA:-../shared/data}
+OUT=results/cpu-track/runs
+common=(--recipe speedrun-cpu --data-dir "$DATA" --results-dir "$OUT" --compute-budget 30T --quiet)
+val=(--val-size 5000)
+# B: airbench's init and optimizer details (whitening, BN-bias lr x64, no weight decay on norms),
+#    the alternating flip and multi-crop TTA
+airbench=(--model-param whiten=true --opt-param bn_bias_lr_scale=64 --opt-param norm_weight_decay=0
+          --aug crop-flip+flip-alternating --aug-param crop-flip.flip=false --tta multicrop)
+row() {  # row NAME SEED ARGS...
+    local name=$1 seed=$2; shift 2
+    echo "== row $name seed $seed: cifarbudget run ${common[*]} --seed $seed $*"
+    cifarbudget run "${common[@]}" --seed "$seed" "$@" || echo "row $name seed $seed exited $?"
+}
+case ${1:-ladder} in
+ladder)
+    for seed in 0 1 2; do  # seeds outermost: an interrupted ladder has every row at n seeds first
+        row A "$seed" "${val[@]}"                                   # today's speedrun-cpu
+        row A-multicrop "$seed" "${val[@]}" --tta multicrop         # A's training, TTA only (reused)
+        row B "$seed" "${val[@]}" "${airbench[@]}"
+        row C "$seed" "${val[@]}" "${airbench[@]}" --optimizer muon --opt-param muon_lr=0.05
+        row D "$seed" "${val[@]}" "${airbench[@]}" --optimizer muon --opt-param muon_lr=0.15
+    done ;;
+final)
+    shift; for seed in 0 1 2 3 4; do row final "$seed" --val-size 0 "$@"; done ;;
+*) echo "usage: $0 ladder|final [ARGS of the chosen row]" >&2; exit 2 ;;
+esac
