@@ -342,22 +342,12 @@ def mistakes_gradcam(
     (inference on a large split is slow on a CPU; pass a CUDA ``device`` for the search).
     Returns ``None`` when the model makes no mistake on them.
     """
-    from cifarbudget.data.core import default_data_dir
-    from cifarbudget.export import recorded_data_root
-    from cifarbudget.plugins import get_registry
+    from cifarbudget.export import load_test_split
     from cifarbudget.predict import Inputs, load_model, load_run
 
     result, checkpoint = load_run(run_dir)
+    split = load_test_split(result, data_dir, "load for Grad-CAM")
     name = result.spec["dataset"]
-    root = (
-        Path(data_dir).expanduser()
-        if data_dir is not None
-        else recorded_data_root(result) or default_data_dir()
-    )
-    try:
-        split = get_registry("datasets").get(name).factory(root, train=False, download=False)
-    except (CifarBudgetError, OSError) as exc:
-        raise RunError(f"cannot load the {name} test split for Grad-CAM: {exc}") from None
     images, labels = split.images, split.labels
     if max_images is not None:
         images, labels = images[:max_images], labels[:max_images]

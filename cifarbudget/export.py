@@ -308,12 +308,10 @@ def recorded_data_root(result: Any) -> Path | None:
     return None
 
 
-def load_check_images(result: Any, data_dir: Path | str | None, n: int = CHECK_IMAGES) -> torch.Tensor:
-    """The first ``n`` images of the run's test split, uint8 ``(n, 3, H, W)``.
-
-    The split comes from the dataset registry; its root is ``data_dir``, else the root the run
-    recorded (when it still exists), else :func:`cifarbudget.data.core.default_data_dir`.
-    """
+def load_test_split(result: Any, data_dir: Path | str | None, purpose: str, hint: str = "") -> Any:
+    """The run's test split from the dataset registry: its root is ``data_dir``, else the root the
+    run recorded (when it still exists), else :func:`cifarbudget.data.core.default_data_dir`. A
+    missing or unreadable split is a one-line :class:`RunError` ("cannot {purpose} the ... test split")."""
     from cifarbudget.data.core import default_data_dir
     from cifarbudget.plugins import get_registry
 
@@ -324,11 +322,23 @@ def load_check_images(result: Any, data_dir: Path | str | None, n: int = CHECK_I
         else recorded_data_root(result) or default_data_dir()
     )
     try:
-        split = get_registry("datasets").get(name).factory(root, train=False, download=False)
+        return get_registry("datasets").get(name).factory(root, train=False, download=False)
     except (CifarBudgetError, OSError) as exc:
         raise RunError(
-            f"cannot check the export on the {name} test split: {exc} (pass the data folder, or skip the check)"
+            f"cannot {purpose} the {name} test split: {exc}" + (f" {hint}" if hint else "")
         ) from None
+
+
+def load_check_images(result: Any, data_dir: Path | str | None, n: int = CHECK_IMAGES) -> torch.Tensor:
+    """The first ``n`` images of the run's test split, uint8 ``(n, 3, H, W)``.
+
+    The split comes from the dataset registry; its root is ``data_dir``, else the root the run
+    recorded (when it still exists), else :func:`cifarbudget.data.core.default_data_dir`.
+    """
+    split = load_test_split(
+        result, data_dir, "check the export on", "(pass the data folder, or skip the check)"
+    )
+    name = result.spec["dataset"]
     images = split.images[:n]
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
         raise RunError(

@@ -93,3 +93,22 @@ def atomic_torch_save(path: Path | str, obj: Any) -> None:
     buffer = _io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_toml(path: Path | str, error: type[Exception] = ValueError) -> dict[str, Any]:
+    """A TOML file as a dict (``tomllib``; ``tomli`` on Python 3.10); a missing file or bad TOML is
+    one line, raised as ``error`` (the caller's own user error)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError:
+            raise error("reading a TOML file needs Python 3.11+ or 'pip install tomli'") from None
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise error(f"cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: invalid TOML: {exc}") from None

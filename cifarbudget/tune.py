@@ -144,19 +144,9 @@ class TuneSpace:
 
 
 def _toml(path: Path) -> dict[str, Any]:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        try:
-            import tomli as tomllib  # type: ignore[no-redef]
-        except ModuleNotFoundError:
-            raise TuneError("reading a search space needs Python 3.11+ or 'pip install tomli'") from None
-    try:
-        return tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise TuneError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise TuneError(f"{path}: invalid TOML: {exc}") from None
+    from cifarbudget.io import read_toml
+
+    return read_toml(path, TuneError)
 
 
 def _suggest(key: str, known: Sequence[str]) -> str:

@@ -62,19 +62,9 @@ class SweepError(CifarBudgetError):
 
 def read_toml(path: Path) -> dict[str, Any]:
     """A TOML file as a dict; a missing file or bad TOML is a one-line SweepError."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        try:
-            import tomli as tomllib  # type: ignore[no-redef]
-        except ModuleNotFoundError:
-            raise SweepError("reading a TOML file needs Python 3.11+ or 'pip install tomli'") from None
-    try:
-        return tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise SweepError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SweepError(f"{path}: invalid TOML: {exc}") from None
+    from cifarbudget.io import read_toml as read
+
+    return read(path, SweepError)
 
 
 def axis_order() -> tuple[str, ...]:
