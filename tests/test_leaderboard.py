@@ -595,3 +595,36 @@ def test_inference_macs_pareto_counts_tta_views(tmp_path: Path) -> None:
     by_inference = lb.pareto(board, by="inference-macs")  # 42.9M vs 40.6M: both, the flip view is not free
     assert len(by_params) == 2 and len(by_inference) == 2
     assert lb.pareto(board, by="macs")["model"].tolist() == ["airnet-small"]  # single-view MACs hide TTA
+
+
+def test_a_run_trained_over_the_default_budget_is_not_ranked_by_default(
+    invoke: Invoke, tmp_path: Path
+) -> None:
+    """Issue 8: `run preactresnet18 --budget 12M --allow-over-budget` trains (a real run), but the
+    default board (5M) and the report judge it against their own budget and list it apart."""
+    runs = tmp_path / "runs"
+    tiny = ["--dataset", "synthetic", "--train-subset", "128", "--val-size", "64", "--epochs", "1"]
+    tiny += ["--batch-size", "64", "--results-dir", str(runs), "--quiet"]
+    trained = invoke(["run", "preactresnet18", "--budget", "12M", "--allow-over-budget", *tiny])
+    assert trained.exit_code == 0, trained.output
+    small = invoke(["run", "resnet20", *tiny])
+    assert small.exit_code == 0, small.output
+
+    board = invoke(["leaderboard", str(runs), "--format", "csv"])
+    assert board.exit_code == 0, board.output
+    assert list(pd.read_csv(io.StringIO(board.stdout))["model"]) == ["resnet20"]
+    left_out = invoke(["leaderboard", str(runs), "--not-ranked", "--format", "csv"])
+    (row,) = pd.read_csv(io.StringIO(left_out.stdout)).to_dict("records")
+    assert row["model"] == "preactresnet18"
+    assert row["reason"] == "out of budget: 11,171,146 parameters, budget 5,000,000"
+    # ranked on a board whose budget admits it
+    wide = invoke(["leaderboard", str(runs), "--budget", "12M", "--format", "csv"])
+    assert set(pd.read_csv(io.StringIO(wide.stdout))["model"]) == {"preactresnet18", "resnet20"}
+
+    page = tmp_path / "report.html"
+    report = invoke(["report", str(runs), "-o", str(page)])
+    assert report.exit_code == 0, report.output
+    html = page.read_text()
+    ranking = html.split("<h2>Leaderboard</h2>")[1].split("<h2>")[0]
+    assert "preactresnet18" not in ranking and "resnet20" in ranking
+    assert "out of budget: 11,171,146 parameters, budget 5,000,000" in html
