@@ -80,6 +80,7 @@ SPEC_ORDER = (
     "train_subset",
     "num_classes",
     "budget",
+    "compute_budget",
     "allow_over_budget",
     "aug_params",
     "model_params",
@@ -885,7 +886,7 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     dropped when every row has the same value, and so are columns with no value at all, the
     rerun commands and the data folders (markdown and html only; csv and json keep every column).
     """
-    from cifarbudget.budget import format_count
+    from cifarbudget.budget import format_count, format_macs
 
     hidden = ("rerun", "data_dir", "one_seed", "train_config_id")
     out = frame.drop(columns=[c for c in hidden if c in frame.columns])
@@ -902,8 +903,10 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
         out = out.drop(columns=[c for c in out.columns if out[c].isna().all()])
     for column in out.columns:
         values = frame[column]
-        if column in ("macs", "inference_macs_tta", "train_macs"):
+        if column in ("macs", "inference_macs_tta"):
             out[column] = values.map(lambda v: "" if pd.isna(v) else format_count(v))
+        elif column in ("train_macs", "compute_budget"):  # training-sized: 25.8T
+            out[column] = values.map(lambda v: "" if pd.isna(v) or not v else format_macs(v))
         elif column == "params":
             out[column] = values.map(lambda v: "" if pd.isna(v) else f"{int(v):,}")
         elif "acc" in column or column in ("mean_with", "mean_without", "delta", "ece_mean"):
