@@ -256,3 +256,32 @@ def test_deprecated_spellings_still_work_with_a_warning(
     )
     assert bench.exit_code == 0 and json.loads(bench.stdout)[0]["warmup"] == 0
     assert "warning: --warmup is deprecated; use --warmup-steps" in bench.stderr
+
+
+RUN_TOML = Path(__file__).resolve().parents[1] / "docs" / "examples" / "run.toml"
+
+
+def test_a_run_file_is_the_same_run_as_its_options(tmp_path: Path, invoke: Invoke) -> None:
+    """Issue 11: `run --config docs/examples/run.toml` equals the options its comment spells out
+    (the same run id: the second invocation finds the run finished); command-line options
+    override the file's."""
+    results = ["--train-subset", "256", "--val-size", "64", "--epochs", "1", "--results-dir", str(tmp_path)]
+    from_file = invoke(["run", "--config", str(RUN_TOML), *results, "--quiet", "--json"])
+    assert from_file.exit_code == 0, from_file.output
+    spelled = ["run", "resnet20", "--dataset", "synthetic", "--aug", "crop-flip+cutmix"]
+    spelled += ["--aug-param", "cutmix.p=1.0", "--sched", "cosine", "--batch-size", "64", "--lr", "0.05"]
+    spelled += ["--label-smoothing", "0.1", "--tta", "flip"]
+    from_options = invoke([*spelled, *results, "--quiet", "--json"])
+    assert from_options.exit_code == 0, from_options.output
+    assert _run_id(from_options) == _run_id(from_file)
+    assert [p.name for p in tmp_path.iterdir() if p.name != ".locks"] == [_run_id(from_file)]
+
+
+def test_a_misspelled_key_in_a_run_file_is_one_line_with_a_suggestion(tmp_path: Path, invoke: Invoke) -> None:
+    bad = tmp_path / "run.toml"
+    bad.write_text('modle = "resnet20"\ndataset = "synthetic"\n')
+    out = invoke(["run", "--config", str(bad), "--results-dir", str(tmp_path / "runs")])
+    assert out.exit_code == 1, out.output
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "modle" in lines[0] and "Did you mean: model?" in lines[0], lines
+    assert not (tmp_path / "runs").exists()
