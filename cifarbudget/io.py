@@ -1,4 +1,5 @@
-"""Atomic file writes: a result is either the old file or the new one, never half of either.
+"""Atomic file writes (a result is either the old file or the new one, never half of either) and
+run locks (one process trains, or cleans, a run folder at a time).
 
 A write that fails (disk full, permissions, a read-only folder) raises :class:`StorageError`, a
 one-line message naming the file and the cause (``No space left on device``) and saying that the
@@ -9,9 +10,11 @@ file is unchanged; the temporary file is removed. A process killed mid-write (SI
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +115,43 @@ def read_toml(path: Path | str, error: type[Exception] = ValueError) -> dict[str
         raise error(f"cannot read {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{path}: invalid TOML: {exc}") from None
+
+
+# --- run locks: one process trains (or cleans) a run folder at a time ----------------------------
+LOCK_DIR = ".locks"
+
+
+def lock_path(results_dir: Path, run_id: str) -> Path:
+    return Path(results_dir) / LOCK_DIR / f"{run_id}.lock"
+
+
+@contextlib.contextmanager
+def run_lock(path: Path, *, wait: bool) -> Iterator[bool]:
+    """Hold an exclusive lock on ``path`` for the block; yields False when another holder has it.
+
+    A :class:`filelock.FileLock` (``flock`` on POSIX, ``msvcrt`` on Windows): the kernel drops it
+    when its process dies (even by SIGKILL), so a killed sweep leaves nothing stale behind. Each
+    call opens its own file description, so two workers in one process exclude each other too.
+    On NFS, Linux emulates flock with POSIX locks, which work across clients.
+    """
+    from filelock import FileLock, Timeout
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path, thread_local=False, preserve_lock_file=True)
+    try:
+        lock.acquire(timeout=-1 if wait else 0)
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
+def is_locked(path: Path) -> bool:
+    """Whether some process holds the run lock at ``path`` now (a probe that releases what it takes)."""
+    if not path.exists():
+        return False
+    with run_lock(path, wait=False) as acquired:
+        return not acquired

@@ -44,7 +44,7 @@ from cifarbudget.engine import (
     steps_per_epoch,
 )
 from cifarbudget.errors import CifarBudgetError, DataError, OverBudgetError, RunError, StorageError
-from cifarbudget.io import remove_stale_temporaries
+from cifarbudget.io import lock_path, remove_stale_temporaries, run_lock
 from cifarbudget.plugins import get_registry
 from cifarbudget.results import (
     DIVERGED,
@@ -136,8 +136,6 @@ def run(
         track=tuple(track),
         callbacks=tuple(callbacks),
     )
-    from cifarbudget.sweep.store import lock_path, run_lock
-
     # every check that needs no data, before anything is written (the lock's folder included)
     check_component_params(spec)
     validate_components(spec)

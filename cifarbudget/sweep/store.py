@@ -1,56 +1,19 @@
-"""The results store of a sweep: one folder per run under the results directory, a lock per run,
-and what the store holds of each run (new, unfinished, running elsewhere, settled, failed).
+"""The results store of a sweep: one folder per run under the results directory, a lock per run
+(:func:`cifarbudget.io.run_lock`, shared with ``cifarbudget run``), and what the store holds of
+each run (new, unfinished, running elsewhere, settled, failed).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from cifarbudget.engine import CHECKPOINT
 from cifarbudget.errors import CifarBudgetError
+from cifarbudget.io import LOCK_DIR, is_locked, lock_path, run_lock  # noqa: F401 (the store's names)
 from cifarbudget.results import FAILED, RESULT_FILE, RUNNING, SETTLED, RunResult, load_result, now
 from cifarbudget.spec import RunSpec
-
-LOCK_DIR = ".locks"
-
-
-def lock_path(results_dir: Path, run_id: str) -> Path:
-    return Path(results_dir) / LOCK_DIR / f"{run_id}.lock"
-
-
-@contextlib.contextmanager
-def run_lock(path: Path, *, wait: bool) -> Iterator[bool]:
-    """Hold an exclusive lock on ``path`` for the block; yields False when another holder has it.
-
-    A :class:`filelock.FileLock` (``flock`` on POSIX, ``msvcrt`` on Windows): the kernel drops it
-    when its process dies (even by SIGKILL), so a killed sweep leaves nothing stale behind. Each
-    call opens its own file description, so two workers in one process exclude each other too.
-    On NFS, Linux emulates flock with POSIX locks, which work across clients.
-    """
-    from filelock import FileLock, Timeout
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(path, thread_local=False, preserve_lock_file=True)
-    try:
-        lock.acquire(timeout=-1 if wait else 0)
-    except Timeout:
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        lock.release()
-
-
-def is_locked(path: Path) -> bool:
-    """Whether some process holds the run lock at ``path`` now (a probe that releases what it takes)."""
-    if not path.exists():
-        return False
-    with run_lock(path, wait=False) as acquired:
-        return not acquired
 
 
 def load_or_none(run_dir: Path) -> RunResult | None:
