@@ -108,6 +108,11 @@ def test_a_real_full_tmpfs(tmp_path: Path, reference: dict) -> None:
 
 
 # --- signals -------------------------------------------------------------------------------------
+def _default_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_mid_epoch_exits_cleanly_and_the_rerun_resumes_exactly(
     tmp_path: Path, sig: signal.Signals, code: int, reference: dict
@@ -119,6 +124,9 @@ def test_a_signal_mid_epoch_exits_cleanly_and_the_rerun_resumes_exactly(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a shell starts background jobs with SIGINT ignored, and the child would inherit that
+        # (pytest itself run with `&`): give the run the default a terminal user has
+        preexec_fn=_default_signals,
     )
     deadline = time.time() + 300
     while time.time() < deadline:  # as soon as epoch 1 is recorded, epoch 2 is running
