@@ -3,10 +3,9 @@ so it cannot rot before a session with a GPU runs it for real; and the pieces th
 session reports (the t-test, the deadline guard, the budget and ``--parts`` skips, the data check)
 behave as documented.
 
-Until the lead registers ``speedrun-gpu`` and ``best-under-5m``, the smoke run uses stand-ins: the
-proposed ``speedrun-gpu`` spec below, registered by a test plugin (so the proposal itself is checked
-against the library: every name and parameter must resolve), and ``paper-optimized`` for the best
-recipe. Once the real recipes are registered they are used instead.
+The smoke run uses the registered ``speedrun-gpu`` and ``best-under-5m`` recipes; where one is
+missing (a trimmed install) it falls back to stand-ins: the ``speedrun-gpu`` spec below, registered
+by a test plugin (so every name and parameter must resolve), and ``paper-optimized``.
 """
 
 from __future__ import annotations
