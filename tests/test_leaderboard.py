@@ -628,3 +628,14 @@ def test_a_run_trained_over_the_default_budget_is_not_ranked_by_default(
     ranking = html.split("<h2>Leaderboard</h2>")[1].split("<h2>")[0]
     assert "preactresnet18" not in ranking and "resnet20" in ranking
     assert "out of budget: 11,171,146 parameters, budget 5,000,000" in html
+
+
+def test_tracker_stores_hidden_folders_and_run_subfolders_are_not_searched(tmp_path: Path) -> None:
+    run = tmp_path / "run-a"
+    for folder in (run, run / "tensorboard" / "nested", tmp_path / "mlruns" / "1" / "abc" / "artifacts"):
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text("{}")
+    (tmp_path / ".locks").mkdir()
+    (tmp_path / ".locks" / "result.json").write_text("{}")
+    files, warnings = lb.find_result_files([tmp_path])
+    assert files == [run / "result.json"] and warnings == []
