@@ -604,3 +604,22 @@ def test_local_workers_are_pinned_round_robin_to_the_gpus_and_split_the_cpus(
     assert [env["CUDA_VISIBLE_DEVICES"] for env in envs] == ["4", "6", "4"]
     assert {env["OMP_NUM_THREADS"] for env in envs} == {"5"} and executor.threads == 5
     assert executor.describe() == "local executor: 3 worker process(es), GPUs 4,6"
+
+
+def test_a_misspelled_tracker_is_one_line_before_any_run(tmp_path: Path, invoke) -> None:  # type: ignore[no-untyped-def]
+    args = [
+        "sweep",
+        "--model",
+        "resnet20",
+        "--dataset",
+        "synthetic",
+        "--epochs",
+        "1",
+        "--track",
+        "tensorbaord",
+    ]
+    out = invoke([*args, "--results-dir", str(tmp_path / "runs")])
+    assert out.exit_code == 1, out.output
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "tensorbaord" in lines[0] and "tensorboard" in lines[0], lines
+    assert not (tmp_path / "runs").exists()

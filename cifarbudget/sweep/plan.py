@@ -22,6 +22,7 @@ from typing import Any
 from cifarbudget import budget as budget_module
 from cifarbudget.budget import BudgetReport
 from cifarbudget.errors import CifarBudgetError
+from cifarbudget.plugins import get_registry
 from cifarbudget.results import FAILED, FINISHED, SETTLED, RunResult
 from cifarbudget.spec import RunSpec
 from cifarbudget.sweep.executors import make_executor
@@ -65,6 +66,9 @@ def plan_sweep(sweep: Sweep, specs: Sequence[RunSpec] | None = None) -> list[Pla
     from cifarbudget.runner import check_compute_budget, dataset_metadata, tta_evaluated
 
     specs = expand_grid(sweep) if specs is None else specs
+    callbacks = get_registry("callbacks")
+    for name in sweep.track:  # a misspelled tracker is one line now, not a failure in every run
+        callbacks.get(name)
     root = Path(sweep.data_dir).expanduser() if sweep.data_dir else default_data_dir()
     metadata: dict[str, dict[str, Any]] = {}
     reports: dict[tuple[str, int, int, str], BudgetReport] = {}
@@ -226,7 +230,6 @@ def prepare_datasets(datasets: Sequence[str], data_dir: str | Path | None) -> No
     """Fetch each dataset that the sweep may download, in the driver (the factories lock the data
     folder while they download); the workers then load the files and never download in parallel."""
     from cifarbudget.data.core import default_data_dir
-    from cifarbudget.plugins import get_registry
 
     root = Path(data_dir).expanduser() if data_dir else default_data_dir()
     create = get_registry("datasets").create
