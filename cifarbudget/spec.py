@@ -446,6 +446,34 @@ def parse_flat_params(items: Iterable[str], what: str) -> dict[str, Any]:
 
 
 # --- resolution -----------------------------------------------------------------------------------
+def _merged(field_name: str, base: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """A recipe's parameters with the given ones set over them, key by key (``aug_params``: per
+    augmentation, then per key), so ``--aug-param crop-flip.flip=false`` keeps the recipe's padding."""
+    merged = dict(base)
+    for key, value in given.items():
+        inner = merged.get(key)
+        if field_name == "aug_params" and isinstance(inner, Mapping) and isinstance(value, Mapping):
+            merged[key] = {**inner, **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def merge_options(base: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """``given`` over ``base`` (``None`` = not given); parameter fields merge key by key."""
+    known = {f.name: f for f in spec_fields()}
+    values = dict(base)
+    for key, value in given.items():
+        if value is None:
+            continue
+        field_ = known.get(key)
+        mergeable = field_ is not None and field_.kind is dict
+        if mergeable and isinstance(values.get(key), Mapping) and isinstance(value, Mapping):
+            value = _merged(key, values[key], value)
+        values[key] = value
+    return values
+
+
 def resolve_spec(
     model: str | None = None,
     *,
@@ -454,6 +482,9 @@ def resolve_spec(
     **options: Any,
 ) -> RunSpec:
     """Merge defaults <- recipe <- explicit options (``None`` means "not given") into a checked RunSpec.
+
+    Parameter fields (``aug_params``, ``opt_params``, ...) merge key by key: an option sets its
+    keys over the recipe's and keeps the others.
 
     Every value is coerced to its field's type (so strings from the command line or a file work)
     and every name is looked up in its registry (unknown names fail here, with suggestions). The
@@ -475,7 +506,7 @@ def resolve_spec(
     unknown = set(options) - set(known)
     if unknown:
         raise RunError(f"unknown run option(s): {', '.join(sorted(unknown))}")
-    values.update({k: v for k, v in options.items() if v is not None})
+    values = merge_options(values, options)  # one --opt-param keeps the recipe's others
     if "model" not in values:
         raise RunError(
             "no model given: pass a MODEL argument or --recipe NAME (see 'cifarbudget list recipes')"

@@ -256,3 +256,18 @@ def test_a_schema_1_record_still_loads_with_a_warning(
     runs, warnings = lb.load_results(tmp_path)
     assert len(runs) == 1 and runs["config_id"][0].startswith("v1-")
     assert any("record(s) of schema 1" in w for w in warnings)
+
+
+def test_parameter_options_merge_key_by_key_over_a_recipes() -> None:
+    """`--recipe R --aug-param crop-flip.flip=false` keeps R's crop padding; one `--opt-param`
+    keeps R's other optimizer parameters; a given key wins."""
+    spec = resolve_spec(recipe="speedrun-cpu", aug_params={"crop-flip": {"flip": False}}, data_id="d")
+    assert spec.aug_params == {"crop-flip": {"padding": 2, "flip": False}}
+    spec = resolve_spec(
+        recipe="speedrun-gpu",
+        opt_params={"norm_weight_decay": 0.0},
+        aug_params={"crop-flip": {"padding": 4}},
+        data_id="d",
+    )
+    assert spec.opt_params == {"bn_bias_lr_scale": 64.0, "norm_weight_decay": 0.0}
+    assert spec.aug_params == {"crop-flip": {"flip": False, "padding": 4}}

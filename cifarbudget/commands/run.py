@@ -129,4 +129,6 @@ def _with_config(
     merged_settings = {**file_settings, **{k: v for k, v in settings.items() if v is not None}}
     model = model or values.pop("model", None)
     values.pop("model", None)
-    return model, {**values, **options}, merged_settings
+    from cifarbudget.spec import merge_options
+
+    return model, merge_options(values, options), merged_settings
