@@ -99,6 +99,25 @@ def speedrun_cpu() -> dict[str, Any]:
     }
 
 
+def speedrun_cpu_muon() -> dict[str, Any]:
+    """``speedrun-cpu`` with what the CPU compute track chose on validation (results/cpu-track/,
+    row D; docs/ablation.md): whitening init, BN-bias lr x64, no weight decay on norms, the
+    alternating flip with a 4-pixel crop, Muon (``muon_lr`` 0.15) on the convolution filters and
+    multi-crop TTA; the same 9 epochs and 28.7T training MACs on all 50,000 images. Measured:
+    86.46% mean test accuracy over 5 seeds (std 0.10) on CIFAR-10 (JPEG q75 copy), about 3.3
+    minutes per seed on 2 AMD EPYC cores.
+    """
+    return {
+        **speedrun_cpu(),
+        "model_params": {"whiten": True},
+        "augs": ["crop-flip", "flip-alternating"],
+        "aug_params": {"crop-flip": {"padding": 4, "flip": False}},
+        "optimizer": "muon",
+        "opt_params": {"bn_bias_lr_scale": 64, "norm_weight_decay": 0, "muon_lr": 0.15},
+        "tta": "multicrop",
+    }
+
+
 def speedrun_gpu() -> dict[str, Any]:
     """airbench94's recipe (Jordan 2024, arXiv:2404.00498, secs. 3.2-3.6) in the library's terms, for
     one GPU: the airbench-class ``airnet`` (1,972,792 parameters) with whitening init, alternating
@@ -201,6 +220,13 @@ def cifarbudget_register_recipes(registry) -> None:
         speedrun_cpu,
         description="CIFAR-10 in under 10 minutes on 2 CPU cores: airnet-small, batch 512, Nesterov SGD, "
         "one-cycle, label smoothing 0.2, EMA, flip TTA, 9 epochs on all 50k images (imagefolder)",
+    )
+    registry.add(
+        "speedrun-cpu-muon",
+        speedrun_cpu_muon,
+        description="speedrun-cpu as the CPU compute track chose it on validation: + whitening, alternating "
+        "flip, Muon (muon_lr 0.15), multi-crop TTA; 86.46% mean test over 5 seeds, about 3.3 min per seed on "
+        "2 CPU cores (results/cpu-track)",
     )
     registry.add(
         "speedrun-gpu",
