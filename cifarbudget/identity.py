@@ -3,7 +3,7 @@
 A run's identity is everything that changes what is trained, and nothing else:
 
 - every :class:`~cifarbudget.spec.RunSpec` field except those that only evaluate or judge a
-  trained model (``tta``: evaluation only; ``budget`` and ``allow_over_budget``: a verdict);
+  trained model (``tta``: evaluation only; ``budget``, ``compute_budget`` and ``allow_over_budget``: verdicts);
 - every component with its *resolved* parameters: the model, each augmentation, the schedule,
   the optimizer and the loss, with every keyword default of its registered factory filled in
   (so changing a component's default changes the id: old runs are not taken for new ones) and the
