@@ -3,9 +3,7 @@ so it cannot rot before a session with a GPU runs it for real; and the pieces th
 session reports (the t-test, the deadline guard, the budget and ``--parts`` skips, the data check)
 behave as documented.
 
-The smoke run uses the registered ``speedrun-gpu`` and ``best-under-5m`` recipes; where one is
-missing (a trimmed install) it falls back to stand-ins: the ``speedrun-gpu`` spec below, registered
-by a test plugin (so every name and parameter must resolve), and ``paper-optimized``.
+The smoke run uses the registered ``speedrun-gpu`` and ``best-under-5m`` recipes.
 """
 
 from __future__ import annotations
@@ -17,45 +15,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
 import torch
 
-import cifarbudget
-from cifarbudget.plugins import get_registry
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SUITE_PATH = REPO_ROOT / "benchmarks" / "gpu_suite.py"
-
-# The speedrun-gpu recipe proposed with the suite (airbench94's hyperparameters, Jordan 2024,
-# arXiv:2404.00498, converted to a mean loss; see the helper's report and docs).
-PROPOSED_SPEEDRUN_GPU: dict[str, Any] = {
-    "model": "airnet",
-    "model_params": {"whiten": True},
-    "dataset": "imagefolder",
-    "augs": ["crop-flip", "flip-alternating"],
-    "aug_params": {"crop-flip": {"flip": False, "padding": 2}},
-    "optimizer": "sgd",
-    "lr": 1.5,
-    "momentum": 0.85,
-    "nesterov": True,
-    "weight_decay": 1.33e-3,
-    "opt_params": {"bn_bias_lr_scale": 64.0, "norm_weight_decay": 2.08e-5},
-    "label_smoothing": 0.2,
-    "batch_size": 1024,
-    "sched": "onecycle",
-    "sched_params": {
-        "pct_start": 0.23,
-        "div_factor": 5.0,
-        "final_div_factor": 2.857,
-        "anneal_strategy": "linear",
-    },
-    "epochs": 10,
-    "ema": 0.95,
-    "tta": "multicrop",
-    "val_size": 0,
-}
 
 
 def _load_suite() -> ModuleType:
@@ -69,22 +34,13 @@ def _load_suite() -> ModuleType:
 
 @pytest.fixture
 def suite(single_thread: None) -> Iterator[ModuleType]:
-    """The suite module, with a stand-in ``speedrun-gpu`` recipe when the library has none yet."""
-    if "speedrun-gpu" not in get_registry("recipes"):
-
-        @cifarbudget.hookimpl
-        def cifarbudget_register_recipes(registry) -> None:  # type: ignore[no-untyped-def]
-            registry.add("speedrun-gpu", lambda: dict(PROPOSED_SPEEDRUN_GPU), description="stand-in")
-
-        plugin = ModuleType("gpu_suite_test_recipes")
-        plugin.cifarbudget_register_recipes = cifarbudget_register_recipes  # type: ignore[attr-defined]
-        cifarbudget.reset_plugins(autoload=False, extra_plugins=(("gpu_suite_test_recipes", plugin),))
+    """The suite module (it runs the registered speedrun-gpu and best-under-5m recipes)."""
     yield _load_suite()
     sys.modules.pop("gpu_suite", None)
 
 
 def _best_recipe() -> str:
-    return "best-under-5m" if "best-under-5m" in get_registry("recipes") else "paper-optimized"
+    return "best-under-5m"
 
 
 def test_smoke_run_reports_every_part(tmp_path: Path, suite: ModuleType) -> None:
