@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import torch
+from machine import cpu_model, load_average
 
 import cifarbudget
 
@@ -60,7 +61,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    _COLLECTED.load_at_start = _load_average()
+    _COLLECTED.load_at_start = load_average()
 
 
 @pytest.fixture(scope="session")
@@ -177,11 +178,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "exit_status": int(exitstatus),
         "machine": {
             "device": str(device),
-            "cpu_model": _cpu_model(),
+            "cpu_model": cpu_model(),
             "cpu_cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "load_average_at_start": _COLLECTED.load_at_start,  # other work on the machine skews ratios
-            "load_average_at_end": _load_average(),
+            "load_average_at_end": load_average(),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "platform": platform.platform(),
         },
@@ -197,20 +198,3 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     path = SUMMARY_DIR / f"{device.type}-{today}.json"
     atomic_write_json(path, summary)
     print(f"\nwrote {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}")
-
-
-def _load_average() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"

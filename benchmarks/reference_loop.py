@@ -1,6 +1,6 @@
 """The engine against a minimal hand-written PyTorch loop, epoch for epoch on the same data.
 
-Shared by ``test_bench_engine.py`` (CPU) and ``gpu_bench.py``. Both sides train the same
+Used by ``test_bench_engine.py``. Both sides train the same
 architecture from the same initial weights, with the same batch size, device, optimiser (SGD with
 the run's default momentum, Nesterov flag and weight decay), loss, autocast and memory format, on
 the same :class:`~cifarbudget.data.DeviceSplit` batches (uint8 on the device, normalised per

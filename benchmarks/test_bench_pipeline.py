@@ -41,6 +41,7 @@ from typing import Any
 
 import pytest
 import torch
+from machine import cpu_model, load_average
 from PIL import Image, ImageFilter
 from reference_loop import NUM_CLASSES, median, random_split, run_defaults, sync
 from torch.utils.data import DataLoader, Dataset, default_collate
@@ -241,9 +242,9 @@ def test_bench_input_pipeline(
         assert x.shape == (BATCH, 3, 32, 32) and y.shape == (BATCH, NUM_CLASSES)
         return seen / (time.perf_counter() - start)
 
-    load_before = _load_average()
+    load_before = load_average()
     ours_ips, base_ips = paired(ours, baseline, rounds=1 if quick else 5, warmup=1)
-    load_after = _load_average()
+    load_after = load_average()
     ratios = [o / b for o, b in zip(ours_ips, base_ips, strict=True)]
     # where our time goes: the pipeline cut after each augmentation, on the same batches (each
     # prefix includes indexing, normalisation and soft targets); the differences are each stage's
@@ -265,7 +266,7 @@ def test_bench_input_pipeline(
         images=len(split),
         source=source,
         device=str(device),
-        cpu_model=_cpu_model(),
+        cpu_model=cpu_model(),
         torch_threads=torch.get_num_threads(),
         environment={key: os.environ.get(key) for key in ENVIRONMENT},
         load_average_before_after=[load_before, load_after],
@@ -278,20 +279,3 @@ def test_bench_input_pipeline(
         ours_prefix_images_per_s={label: round(v) for label, v in prefix_ips.items()},
         ours_stage_us_per_image=stage_us,
     )
-
-
-def _load_average() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"

@@ -1,0 +1,26 @@
+"""What the benchmark records say about the machine: its CPU model and load average."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+
+def load_average() -> list[float]:
+    """The 1/5/15-minute load averages (empty where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def cpu_model() -> str:
+    """The CPU model as /proc/cpuinfo names it (else what platform knows)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
