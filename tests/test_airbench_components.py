@@ -189,6 +189,24 @@ def test_whitened_stem_output_has_identity_covariance_on_the_init_batch(
     assert torch.isfinite(model(normalized_images[:4])).all()
 
 
+def test_identity_init_makes_each_group_conv_pass_its_first_input_channels_through() -> None:
+    """airbench's partial identity: a group convolution at init copies input channel k to output k
+    (k < c_in); the other filters, the parameters and the initialisation's draws are unchanged."""
+    torch.manual_seed(0)
+    model = AirNet((16, 32, 32), stem=8, identity_init=True)
+    torch.manual_seed(0)
+    plain = AirNet((16, 32, 32), stem=8)
+    for group, plain_group in zip(model.groups, plain.groups, strict=True):
+        for conv, plain_conv in ((group.conv1, plain_group.conv1), (group.conv2, plain_group.conv2)):
+            c_in = conv.in_channels
+            y = conv(torch.randn(2, c_in, 8, 8, generator=torch.Generator().manual_seed(c_in)))
+            x = torch.randn(2, c_in, 8, 8, generator=torch.Generator().manual_seed(c_in))
+            assert torch.allclose(y[:, :c_in], x, atol=1e-6)
+            assert torch.equal(conv.weight[c_in:], plain_conv.weight[c_in:])
+    assert torch.equal(model.stem.weight, plain.stem.weight) and torch.equal(model.head.weight, plain.head.weight)
+    assert [p.shape for p in model.parameters()] == [p.shape for p in plain.parameters()]
+
+
 def test_whitening_with_eps_zero_is_exact_and_plain_airnet_has_no_init_hook(
     normalized_images: torch.Tensor,
 ) -> None:

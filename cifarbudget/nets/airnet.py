@@ -45,6 +45,11 @@ class AirNet(nn.Module):
         False), so an engine that calls it when present leaves such runs exactly as before. The
         parameters are the same either way (nothing is frozen here).
     :param whiten_eps: ``eps`` of :func:`cifarbudget.nets.whitening.whiten_conv_` (airbench: 5e-4).
+    :param identity_init: start every convolution of the groups as a partial identity: after the
+        usual initialisation, its first ``c_in`` filters are replaced by Dirac filters (filter
+        ``k`` copies input channel ``k``; ``torch.nn.init.dirac_``), the rest are kept, as
+        airbench94's ``Conv.reset_parameters`` (Jordan 2024). Off by default; the parameters
+        and the random draws of the initialisation are the same either way.
     """
 
     def __init__(
@@ -54,6 +59,7 @@ class AirNet(nn.Module):
         stem: int = 24,
         whiten: bool = False,
         whiten_eps: float = 5e-4,
+        identity_init: bool = False,
     ) -> None:
         super().__init__()
         self.whiten, self.whiten_eps = bool(whiten), float(whiten_eps)
@@ -67,6 +73,11 @@ class AirNet(nn.Module):
         self.head = nn.Linear(c_in, num_classes, bias=False)
         self.scale = 1 / 9
         init_weights(self)
+        if identity_init:
+            with torch.no_grad():
+                for group in self.groups:
+                    for conv in (group.conv1, group.conv2):
+                        nn.init.dirac_(conv.weight[: conv.in_channels])
 
     @staticmethod
     def stem_input(x: torch.Tensor) -> torch.Tensor:
