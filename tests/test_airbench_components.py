@@ -203,7 +203,9 @@ def test_identity_init_makes_each_group_conv_pass_its_first_input_channels_throu
             x = torch.randn(2, c_in, 8, 8, generator=torch.Generator().manual_seed(c_in))
             assert torch.allclose(y[:, :c_in], x, atol=1e-6)
             assert torch.equal(conv.weight[c_in:], plain_conv.weight[c_in:])
-    assert torch.equal(model.stem.weight, plain.stem.weight) and torch.equal(model.head.weight, plain.head.weight)
+    assert torch.equal(model.stem.weight, plain.stem.weight) and torch.equal(
+        model.head.weight, plain.head.weight
+    )
     assert [p.shape for p in model.parameters()] == [p.shape for p in plain.parameters()]
 
 

@@ -4,6 +4,7 @@
 # an interrupted one resumes, so this script can be stopped and started again at any time.
 #   bash results/cpu-track/run.sh ladder     # rows A-D, 45k train / 5k validation, seeds 0-2
 #   bash results/cpu-track/run.sh resnet20   # row E: resnet20 at about the same compute, seeds 0-2
+#   bash results/cpu-track/run.sh screen     # rows F-J: one change each to row D, seed 0 (SEEDS="0 1 2" for more)
 #   bash results/cpu-track/run.sh final ARGS # the validation-best row, 5 seeds, all 50k images
 # Data: CIFAR-10 (JPEG q75 copy), ../shared/data (imagefolder zips).
 set -euo pipefail
@@ -33,9 +34,18 @@ ladder)
         row C "$seed" "${val[@]}" "${airbench[@]}" --optimizer muon --opt-param muon_lr=0.05
         row D "$seed" "${val[@]}" "${airbench[@]}" --optimizer muon --opt-param muon_lr=0.15
     done ;;
+screen)  # F-J: one seed each (seed 0), D's recipe with one change: width vs epochs at <= 30T, batch, lr
+    d=("${val[@]}" "${airbench[@]}" --optimizer muon --opt-param muon_lr=0.15)
+    for seed in ${SEEDS:-0}; do
+        row F "$seed" "${d[@]}" --model-param 'widths=[40,80,160]' --epochs 6   # 31.9M MACs
+        row G "$seed" "${d[@]}" --model-param 'widths=[48,96,192]' --epochs 4   # 44.4M MACs
+        row H "$seed" "${d[@]}" --model-param 'widths=[24,48,96]' --epochs 15   # 13.0M MACs
+        row I "$seed" "${d[@]}" --batch-size 256
+        row J "$seed" "${d[@]}" --opt-param muon_lr=0.3
+    done ;;
 resnet20)  # E: resnet20 (40.55M MACs) with the recipe's training, 4 epochs: 21.7T at 45k, 24.2T at 50k
     for seed in 0 1 2; do row E "$seed" "${val[@]}" resnet20 --epochs 4; done ;;
 final)
     shift; for seed in 0 1 2 3 4; do row final "$seed" --val-size 0 "$@"; done ;;
-*) echo "usage: $0 ladder|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
+*) echo "usage: $0 ladder|screen|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
 esac
