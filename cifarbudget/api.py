@@ -31,6 +31,16 @@ def datasets() -> Registry:
     return get_registry("datasets")
 
 
+def optimizers() -> Registry:
+    """Optimizer factories: ``optimizers().create(name, model, lr=..., momentum=..., weight_decay=...,
+    nesterov=..., **opt_params)`` returns a ``torch.optim.Optimizer``."""
+    return get_registry("optimizers")
+
+
+def losses() -> Registry:
+    return get_registry("losses")
+
+
 def recipes() -> Registry:
     return get_registry("recipes")
 

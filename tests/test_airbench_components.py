@@ -209,6 +209,28 @@ def test_identity_init_makes_each_group_conv_pass_its_first_input_channels_throu
     assert [p.shape for p in model.parameters()] == [p.shape for p in plain.parameters()]
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "muon"])
+def test_frozen_whitening_keeps_the_stem_filters_and_leaves_them_out_of_the_budget(
+    normalized_images: torch.Tensor, optimizer: str
+) -> None:
+    model = cifarbudget.create_model("airnet-small", whiten=True, whiten_freeze=True, identity_init=True)
+    model.init_from_data(normalized_images)
+    whitened = model.stem.weight.detach().clone()
+    bias = model.stem.bias.detach().clone()
+    opt = cifarbudget.optimizers().create(
+        optimizer, model, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True
+    )
+    for _ in range(2):
+        opt.zero_grad()
+        model(normalized_images[:32]).logsumexp(1).mean().backward()
+        opt.step()
+    assert torch.equal(model.stem.weight, whitened) and not torch.equal(model.stem.bias, bias)
+    plain = cifarbudget.check_budget(cifarbudget.create_model("airnet-small", whiten=True)).params
+    assert cifarbudget.check_budget(model).params == plain - whitened.numel()
+    with pytest.raises(CifarBudgetError, match="whiten_freeze needs whiten=true"):
+        AirNet(whiten_freeze=True)
+
+
 def test_whitening_with_eps_zero_is_exact_and_plain_airnet_has_no_init_hook(
     normalized_images: torch.Tensor,
 ) -> None:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cifarbudget.errors import RunError
 from cifarbudget.nets.common import init_weights
 from cifarbudget.nets.whitening import whiten_conv_
 
@@ -45,6 +46,10 @@ class AirNet(nn.Module):
         False), so an engine that calls it when present leaves such runs exactly as before. The
         parameters are the same either way (nothing is frozen here).
     :param whiten_eps: ``eps`` of :func:`cifarbudget.nets.whitening.whiten_conv_` (airbench: 5e-4).
+    :param whiten_freeze: with ``whiten``, keep the whitening filters fixed (the stem's weight does
+        not train; its bias does), as airbench94 (which also stops the bias after 3 epochs: not
+        done here). The frozen weight is not a trainable parameter, so it is not counted in the
+        parameter budget (16 x 12 = 192 values for ``airnet-small``, 24 x 12 = 288 for ``airnet``).
     :param identity_init: start every convolution of the groups as a partial identity: after the
         usual initialisation, its first ``c_in`` filters are replaced by Dirac filters (filter
         ``k`` copies input channel ``k``; ``torch.nn.init.dirac_``), the rest are kept, as
@@ -59,11 +64,18 @@ class AirNet(nn.Module):
         stem: int = 24,
         whiten: bool = False,
         whiten_eps: float = 5e-4,
+        whiten_freeze: bool = False,
         identity_init: bool = False,
     ) -> None:
         super().__init__()
         self.whiten, self.whiten_eps = bool(whiten), float(whiten_eps)
         self.stem = nn.Conv2d(3, stem, 2, padding=0, bias=True)
+        if whiten_freeze:
+            if not whiten:
+                raise RunError(
+                    "airnet: whiten_freeze needs whiten=true (it keeps the whitening filters fixed)"
+                )
+            self.stem.weight.requires_grad_(False)  # set once by init_from_data, never trained
         groups = []
         c_in = stem
         for w in widths:
