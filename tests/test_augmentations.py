@@ -510,6 +510,31 @@ def test_crop_flip_on_uint8_gives_exactly_the_float_path(mode: str, channels_las
 
 
 @pytest.mark.usefixtures("single_thread")
+@pytest.mark.parametrize("mode", ["black", "reflect", "replicate", "zeros"])
+@pytest.mark.parametrize(("padding", "flip"), [(4, True), (2, False), (0, True)])
+def test_crop_flip_copies_rows_of_a_channels_last_batch_exactly_as_the_pixel_gather(
+    mode: str, padding: int, flip: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The row gather (channels_last batches: the engine's) == the per-pixel gather, draw for draw,
+    on the CPU (only flipped images mirrored) and on the accelerator path (the whole batch)."""
+    import cifarbudget.augment.batch as batch_module
+
+    images, targets = uint8_batch(96, seed=5)
+    if mode == "zeros":
+        images = normalize(images, channels_last=False)
+    aug = CropFlip(padding=padding, padding_mode=mode, flip=flip)
+    torch.manual_seed(4)
+    expected, _ = aug(images, targets)  # contiguous batch: the pixel gather
+    channels_last = images.contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(4)
+    rows, _ = aug(channels_last, targets)
+    assert rows.is_contiguous(memory_format=torch.channels_last) and torch.equal(rows, expected)
+    monkeypatch.setattr(batch_module, "syncs_freely", lambda device: False)
+    torch.manual_seed(4)
+    assert torch.equal(aug(channels_last, targets)[0], expected)
+
+
+@pytest.mark.usefixtures("single_thread")
 @pytest.mark.parametrize(
     ("mode", "tv_mode"), [("black", "constant"), ("reflect", "reflect"), ("replicate", "edge")]
 )
