@@ -5,6 +5,8 @@
 #   bash results/cpu-track/run.sh ladder     # rows A-D, 45k train / 5k validation, seeds 0-2
 #   bash results/cpu-track/run.sh resnet20   # row E: resnet20 at about the same compute, seeds 0-2
 #   bash results/cpu-track/run.sh screen     # rows F-J: one change each to row D, seed 0 (SEEDS="0 1 2" for more)
+#   bash results/cpu-track/run.sh screen2    # rows K-L: + identity init, + frozen whitening, seed 0
+#   bash results/cpu-track/run.sh screen3    # rows M-P: K + batch 256 (+ frozen whitening, + Muon 0.3), K + batch 128
 #   bash results/cpu-track/run.sh final ARGS # the validation-best row, 5 seeds, all 50k images
 # Data: CIFAR-10 (JPEG q75 copy), ../shared/data (imagefolder zips).
 set -euo pipefail
@@ -43,9 +45,23 @@ screen)  # F-J: one seed each (seed 0), D's recipe with one change: width vs epo
         row I "$seed" "${d[@]}" --batch-size 256
         row J "$seed" "${d[@]}" --opt-param muon_lr=0.3
     done ;;
+screen2)  # K-L: airbench's initialisation details on top of row D, seed 0 (SEEDS="0 1 2" for more)
+    d=("${val[@]}" "${airbench[@]}" --optimizer muon --opt-param muon_lr=0.15)
+    for seed in ${SEEDS:-0}; do
+        row K "$seed" "${d[@]}" --model-param identity_init=true
+        row L "$seed" "${d[@]}" --model-param identity_init=true --model-param whiten_freeze=true
+    done ;;
+screen3)  # M-P: row K (identity init) with the batch and Muon changes that helped alone, seed 0
+    k=("${val[@]}" "${airbench[@]}" --optimizer muon --opt-param muon_lr=0.15 --model-param identity_init=true)
+    for seed in ${SEEDS:-0}; do
+        row M "$seed" "${k[@]}" --batch-size 256
+        row N "$seed" "${k[@]}" --batch-size 256 --model-param whiten_freeze=true
+        row O "$seed" "${k[@]}" --batch-size 256 --opt-param muon_lr=0.3
+        row P "$seed" "${k[@]}" --batch-size 128
+    done ;;
 resnet20)  # E: resnet20 (40.55M MACs) with the recipe's training, 4 epochs: 21.7T at 45k, 24.2T at 50k
     for seed in 0 1 2; do row E "$seed" "${val[@]}" resnet20 --epochs 4; done ;;
 final)
     shift; for seed in 0 1 2 3 4; do row final "$seed" --val-size 0 "$@"; done ;;
-*) echo "usage: $0 ladder|screen|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
+*) echo "usage: $0 ladder|screen|screen2|screen3|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
 esac
