@@ -7,6 +7,7 @@
 #   bash results/cpu-track/run.sh screen     # rows F-J: one change each to row D, seed 0 (SEEDS="0 1 2" for more)
 #   bash results/cpu-track/run.sh screen2    # rows K-L: + identity init, + frozen whitening, seed 0
 #   bash results/cpu-track/run.sh screen3    # rows M-P: K + batch 256 (+ frozen whitening, + Muon 0.3), K + batch 128
+#   bash results/cpu-track/run.sh confirm    # rows K and N (best of F-P at seed 0), seeds 1 and 2
 #   bash results/cpu-track/run.sh final ARGS # the validation-best row, 5 seeds, all 50k images
 # Data: CIFAR-10 (JPEG q75 copy), ../shared/data (imagefolder zips).
 set -euo pipefail
@@ -59,9 +60,15 @@ screen3)  # M-P: row K (identity init) with the batch and Muon changes that help
         row O "$seed" "${k[@]}" --batch-size 256 --opt-param muon_lr=0.3
         row P "$seed" "${k[@]}" --batch-size 128
     done ;;
+confirm)  # the two best one-seed rows on validation (K, N), seeds 1 and 2 (seed 0 is in screen2/3)
+    k=("${val[@]}" "${airbench[@]}" --optimizer muon --opt-param muon_lr=0.15 --model-param identity_init=true)
+    for seed in ${SEEDS:-1 2}; do
+        row K "$seed" "${k[@]}"
+        row N "$seed" "${k[@]}" --batch-size 256 --model-param whiten_freeze=true
+    done ;;
 resnet20)  # E: resnet20 (40.55M MACs) with the recipe's training, 4 epochs: 21.7T at 45k, 24.2T at 50k
     for seed in 0 1 2; do row E "$seed" "${val[@]}" resnet20 --epochs 4; done ;;
 final)
     shift; for seed in 0 1 2 3 4; do row final "$seed" --val-size 0 "$@"; done ;;
-*) echo "usage: $0 ladder|screen|screen2|screen3|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
+*) echo "usage: $0 ladder|screen|screen2|screen3|confirm|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
 esac
