@@ -759,9 +759,13 @@ def reference_erasing(images: torch.Tensor, p: float, area: tuple[float, float],
     left = (torch.rand(n) * (w - box_w + 1)).long().clamp(max=w - 1)
     box_h, box_w = box_h * apply, box_w * apply
     mask = box_mask(top, top + box_h, left, left + box_w, h, w)[:, None]
-    if mode == "pixel":
+    if mode == "pixel":  # the normals fill the box values in the batch's memory order
         full = mask.expand(n, c, h, w)
-        return images.masked_scatter(full, torch.randn(int(full.sum()), dtype=images.dtype))
+        values = torch.randn(int(full.sum()), dtype=images.dtype)
+        if images.is_contiguous():
+            return images.masked_scatter(full, values)
+        nhwc = images.permute(0, 2, 3, 1)  # channels_last: pixel by pixel, channel innermost
+        return nhwc.masked_scatter(full.permute(0, 2, 3, 1), values).permute(0, 3, 1, 2)
     fill = (
         torch.randn(n, c, 1, 1, dtype=images.dtype) if mode == "rand" else torch.zeros((), dtype=images.dtype)
     )

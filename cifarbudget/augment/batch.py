@@ -578,9 +578,10 @@ def _erase_with_noise(
 ) -> torch.Tensor:
     """Fill each box with standard normals drawn for its values only (the CPU path of ``mode="pixel"``).
 
-    One ``torch.randn`` of exactly the erased values, assigned in ``(image, channel, row, column)``
-    order (what ``masked_scatter`` with the box mask does), written by one indexed copy of whole
-    pixels instead of a scan of every value of the batch.
+    One ``torch.randn`` of exactly the erased values, assigned in the batch's memory order (what
+    ``masked_scatter`` with the box mask does on its memory): ``(image, row, column, channel)``
+    for a channels_last batch, written as whole pixels by one ``index_copy_``;
+    ``(image, channel, row, column)`` for a contiguous one. No scan of every value of the batch.
     """
     n, c, h, w = images.shape
     dev = images.device
@@ -598,19 +599,19 @@ def _erase_with_noise(
     # rank // width in float32 (exact: both are small integers and the margin is >= 0.5 / width; an
     # integer division is a scalar loop on the CPU)
     row = ((rank + 0.5) / width).long()
-    pixel = corner + row * (w - width) + rank  # flat (row, column): corner + row * w + (rank - row * width)
-    # the values of image i: channel 0's box, then channel 1's, ...; they start after c * start[i]
+    # flat pixel in the batch: image, then (row, column) = corner + row * w + (rank - row * width)
+    pixel = image * (h * w) + corner + row * (w - width) + rank
+    if is_channels_last(images):  # memory order (image, row, column, channel): whole pixels
+        out = images.clone()
+        out.permute(0, 2, 3, 1).view(-1, c).index_copy_(0, pixel, values.view(-1, c))
+        return out
+    # memory order (image, channel, row, column): image i's values are channel 0's box, then
+    # channel 1's, ...; they start after c * start[i]
     channel = torch.arange(c, device=dev)
     source = (c * start_ + rank)[:, None] + channel * area_[:, None]  # (M, C) positions in values
-    if is_channels_last(images):  # memory order (image, row, column, channel)
-        out = images.clone()
-        flat = out.permute(0, 2, 3, 1).view(-1)
-        target = (image * (h * w) + pixel)[:, None] * c + channel
-    else:  # memory order (image, channel, row, column)
-        out = images.clone(memory_format=torch.contiguous_format)
-        flat = out.view(-1)
-        target = (image * (c * h * w) + pixel)[:, None] + channel * (h * w)
-    flat.scatter_(0, target.view(-1), values.take(source.view(-1)))
+    out = images.clone(memory_format=torch.contiguous_format)
+    target = (pixel + image * ((c - 1) * h * w))[:, None] + channel * (h * w)
+    out.view(-1).scatter_(0, target.view(-1), values.take(source.view(-1)))
     return out
 
 
