@@ -113,13 +113,18 @@ def test_paper_optimized_trains_and_evaluates_its_five_views(tmp_path: Path) -> 
     assert result.final["tta_views"] == 5 and result.test_acc_tta is not None
 
 
-def test_speedrun_cpu_muon_is_the_cpu_tracks_final_row() -> None:
-    """The recipe resolves to the runs of results/cpu-track's final row: the same run id (seed 0)
-    as the recorded run, when the real data (which the id fingerprints) is here."""
+@pytest.mark.parametrize(
+    ("recipe", "run_id"),
+    [
+        ("speedrun-cpu-muon", "airnet-small-imagefolder-e9-s0-8f35c740abe0"),  # first round's final row
+        ("speedrun-cpu-v2", "airnet-small-imagefolder-e9-s0-c973f89c058f"),  # second round's
+    ],
+)
+def test_the_cpu_speedrun_recipes_are_the_cpu_tracks_final_rows(recipe: str, run_id: str) -> None:
+    """Each recipe resolves to the runs of a final row of results/cpu-track: the same run id (seed
+    0) as the recorded run, when the real data (which the id fingerprints) is here."""
     shared = Path(__file__).resolve().parents[2] / "shared" / "data"
-    record = Path(__file__).resolve().parents[1] / "results" / "cpu-track" / "runs"
-    record = record / "airnet-small-imagefolder-e9-s0-8f35c740abe0" / "result.json"
+    record = Path(__file__).resolve().parents[1] / "results" / "cpu-track" / "runs" / run_id / "result.json"
     if not (shared / "cifar10-jpeg-train.zip").exists() or not record.exists():
         pytest.skip("needs ../shared/data and the recorded run")
-    spec = resolve_spec(recipe="speedrun-cpu-muon", data_dir=shared, seed=0)
-    assert spec.run_id == "airnet-small-imagefolder-e9-s0-8f35c740abe0"
+    assert resolve_spec(recipe=recipe, data_dir=shared, seed=0).run_id == run_id
