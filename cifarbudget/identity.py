@@ -11,8 +11,11 @@ A run's identity is everything that changes what is trained, and nothing else:
 - the data: ``spec.data_id``, the dataset's content fingerprint and split sizes
   (:func:`data_id`), so runs on different image folders never pool.
 
-A parameter that names a finished run folder (a distillation teacher) is replaced by that run's
-id: the identity does not depend on where a folder lives. ``run_id`` is
+A component may name options that leave its identity while they have a given value
+(``identity_neutral = {"option": value}`` on the factory or class): an option added after runs
+were recorded, whose value there builds exactly what was built before, so the recorded runs keep
+their ids. A parameter that names a finished run folder (a distillation teacher) is replaced by
+that run's id: the identity does not depend on where a folder lives. ``run_id`` is
 ``<model>-<dataset>-e<epochs>-s<seed>-<12 hex digits>``; ``config_id`` hashes the same identity
 without the seed (runs that differ only in their seed are one configuration on a leaderboard).
 :data:`IDENTITY_VERSION` is part of the hash: changing what goes into identities on purpose bumps
@@ -108,7 +111,12 @@ def component_params(kind: str, name: str, params: Mapping[str, Any] | None = No
             elif p.default is not p.empty:
                 resolved[pname] = p.default
     resolved.update(params or {})
-    return {k: canonical(_run_reference(v)) for k, v in resolved.items()}
+    out = {k: canonical(_run_reference(v)) for k, v in resolved.items()}
+    # options added after runs were recorded leave the identity while they keep the old behaviour
+    for key, value in dict(getattr(target, "identity_neutral", None) or {}).items():
+        if key in out and out[key] == canonical(value):
+            del out[key]
+    return out
 
 
 def components(spec: RunSpec) -> dict[str, Any]:

@@ -115,6 +115,60 @@ def test_a_changed_component_default_changes_the_id() -> None:
     assert ids[0] != ids[1]  # old runs are not taken for runs of the new default
 
 
+def _model_plugin(with_option: bool) -> types.ModuleType:
+    """A model before and after it gained an option whose default builds the same network."""
+    from torch import nn
+
+    def tiny(num_classes: int, width: int) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(3, width, 3), nn.Flatten(), nn.LazyLinear(num_classes))
+
+    if with_option:
+
+        def factory(num_classes: int = 10, width: int = 8, sharpen: bool = False) -> nn.Module:
+            return tiny(num_classes, width)
+
+        factory.identity_neutral = {"sharpen": False}  # type: ignore[attr-defined]
+    else:
+
+        def factory(num_classes: int = 10, width: int = 8) -> nn.Module:  # type: ignore[misc]
+            return tiny(num_classes, width)
+
+    plugin = types.ModuleType(f"tiny_{with_option}")
+
+    @cifarbudget.hookimpl
+    def cifarbudget_register_models(registry) -> None:  # type: ignore[no-untyped-def]
+        registry.add("tiny", factory, description="a test model")
+
+    plugin.cifarbudget_register_models = cifarbudget_register_models  # type: ignore[attr-defined]
+    return plugin
+
+
+def test_an_option_added_at_its_neutral_value_keeps_the_recorded_ids() -> None:
+    """``identity_neutral``: a new option at the value that builds what was built before leaves
+    the id alone (recorded runs are still found); any other value is a new run."""
+    ids = {}
+    for with_option in (False, True):
+        cifarbudget.reset_plugins(autoload=False, extra_plugins=(("tiny", _model_plugin(with_option)),))
+        ids[with_option] = resolve_spec("tiny", dataset="synthetic", epochs=3).run_id
+        if with_option:
+            explicit = resolve_spec("tiny", dataset="synthetic", epochs=3, model_params={"sharpen": False})
+            sharpened = resolve_spec("tiny", dataset="synthetic", epochs=3, model_params={"sharpen": True})
+    assert ids[True] == ids[False] == explicit.run_id
+    assert sharpened.run_id != ids[False]
+    cifarbudget.reset_plugins()
+    # the builtin case: airnet-small's identity_init / whiten_freeze (added after the CPU track's
+    # first round) at False give the ids that round recorded
+    plain = resolve_spec("airnet-small", dataset="synthetic", epochs=3, model_params={"whiten": True})
+    off = resolve_spec(
+        "airnet-small",
+        dataset="synthetic",
+        epochs=3,
+        model_params={"whiten": True, "identity_init": False, "whiten_freeze": False},
+    )
+    assert plain.run_id == off.run_id
+    assert "identity_init" not in training_identity(plain)["components"]["model"]["params"]
+
+
 def _image_folder(root: Path, shade: int) -> Path:
     for split in ("train", "test"):
         for c, name in enumerate(("cat", "dog")):
