@@ -8,6 +8,7 @@
 #   bash results/cpu-track/run.sh screen2    # rows K-L: + identity init, + frozen whitening, seed 0
 #   bash results/cpu-track/run.sh screen3    # rows M-P: K + batch 256 (+ frozen whitening, + Muon 0.3), K + batch 128
 #   bash results/cpu-track/run.sh confirm    # rows K and N (best of F-P at seed 0), seeds 1 and 2
+#   bash results/cpu-track/run.sh screen4    # round 3, rows Q-T: one change each to row N, seed 0
 #   bash results/cpu-track/run.sh final ARGS # the validation-best row, 5 seeds, all 50k images
 # Data: CIFAR-10 (JPEG q75 copy), ../shared/data (imagefolder zips).
 set -euo pipefail
@@ -66,9 +67,19 @@ confirm)  # the two best one-seed rows on validation (K, N), seeds 1 and 2 (seed
         row K "$seed" "${k[@]}"
         row N "$seed" "${k[@]}" --batch-size 256 --model-param whiten_freeze=true
     done ;;
+screen4)  # Q-T (round 3): one change each to row N, seed 0 (SEEDS="1 2" for more)
+    n=("${val[@]}" "${airbench[@]}" --optimizer muon --opt-param muon_lr=0.15 --model-param identity_init=true
+       --batch-size 256 --model-param whiten_freeze=true)
+    for seed in ${SEEDS:-0}; do
+        row Q "$seed" "${n[@]}" --aug-param crop-flip.padding=2   # airbench's 2-pixel translation
+        row R "$seed" "${n[@]}" --sched-param pct_start=0.23 --sched-param anneal_strategy=linear \
+            --sched-param div_factor=5 --sched-param final_div_factor=2.857   # airbench's triangle
+        row S "$seed" "${n[@]}" --opt-param muon_lr=0.24 --opt-param muon_momentum=0.6  # airbench94-muon's
+        row T "$seed" "${n[@]}" --ema 0.995
+    done ;;
 resnet20)  # E: resnet20 (40.55M MACs) with the recipe's training, 4 epochs: 21.7T at 45k, 24.2T at 50k
     for seed in 0 1 2; do row E "$seed" "${val[@]}" resnet20 --epochs 4; done ;;
 final)
     shift; for seed in 0 1 2 3 4; do row final "$seed" --val-size 0 "$@"; done ;;
-*) echo "usage: $0 ladder|screen|screen2|screen3|confirm|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
+*) echo "usage: $0 ladder|screen|screen2|screen3|confirm|screen4|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
 esac
