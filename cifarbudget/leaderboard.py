@@ -17,8 +17,8 @@ Ranking is honest: configurations are ranked *within each dataset* by their mean
 accuracy (with their TTA policy, if any), never by test accuracy, which is shown beside it;
 configurations without a validation split are ranked by test accuracy and marked
 (``selected_on = "test"``). ``tied`` marks configurations whose mean is not significantly
-different from the best of their dataset (Welch's t-test, two-sided, 5%); one-seed rows cannot be
-tested and are marked ``one_seed``. Every row carries ``rerun``: the command that reproduces its
+different from the best of their dataset (Welch's t-test, two-sided, 5%); the best is the first
+row with at least two seeds; one-seed rows cannot be tested and are marked ``one_seed``. Every row carries ``rerun``: the command that reproduces its
 runs. The statistics are documented in ``docs/leaderboard.md``.
 """
 
@@ -731,15 +731,19 @@ def sort_board(board: pd.DataFrame, *, sort: str | None = None, ascending: bool 
 
 
 def welch_ties(part: pd.DataFrame) -> pd.Series:
-    """Per row of one dataset's ranking: ``"best"`` for the first, ``"tied"`` when Welch's two-sided
-    t-test at 5% does not reject an equal mean selection accuracy, ``""`` when it does, and
-    ``"n=1"`` when the row or the best has a single seed (no spread: untestable)."""
+    """Per row of one dataset's ranking: ``"best"`` for the reference, the first row with at least
+    two seeds (a single seed has no spread, so a one-seed row is the reference only when no row has
+    two); ``"tied"`` when Welch's two-sided t-test at 5% does not reject an equal mean selection
+    accuracy with the reference, ``""`` when it does; ``"n=1"`` when the row or the reference has a
+    single seed (untestable). A one-seed row can rank above the reference: its ``n=1`` says so."""
     if part.empty:
         return pd.Series(dtype=object)
-    best = part.iloc[0]
+    seeds = part["n"].tolist()
+    ref = next((k for k, n in enumerate(seeds) if n >= 2), 0)
+    best = part.iloc[ref]
     out = []
-    for i, row in part.iterrows():
-        if i == 0:
+    for k, (_, row) in enumerate(part.iterrows()):
+        if k == ref:
             out.append("best")
         elif row["n"] < 2 or best["n"] < 2:
             out.append("n=1")

@@ -567,6 +567,31 @@ def test_ranks_by_validation_marks_ties_and_one_seed_rows(tmp_path: Path) -> Non
     assert no_val.rank == 5  # not above the validated rows: 0.99 test is not comparable with validation
 
 
+def test_a_one_seed_row_above_the_rest_is_not_the_best(tmp_path: Path) -> None:
+    """A lucky single seed ranks by its mean but is marked n=1; the first row with seeds to test
+    is the reference that ties are judged against."""
+    configs = {
+        ("resnet20", "cosine"): [0.90],  # one seed, highest mean
+        ("airnet-small", "multistep"): [0.80, 0.82, 0.81],
+        ("airnet-small", "cosine"): [0.79, 0.81, 0.80],  # tied with multistep (t 1.22)
+        ("resnet20", "multistep"): [0.70, 0.71, 0.72],  # not tied
+    }
+    records = [
+        make_record(model, seed, 0.5, sched=sched, val_acc=val)
+        for (model, sched), vals in configs.items()
+        for seed, val in enumerate(vals)
+    ]
+    write_records(tmp_path, records)
+    board = lb.leaderboard(lb.load_results(tmp_path)[0])
+    assert list(zip(board["model"], board["sched"], board["tied"], strict=True)) == [
+        ("resnet20", "cosine", "n=1"),
+        ("airnet-small", "multistep", "best"),
+        ("airnet-small", "cosine", "tied"),
+        ("resnet20", "multistep", ""),
+    ]
+    assert board["rank"].tolist() == [1, 2, 3, 4]
+
+
 def test_each_dataset_has_its_own_ranking(tmp_path: Path) -> None:
     write_records(
         tmp_path,
