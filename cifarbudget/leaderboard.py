@@ -18,8 +18,9 @@ accuracy (with their TTA policy, if any), never by test accuracy, which is shown
 configurations without a validation split are ranked by test accuracy and marked
 (``selected_on = "test"``). ``tied`` marks configurations whose mean is not significantly
 different from the best of their dataset (Welch's t-test, two-sided, 5%); the best is the first
-row with at least two seeds; one-seed rows cannot be tested and are marked ``one_seed``. Every row carries ``rerun``: the command that reproduces its
-runs. The statistics are documented in ``docs/leaderboard.md``.
+row with at least two seeds; one-seed rows cannot be tested and are marked ``one_seed``. Every
+row carries ``rerun``: the command that reproduces its runs. The statistics are documented in
+``docs/leaderboard.md``.
 """
 
 from __future__ import annotations

@@ -92,13 +92,19 @@ def _aug_plugin(default_p: float) -> types.ModuleType:
         def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return images, targets
 
-    plugin = types.ModuleType(f"jitter_{default_p}")
+    return _plugin(f"jitter_{default_p}", "augmentations", "jitter", Jitter)
 
-    @cifarbudget.hookimpl
-    def cifarbudget_register_augmentations(registry) -> None:  # type: ignore[no-untyped-def]
-        registry.add("jitter", Jitter, description="a test augmentation")
 
-    plugin.cifarbudget_register_augmentations = cifarbudget_register_augmentations  # type: ignore[attr-defined]
+def _plugin(module: str, kind: str, name: str, factory: Callable[..., object]) -> types.ModuleType:
+    """A plugin module whose ``cifarbudget_register_<kind>`` hook adds ``factory`` as ``name``."""
+    plugin = types.ModuleType(module)
+
+    def register(registry) -> None:  # type: ignore[no-untyped-def]
+        registry.add(name, factory, description=f"a test {kind} entry")
+
+    hook = f"cifarbudget_register_{kind}"
+    register.__name__ = hook
+    setattr(plugin, hook, cifarbudget.hookimpl(register))
     return plugin
 
 
@@ -133,14 +139,7 @@ def _model_plugin(with_option: bool) -> types.ModuleType:
         def factory(num_classes: int = 10, width: int = 8) -> nn.Module:  # type: ignore[misc]
             return tiny(num_classes, width)
 
-    plugin = types.ModuleType(f"tiny_{with_option}")
-
-    @cifarbudget.hookimpl
-    def cifarbudget_register_models(registry) -> None:  # type: ignore[no-untyped-def]
-        registry.add("tiny", factory, description="a test model")
-
-    plugin.cifarbudget_register_models = cifarbudget_register_models  # type: ignore[attr-defined]
-    return plugin
+    return _plugin(f"tiny_{with_option}", "models", "tiny", factory)
 
 
 def test_an_option_added_at_its_neutral_value_keeps_the_recorded_ids() -> None:

@@ -236,7 +236,7 @@ def crop_rows(
     n, c, sh, sw = padded.shape
     dev = padded.device
     pixels = padded.permute(0, 2, 3, 1)  # (N, SH, SW, C), contiguous
-    source = torch.arange(n, device=dev)  # which image of ``stack`` each output image comes from
+    source = torch.arange(n, device=dev)  # which image of ``pixels`` each output image is cut from
     col = dx
     if flip is not None:
         if syncs_freely(dev):

@@ -45,7 +45,7 @@ class AirNet(nn.Module):
         arXiv:2404.00498, sec. 3.2; with the default ``stem=24`` = 2 x 12, every whitening filter
         and its negative). Off by default: then the attribute does not exist (``hasattr`` is
         False), so an engine that calls it when present leaves such runs exactly as before. The
-        parameters are the same either way (nothing is frozen here).
+        parameters are the same either way (nothing is frozen unless ``whiten_freeze``).
     :param whiten_eps: ``eps`` of :func:`cifarbudget.nets.whitening.whiten_conv_` (airbench: 5e-4).
     :param whiten_freeze: with ``whiten``, keep the whitening filters fixed (the stem's weight does
         not train; its bias does), as airbench94 (which also stops the bias after 3 epochs: not
