@@ -9,6 +9,7 @@
 #   bash results/cpu-track/run.sh screen3    # rows M-P: K + batch 256 (+ frozen whitening, + Muon 0.3), K + batch 128
 #   bash results/cpu-track/run.sh confirm    # rows K and N (best of F-P at seed 0), seeds 1 and 2
 #   bash results/cpu-track/run.sh screen4    # round 3, rows Q-T: one change each to row N, seed 0
+#   bash results/cpu-track/run.sh screen5    # round 4, rows U-Z: one change each to row N, seed 0
 #   bash results/cpu-track/run.sh final ARGS # the validation-best row, 5 seeds, all 50k images
 # Data: CIFAR-10 (JPEG q75 copy), ../shared/data (imagefolder zips).
 set -euo pipefail
@@ -77,9 +78,20 @@ screen4)  # Q-T (round 3): one change each to row N, seed 0 (SEEDS="1 2" for mor
         row S "$seed" "${n[@]}" --opt-param muon_lr=0.24 --opt-param muon_momentum=0.6  # airbench94-muon's
         row T "$seed" "${n[@]}" --ema 0.995
     done ;;
+screen5)  # U-Z (round 4): one change each to row N at <= 30T, seed 0 (SEEDS="1 2" for more)
+    n=("${val[@]}" "${airbench[@]}" --optimizer muon --opt-param muon_lr=0.15 --model-param identity_init=true
+       --batch-size 256 --model-param whiten_freeze=true)
+    for seed in ${SEEDS:-0}; do
+        row U "$seed" "${n[@]}" --model-param 'widths=[24,80,128]'  # compute moved to group 2: 21.43M MACs
+        row V "$seed" "${n[@]}" --model-param 'widths=[24,72,144]'  # ... and to group 3: 20.99M MACs
+        row W "$seed" "${n[@]}" --model-param stem=24 --epochs 8    # all 12 whitening filters (+-): 23.89M MACs
+        row X "$seed" "${n[@]}" --label-smoothing 0.1
+        row Y "$seed" "${n[@]}" --optimizer lookahead --opt-param base=muon   # k=5, alpha=0.5, EMA kept
+        row Z "$seed" "${n[@]}" --opt-param linear=true                       # Muon on the head too
+    done ;;
 resnet20)  # E: resnet20 (40.55M MACs) with the recipe's training, 4 epochs: 21.7T at 45k, 24.2T at 50k
     for seed in 0 1 2; do row E "$seed" "${val[@]}" resnet20 --epochs 4; done ;;
 final)
     shift; for seed in 0 1 2 3 4; do row final "$seed" --val-size 0 "$@"; done ;;
-*) echo "usage: $0 ladder|screen|screen2|screen3|confirm|screen4|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
+*) echo "usage: $0 ladder|screen|screen2|screen3|confirm|screen4|screen5|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
 esac
