@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from cifarbudget.budget import BudgetReport, check_budget
-from cifarbudget.compute import validation_size
+from cifarbudget.compute import training_split_size, validation_size
 from cifarbudget.data.core import (
     DeviceSplit,
     Split,
@@ -417,7 +417,17 @@ def check_spec_budget(spec: RunSpec, root: Path) -> BudgetReport:
         )
     if meta.get("n_train"):
         check_compute_budget(spec, report, int(meta["n_train"]))
+        n_train = training_split_size(spec, int(meta["n_train"]))
+        check_schedule(spec, steps_per_epoch(n_train, spec.batch_size))
     return report
+
+
+def check_schedule(spec: RunSpec, steps: int) -> None:
+    """Build the run's schedule on a stand-in optimizer, so that a schedule the run cannot have
+    (e.g. 'onecycle' with fewer than 3 steps, an unknown parameter) fails before any data is
+    decoded; the run builds it again on its real optimizer."""
+    stand_in = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=spec.lr)
+    build_scheduler(spec, stand_in, steps)
 
 
 def check_compute_budget(spec: RunSpec, report: BudgetReport, n_train_total: int) -> dict[str, Any]:

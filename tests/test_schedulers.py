@@ -208,3 +208,20 @@ def test_bad_params_are_user_errors(factory: Factory, kwargs: dict[str, object],
         factory(make_optimizer(), epochs=10, steps_per_epoch=2, **kwargs)
     with pytest.raises(CifarBudgetError, match="epochs"):
         factory(make_optimizer(), epochs=0, steps_per_epoch=2)
+
+
+def test_a_schedule_the_run_cannot_have_is_refused_before_any_data(
+    invoke: Callable[..., object], tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'onecycle' over 2 steps (256 images, batch 256, 2 epochs) fails with one line, before decoding."""
+    monkeypatch.setattr("cifarbudget.runner.load_splits", lambda *a, **k: pytest.fail("data were decoded"))
+    args = ["run", "airnet-small", "--dataset", "synthetic", "--train-subset", "256", "--batch-size", "256"]
+    out = invoke([*args, "--epochs", "2", "--sched", "onecycle", "--results-dir", f"{tmp_path}/runs"])
+    assert out.exit_code != 0, out.output
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert lines == ["Error: scheduler 'onecycle': needs at least 3 optimizer steps, the run has 2"], lines
+    monkeypatch.undo()
+    ok = invoke(
+        [*args, "--epochs", "3", "--sched", "onecycle", "--results-dir", f"{tmp_path}/runs", "--quiet"]
+    )
+    assert ok.exit_code == 0, ok.output  # 3 steps: trains
