@@ -11,6 +11,7 @@
 #   bash results/cpu-track/run.sh screen4    # round 3, rows Q-T: one change each to row N, seed 0
 #   bash results/cpu-track/run.sh screen5    # round 4, rows U-Z: one change each to row N, seed 0
 #   bash results/cpu-track/run.sh screen6    # round 5, rows AA-AC: N with narrower nets and more epochs, seed 0
+#   bash results/cpu-track/run.sh confirm2   # row AB (best of U-AC at seed 0), seeds 1 and 2
 #   bash results/cpu-track/run.sh final ARGS # the validation-best row, 5 seeds, all 50k images
 # Data: CIFAR-10 (JPEG q75 copy), ../shared/data (imagefolder zips).
 set -euo pipefail
@@ -98,9 +99,15 @@ screen6)  # AA-AC (round 5): row N narrower, with the epochs the saved MACs buy 
         row AB "$seed" "${n[@]}" --model-param 'widths=[24,48,96]' --epochs 15   # 13.03M MACs (row H's net)
         row AC "$seed" "${n[@]}" --model-param 'widths=[24,48,128]' --epochs 13  # 14.94M MACs: 29.1T at 50k
     done ;;
+confirm2)  # the best one-seed row of rounds 4-5 on validation (AB), seeds 1 and 2
+    n=("${val[@]}" "${airbench[@]}" --optimizer muon --opt-param muon_lr=0.15 --model-param identity_init=true
+       --batch-size 256 --model-param whiten_freeze=true)
+    for seed in ${SEEDS:-1 2}; do
+        row AB "$seed" "${n[@]}" --model-param 'widths=[24,48,96]' --epochs 15
+    done ;;
 resnet20)  # E: resnet20 (40.55M MACs) with the recipe's training, 4 epochs: 21.7T at 45k, 24.2T at 50k
     for seed in 0 1 2; do row E "$seed" "${val[@]}" resnet20 --epochs 4; done ;;
 final)
     shift; for seed in 0 1 2 3 4; do row final "$seed" --val-size 0 "$@"; done ;;
-*) echo "usage: $0 ladder|screen|screen2|screen3|confirm|screen4|screen5|screen6|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
+*) echo "usage: $0 ladder|screen|screen2|screen3|confirm|screen4|screen5|screen6|confirm2|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
 esac
