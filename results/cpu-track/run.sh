@@ -12,6 +12,7 @@
 #   bash results/cpu-track/run.sh screen5    # round 4, rows U-Z: one change each to row N, seed 0
 #   bash results/cpu-track/run.sh screen6    # round 5, rows AA-AC: N with narrower nets and more epochs, seed 0
 #   bash results/cpu-track/run.sh confirm2   # row AB (best of U-AC at seed 0), seeds 1 and 2
+#   bash results/cpu-track/run.sh gap        # NOT a track row: row N at 12 and 15 epochs (over 30T), seed 0
 #   bash results/cpu-track/run.sh final ARGS # the validation-best row, 5 seeds, all 50k images
 # Data: CIFAR-10 (JPEG q75 copy), ../shared/data (imagefolder zips).
 set -euo pipefail
@@ -105,9 +106,18 @@ confirm2)  # the best one-seed row of rounds 4-5 on validation (AB), seeds 1 and
     for seed in ${SEEDS:-1 2}; do
         row AB "$seed" "${n[@]}" --model-param 'widths=[24,48,96]' --epochs 15
     done ;;
+gap)  # how far 88% is in compute: row N trained longer than the budget allows (34.7T, 43.4T at 45k),
+      # seed 0, validation only; written to over-budget/, never to runs/ (the track's rows are <= 30T)
+    n=("${val[@]}" "${airbench[@]}" --optimizer muon --opt-param muon_lr=0.15 --model-param identity_init=true
+       --batch-size 256 --model-param whiten_freeze=true)
+    for epochs in 12 15; do
+        echo "== over budget: row N, $epochs epochs, seed 0"
+        cifarbudget run --recipe speedrun-cpu --data-dir "$DATA" --results-dir results/cpu-track/over-budget \
+            --quiet --seed 0 "${n[@]}" --epochs "$epochs" || echo "row N $epochs epochs exited $?"
+    done ;;
 resnet20)  # E: resnet20 (40.55M MACs) with the recipe's training, 4 epochs: 21.7T at 45k, 24.2T at 50k
     for seed in 0 1 2; do row E "$seed" "${val[@]}" resnet20 --epochs 4; done ;;
 final)
     shift; for seed in 0 1 2 3 4; do row final "$seed" --val-size 0 "$@"; done ;;
-*) echo "usage: $0 ladder|screen|screen2|screen3|confirm|screen4|screen5|screen6|confirm2|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
+*) echo "usage: $0 ladder|screen|screen2|screen3|confirm|screen4|screen5|screen6|confirm2|gap|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
 esac
