@@ -10,9 +10,11 @@ import itertools
 import math
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
+from click.testing import Result
 from torch.optim.lr_scheduler import LRScheduler
 
 import cifarbudget
@@ -211,13 +213,13 @@ def test_bad_params_are_user_errors(factory: Factory, kwargs: dict[str, object],
 
 
 def test_a_schedule_the_run_cannot_have_is_refused_before_any_data(
-    invoke: Callable[..., object], tmp_path: object, monkeypatch: pytest.MonkeyPatch
+    invoke: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """'onecycle' over 2 steps (256 images, batch 256, 2 epochs) fails with one line, before decoding."""
     monkeypatch.setattr("cifarbudget.runner.load_splits", lambda *a, **k: pytest.fail("data were decoded"))
     args = ["run", "airnet-small", "--dataset", "synthetic", "--train-subset", "256", "--batch-size", "256"]
     out = invoke([*args, "--epochs", "2", "--sched", "onecycle", "--results-dir", f"{tmp_path}/runs"])
-    assert out.exit_code != 0, out.output
+    assert out.exit_code == 1, out.output  # a run error
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert lines == ["Error: scheduler 'onecycle': needs at least 3 optimizer steps, the run has 2"], lines
     monkeypatch.undo()
