@@ -28,6 +28,9 @@ val=(--val-size 5000)
 airbench=(--model-param whiten=true --opt-param bn_bias_lr_scale=64 --opt-param norm_weight_decay=0
           --aug crop-flip+flip-alternating --aug-param crop-flip.flip=false --aug-param crop-flip.padding=4
           --tta multicrop)
+# N, round 2's choice and the base of rounds 3-5: D + identity init, batch 256, fixed whitening filters
+row_n=("${airbench[@]}" --optimizer muon --opt-param muon_lr=0.15 --model-param identity_init=true
+       --batch-size 256 --model-param whiten_freeze=true)
 row() {  # row NAME SEED ARGS...
     local name=$1 seed=$2; shift 2
     echo "== row $name seed $seed: cifarbudget run ${common[*]} --seed $seed $*"
@@ -72,8 +75,7 @@ confirm)  # the two best one-seed rows on validation (K, N), seeds 1 and 2 (seed
         row N "$seed" "${k[@]}" --batch-size 256 --model-param whiten_freeze=true
     done ;;
 screen4)  # Q-T (round 3): one change each to row N, seed 0 (SEEDS="1 2" for more)
-    n=("${val[@]}" "${airbench[@]}" --optimizer muon --opt-param muon_lr=0.15 --model-param identity_init=true
-       --batch-size 256 --model-param whiten_freeze=true)
+    n=("${val[@]}" "${row_n[@]}")
     for seed in ${SEEDS:-0}; do
         row Q "$seed" "${n[@]}" --aug-param crop-flip.padding=2   # airbench's 2-pixel translation
         row R "$seed" "${n[@]}" --sched-param pct_start=0.23 --sched-param anneal_strategy=linear \
@@ -82,8 +84,7 @@ screen4)  # Q-T (round 3): one change each to row N, seed 0 (SEEDS="1 2" for mor
         row T "$seed" "${n[@]}" --ema 0.995
     done ;;
 screen5)  # U-Z (round 4): one change each to row N at <= 30T, seed 0 (SEEDS="1 2" for more)
-    n=("${val[@]}" "${airbench[@]}" --optimizer muon --opt-param muon_lr=0.15 --model-param identity_init=true
-       --batch-size 256 --model-param whiten_freeze=true)
+    n=("${val[@]}" "${row_n[@]}")
     for seed in ${SEEDS:-0}; do
         row U "$seed" "${n[@]}" --model-param 'widths=[24,80,128]'  # compute moved to group 2: 21.43M MACs
         row V "$seed" "${n[@]}" --model-param 'widths=[24,72,144]'  # ... and to group 3: 20.99M MACs
@@ -93,23 +94,20 @@ screen5)  # U-Z (round 4): one change each to row N at <= 30T, seed 0 (SEEDS="1 
         row Z "$seed" "${n[@]}" --opt-param linear=true                       # Muon on the head too
     done ;;
 screen6)  # AA-AC (round 5): row N narrower, with the epochs the saved MACs buy at 50k (<= 30T), seed 0
-    n=("${val[@]}" "${airbench[@]}" --optimizer muon --opt-param muon_lr=0.15 --model-param identity_init=true
-       --batch-size 256 --model-param whiten_freeze=true)
+    n=("${val[@]}" "${row_n[@]}")
     for seed in ${SEEDS:-0}; do
         row AA "$seed" "${n[@]}" --model-param 'widths=[24,64,128]' --epochs 11  # 18.04M MACs: 29.7T at 50k
         row AB "$seed" "${n[@]}" --model-param 'widths=[24,48,96]' --epochs 15   # 13.03M MACs (row H's net)
         row AC "$seed" "${n[@]}" --model-param 'widths=[24,48,128]' --epochs 13  # 14.94M MACs: 29.1T at 50k
     done ;;
 confirm2)  # the best one-seed row of rounds 4-5 on validation (AB), seeds 1 and 2
-    n=("${val[@]}" "${airbench[@]}" --optimizer muon --opt-param muon_lr=0.15 --model-param identity_init=true
-       --batch-size 256 --model-param whiten_freeze=true)
+    n=("${val[@]}" "${row_n[@]}")
     for seed in ${SEEDS:-1 2}; do
         row AB "$seed" "${n[@]}" --model-param 'widths=[24,48,96]' --epochs 15
     done ;;
 gap)  # how far 88% is in compute: row N trained longer than the budget allows (34.7T, 43.4T at 45k),
       # seed 0, validation only; written to over-budget/, never to runs/ (the track's rows are <= 30T)
-    n=("${val[@]}" "${airbench[@]}" --optimizer muon --opt-param muon_lr=0.15 --model-param identity_init=true
-       --batch-size 256 --model-param whiten_freeze=true)
+    n=("${val[@]}" "${row_n[@]}")
     for epochs in 12 15; do
         echo "== over budget: row N, $epochs epochs, seed 0"
         cifarbudget run --recipe speedrun-cpu --data-dir "$DATA" --results-dir results/cpu-track/over-budget \
