@@ -12,6 +12,7 @@
 #   bash results/cpu-track/run.sh screen5    # round 4, rows U-Z: one change each to row N, seed 0
 #   bash results/cpu-track/run.sh screen6    # round 5, rows AA-AC: N with narrower nets and more epochs, seed 0
 #   bash results/cpu-track/run.sh confirm2   # row AB (best of U-AC at seed 0), seeds 1 and 2
+#   bash results/cpu-track/run.sh confirm3   # row Q (round 3's best seed 0: N + 2-pixel crop), seeds 1 and 2
 #   bash results/cpu-track/run.sh gap        # NOT a track row: row N at 12 and 15 epochs (over 30T), seed 0
 #   bash results/cpu-track/run.sh final ARGS # the validation-best row, 5 seeds, all 50k images
 # Data: CIFAR-10 (JPEG q75 copy), ../shared/data (imagefolder zips).
@@ -105,6 +106,11 @@ confirm2)  # the best one-seed row of rounds 4-5 on validation (AB), seeds 1 and
     for seed in ${SEEDS:-1 2}; do
         row AB "$seed" "${n[@]}" --model-param 'widths=[24,48,96]' --epochs 15
     done ;;
+confirm3)  # row Q, the best seed-0 row of round 3 (N with airbench's 2-pixel translation), seeds 1 and 2
+    n=("${val[@]}" "${row_n[@]}")
+    for seed in ${SEEDS:-1 2}; do
+        row Q "$seed" "${n[@]}" --aug-param crop-flip.padding=2
+    done ;;
 gap)  # how far 88% is in compute: row N trained longer than the budget allows (34.7T, 43.4T at 45k),
       # seed 0, validation only; written to over-budget/, never to runs/ (the track's rows are <= 30T)
     n=("${val[@]}" "${row_n[@]}")
@@ -117,5 +123,5 @@ resnet20)  # E: resnet20 (40.55M MACs) with the recipe's training, 4 epochs: 21.
     for seed in 0 1 2; do row E "$seed" "${val[@]}" resnet20 --epochs 4; done ;;
 final)
     shift; for seed in 0 1 2 3 4; do row final "$seed" --val-size 0 "$@"; done ;;
-*) echo "usage: $0 ladder|screen|screen2|screen3|confirm|screen4|screen5|screen6|confirm2|gap|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
+*) echo "usage: $0 ladder|screen|screen2|screen3|confirm|screen4|screen5|screen6|confirm2|confirm3|gap|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
 esac
