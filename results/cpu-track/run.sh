@@ -111,7 +111,7 @@ confirm3)  # row Q, the best seed-0 row of round 3 (N with airbench's 2-pixel tr
     for seed in ${SEEDS:-1 2}; do
         row Q "$seed" "${n[@]}" --aug-param crop-flip.padding=2
     done ;;
-gap)  # how far 88% is in compute: row N trained longer than the budget allows (34.7T, 43.4T at 45k),
+gap)  # how far 88% is in compute: row N trained longer than the budget allows (34.6T, 43.2T on 44,800 images),
       # seed 0, validation only; written to over-budget/, never to runs/ (the track's rows are <= 30T)
     n=("${val[@]}" "${row_n[@]}")
     for epochs in 12 15; do
