@@ -176,7 +176,15 @@ def count_macs(model: nn.Module) -> tuple[int, dict[str, int]]:
     return macs, by_op
 
 
-def _fvcore_macs(model: nn.Module) -> tuple[int, dict[str, int], dict[str, int]]:
+def count_macs_at(model: nn.Module, size: int) -> int:
+    """Conv + linear MACs (fvcore) of one 3 x ``size`` x ``size`` image: the cost of an epoch that
+    trains on resized images (:mod:`cifarbudget.augment.resize`)."""
+    return _fvcore_macs(model, (1, 3, size, size))[0]
+
+
+def _fvcore_macs(
+    model: nn.Module, input_shape: tuple[int, ...] = INPUT_SHAPE
+) -> tuple[int, dict[str, int], dict[str, int]]:
     with warnings.catch_warnings():  # fvcore's import scripts a function; torch warns on that
         warnings.simplefilter("ignore", FutureWarning)
         from fvcore.nn import FlopCountAnalysis
@@ -186,7 +194,7 @@ def _fvcore_macs(model: nn.Module) -> tuple[int, dict[str, int], dict[str, int]]
     model.eval()
     try:
         with torch.no_grad():
-            analysis = FlopCountAnalysis(model, torch.zeros(INPUT_SHAPE))
+            analysis = FlopCountAnalysis(model, torch.zeros(input_shape))
             analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
             by_op = {k: int(v) for k, v in sorted(analysis.by_operator().items())}
             unsupported = {k: int(v) for k, v in sorted(analysis.unsupported_ops().items())}

@@ -435,12 +435,16 @@ def check_compute_budget(spec: RunSpec, report: BudgetReport, n_train_total: int
     from cifarbudget.budget import format_macs
     from cifarbudget.compute import planned_training
 
-    plan = planned_training(spec, report.macs, n_train_total)
+    plan = planned_training(spec, report.macs, n_train_total, report.num_classes)
     if spec.compute_budget and plan["train_macs"] > spec.compute_budget:
+        if "forward_macs_per_epoch" in plan:  # progressive resizing: the mean over the epochs
+            macs = f"{format_macs(sum(plan['forward_macs_per_epoch']) / spec.epochs)} (mean over the epochs' sizes)"
+        else:
+            macs = format_macs(report.macs)
         raise OverBudgetError(
             f"refusing to train: {spec.model} for {spec.epochs} epochs on {plan['train_images'] // spec.epochs:,} "
             f"images plans {format_macs(plan['train_macs'])} training MACs "
-            f"(3 x {format_macs(report.macs)} x {plan['train_images']:,} images"
+            f"(3 x {macs} x {plan['train_images']:,} images"
             + (f" x {plan['passes_per_step']} passes" if plan["passes_per_step"] > 1 else "")
             + f") > compute budget {format_macs(spec.compute_budget)}"
         )
@@ -790,12 +794,13 @@ def compute_record(
     engine: Engine,
 ) -> dict[str, Any]:
     """Training compute spent (and planned) and inference compute, in MACs (:mod:`cifarbudget.compute`)."""
-    from cifarbudget.compute import TRAIN_FACTOR, images_per_epoch
+    from cifarbudget.compute import TRAIN_FACTOR, forward_macs_per_epoch, images_per_epoch
 
     epochs_done = len(state.history)
     per_epoch = images_per_epoch(len(data.train), spec.batch_size)
     passes = int(getattr(engine.optimizer, "passes_per_step", 1))
     train_images = per_epoch * epochs_done
+    epoch_macs = forward_macs_per_epoch(spec, report.macs, report.num_classes)
     teacher = int(getattr(engine.loss, "inference_macs_per_image", 0) or 0)
     inference = {
         "validation_per_epoch": report.macs * len(data.val) * epochs_done,
@@ -805,16 +810,19 @@ def compute_record(
     if final:
         views = 1 + float(final.get("tta_views", 1) if spec.tta != "none" else 0)
         inference["final_evaluation"] = round(report.macs * (len(data.val) + len(data.test)) * views)
-    return {
+    record = {
         "definition": "train_macs = 3 x forward MACs x training images seen x passes per step (docs/results.md)",
         "forward_macs": report.macs,
         "train_images": train_images,
         "passes_per_step": passes,
-        "train_macs": TRAIN_FACTOR * report.macs * train_images * passes,
-        "planned_train_macs": TRAIN_FACTOR * report.macs * per_epoch * spec.epochs * passes,
+        "train_macs": TRAIN_FACTOR * per_epoch * passes * sum(epoch_macs[:epochs_done]),
+        "planned_train_macs": TRAIN_FACTOR * per_epoch * passes * sum(epoch_macs),
         "inference_macs": inference,
         "inference_macs_total": sum(inference.values()),
     }
+    if any(m != report.macs for m in epoch_macs):  # an augmentation resized the inputs of some epochs
+        record["forward_macs_per_epoch"] = epoch_macs
+    return record
 
 
 def build_tta(name: str, data_info: dict[str, Any]) -> Any:

@@ -1,4 +1,5 @@
-"""Builtin augmentations: crop-flip, CutMix, mixup, Gaussian blur, random erasing, Cutout.
+"""Builtin augmentations: crop-flip, CutMix, mixup, Gaussian blur, random erasing, Cutout, AutoAugment
+and its kin, the alternating flip, progressive resizing.
 
 Only registrations; the implementations are in :mod:`cifarbudget.augment.batch` (imported when an
 augmentation is first built) and the pipeline machinery in :mod:`cifarbudget.augment.pipeline`.
@@ -76,6 +77,12 @@ AUGMENTATIONS: dict[str, tuple[LazyFactory, str]] = {
         "Alternating flip (Jordan 2024, arXiv:2404.00498): epoch 0 mirrors a fixed random half of the "
         "images, each later epoch mirrors exactly those not mirrored the epoch before; a pure flip: use "
         "with --aug-param crop-flip.flip=false; params seed=None (drawn from the run's seed)",
+    ),
+    "progressive-resize": (
+        lazy("cifarbudget.augment.resize:ProgressiveResize"),
+        "Progressive resizing (Hoffer et al. 2019, arXiv:1908.08986): the first `epochs` epochs train on "
+        "images downscaled to size x size (bilinear, antialiased), the rest at full resolution; put it last; "
+        "training compute is counted at each epoch's size; params size=24, epochs=5",
     ),
 }
 
