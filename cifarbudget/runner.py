@@ -23,7 +23,14 @@ from typing import Any
 import torch
 
 from cifarbudget.budget import BudgetReport, check_budget
-from cifarbudget.compute import training_split_size, validation_size
+from cifarbudget.compute import (
+    TRAIN_FACTOR,
+    forward_macs_per_epoch,
+    images_per_epoch,
+    planned_training,
+    training_split_size,
+    validation_size,
+)
 from cifarbudget.data.core import (
     DeviceSplit,
     Split,
@@ -208,7 +215,7 @@ def run_spec(spec: RunSpec, settings: RunSettings, *, report: BudgetReport | Non
     if spec.compute_budget and dataset_metadata(spec.dataset, root) is None:  # sizes known only now
         check_compute_budget(spec, report, len(data.train) + len(data.val))
     if device.device.type == "cpu" and settings.progress:
-        _warn_cpu(report.macs, len(data.train), spec.epochs)
+        _warn_cpu(spec, report, len(data.train))
 
     engine, pipeline_info = build(spec, data, device, run_dir, settings.progress)
     record = RunResult(
@@ -433,7 +440,6 @@ def check_schedule(spec: RunSpec, steps: int) -> None:
 def check_compute_budget(spec: RunSpec, report: BudgetReport, n_train_total: int) -> dict[str, Any]:
     """The planned training compute; refuse a plan over the spec's compute budget (exit code 3)."""
     from cifarbudget.budget import format_macs
-    from cifarbudget.compute import planned_training
 
     plan = planned_training(spec, report.macs, n_train_total, report.num_classes)
     if spec.compute_budget and plan["train_macs"] > spec.compute_budget:
@@ -477,9 +483,16 @@ def _settled_record(run_dir: Path, restart: bool) -> RunResult | None:
     return previous if previous.status in SETTLED else None
 
 
-def _warn_cpu(macs: int, images: int, epochs: int) -> None:
+def cpu_training_seconds(spec: RunSpec, report: BudgetReport, n_train: int) -> float:
+    """A rough CPU training time: the run's training MACs (each epoch at its input size) at
+    :data:`CPU_MACS_PER_SECOND` per core."""
     cores = max(1, torch.get_num_threads())
-    seconds = 3 * macs * images * epochs / (CPU_MACS_PER_SECOND * cores)
+    macs = sum(forward_macs_per_epoch(spec, report.macs, report.num_classes))
+    return TRAIN_FACTOR * macs * images_per_epoch(n_train, spec.batch_size) / (CPU_MACS_PER_SECOND * cores)
+
+
+def _warn_cpu(spec: RunSpec, report: BudgetReport, n_train: int) -> None:
+    seconds = cpu_training_seconds(spec, report, n_train)
     if seconds < 60:
         return
     hours = seconds / 3600
@@ -794,8 +807,6 @@ def compute_record(
     engine: Engine,
 ) -> dict[str, Any]:
     """Training compute spent (and planned) and inference compute, in MACs (:mod:`cifarbudget.compute`)."""
-    from cifarbudget.compute import TRAIN_FACTOR, forward_macs_per_epoch, images_per_epoch
-
     epochs_done = len(state.history)
     per_epoch = images_per_epoch(len(data.train), spec.batch_size)
     passes = int(getattr(engine.optimizer, "passes_per_step", 1))
