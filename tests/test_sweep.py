@@ -389,6 +389,40 @@ def test_dry_run_lists_the_grid_with_budget_verdicts_and_trains_nothing(
     assert not results_dir.exists()
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            ["--sched", "onecycle", "--train-subset", "64", "--batch-size", "64"],
+            "needs at least 3 optimizer steps",
+        ),
+        (["--sched", "onecycle", "--sched-param", "bogus=1"], "scheduler 'onecycle' has no parameter bogus"),
+        (
+            ["--aug", "crop-flip+progressive-resize", "--aug-param", "progressive-resize.size=4"],
+            "size must be",
+        ),
+    ],
+)
+def test_a_run_that_cannot_train_fails_the_sweep_before_any_work(
+    tmp_path: Path,
+    invoke: Callable[..., Result],
+    monkeypatch: pytest.MonkeyPatch,
+    options: list[str],
+    message: str,
+) -> None:
+    monkeypatch.setattr(
+        "cifarbudget.sweep.plan.make_executor", lambda sweep: pytest.fail("an executor started")
+    )
+    base = ["sweep", "--model", "airnet-small", "--dataset", "synthetic", "--epochs", "1", "--val-size", "0"]
+    for dry in ([], ["--dry-run"]):
+        out = invoke([*base, *options, "--results-dir", str(tmp_path / "runs"), *dry])
+        assert out.exit_code == 1, out.output
+        lines = [line for line in out.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("Error: airnet-small-synthetic-e1-s0-"), lines
+        assert message in lines[0]
+    assert not (tmp_path / "runs").exists()
+
+
 def test_over_budget_runs_are_skipped_and_reported_never_trained(
     tmp_path: Path, invoke: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
 ) -> None:

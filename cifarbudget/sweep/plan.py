@@ -59,6 +59,32 @@ class PlannedRun:
         return self.report.reason if not self.report.within_budget else str(self.compute_refusal)
 
 
+def check_before_work(spec: RunSpec, meta: dict[str, Any]) -> None:
+    """What ``run`` checks of its components before any data is decoded, for every run of the grid:
+    the parameter names and values of each component, and the schedule against the run's number of
+    steps (when the dataset's metadata gives its size). A mistake fails the whole sweep with one line
+    naming the run, before any run trains, as an unknown name does (and ``--dry-run`` says so instead
+    of listing the run as ``ok``). Split sizes the data cannot give (``--train-subset`` over the
+    images there are) stay the run's own failure, recorded in its folder as before."""
+    from cifarbudget.compute import training_split_size
+    from cifarbudget.engine import steps_per_epoch
+    from cifarbudget.errors import RunError
+    from cifarbudget.runner import check_component_params, check_schedule, check_sizes, validate_components
+
+    try:
+        check_component_params(spec)
+        validate_components(spec)
+        if meta.get("n_train"):
+            n_train = int(meta["n_train"])
+            try:
+                check_sizes(spec, n_train)
+            except RunError:
+                return  # the run fails on its own and records why
+            check_schedule(spec, steps_per_epoch(training_split_size(spec, n_train), spec.batch_size))
+    except RunError as exc:
+        raise SweepError(f"{spec.run_id}: {exc}".splitlines()[0]) from None
+
+
 def plan_sweep(sweep: Sweep, specs: Sequence[RunSpec] | None = None) -> list[PlannedRun]:
     """Each run with its model's budget verdict (counted once per model) and its state in the store."""
     from cifarbudget.data.core import default_data_dir
@@ -92,6 +118,7 @@ def plan_sweep(sweep: Sweep, specs: Sequence[RunSpec] | None = None) -> list[Pla
                     f"{spec.model}: cannot build the model to count its parameters "
                     f"({type(exc).__name__}: {exc})".splitlines()[0]
                 ) from None
+        check_before_work(spec, meta)
         state, done, record = stored_state(sweep.results_path, spec.run_id)
         if (
             state == FINISHED
