@@ -16,6 +16,7 @@
 #   bash results/cpu-track/run.sh screen7    # round 6, rows AD-AG: row Q + progressive resizing, seed 0
 #   bash results/cpu-track/run.sh confirm4   # rows AD and AF (best of AD-AG at seed 0), seeds 1 and 2
 #   bash results/cpu-track/run.sh screen8    # round 7, rows AH-AJ: one change each to row Q, seed 0
+#   bash results/cpu-track/run.sh confirm5   # row AH (1-pixel crop), seeds 1 and 2; row AK (no crop), seeds 0-2
 #   bash results/cpu-track/run.sh gap        # NOT a track row: row N at 12 and 15 epochs (over 30T), seed 0
 #   bash results/cpu-track/run.sh final ARGS # the validation-best row, 5 seeds, all 50k images
 # Data: CIFAR-10 (JPEG q75 copy), ../shared/data (imagefolder zips).
@@ -136,6 +137,13 @@ screen8)  # AH-AJ (round 7): one change each to row Q, seed 0: less translation,
         row AI "$seed" "${q[@]}" --label-smoothing 0.3
         row AJ "$seed" "${q[@]}" --opt-param muon_lr=0.2
     done ;;
+confirm5)  # row AH (round 7's best seed 0: Q with a 1-pixel translation) with seeds 1 and 2, and row AK
+           # (no translation at all: the alternating flip only) with seeds 0, 1 and 2
+    q=("${val[@]}" "${row_n[@]}" --aug-param crop-flip.padding=2)
+    for seed in ${SEEDS:-0 1 2}; do
+        [ "$seed" = 0 ] || row AH "$seed" "${q[@]}" --aug-param crop-flip.padding=1
+        row AK "$seed" "${q[@]}" --aug-param crop-flip.padding=0
+    done ;;
 gap)  # how far 88% is in compute: row N trained longer than the budget allows (34.6T, 43.2T on 44,800 images),
       # seed 0, validation only; written to over-budget/, never to runs/ (the track's rows are <= 30T)
     n=("${val[@]}" "${row_n[@]}")
@@ -148,5 +156,5 @@ resnet20)  # E: resnet20 (40.55M MACs) with the recipe's training, 4 epochs: 21.
     for seed in 0 1 2; do row E "$seed" "${val[@]}" resnet20 --epochs 4; done ;;
 final)
     shift; for seed in 0 1 2 3 4; do row final "$seed" --val-size 0 "$@"; done ;;
-*) echo "usage: $0 ladder|screen|screen2|screen3|confirm|screen4|screen5|screen6|confirm2|confirm3|screen7|confirm4|screen8|gap|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
+*) echo "usage: $0 ladder|screen|screen2|screen3|confirm|screen4|screen5|screen6|confirm2|confirm3|screen7|confirm4|screen8|confirm5|gap|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
 esac
