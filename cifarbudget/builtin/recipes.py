@@ -162,6 +162,17 @@ def speedrun_cpu_v4() -> dict[str, Any]:
     }
 
 
+def speedrun_cpu_v5() -> dict[str, Any]:
+    """``speedrun-cpu-v3`` with a 1-pixel crop translation instead of 2 (results/cpu-track/, row AH;
+    docs/ablation.md): the validation-best row with 3 seeds after seven rounds (87.64 vs row Q's
+    87.50 on validation, not a significant difference); the same 9 epochs, 28.9T training MACs on
+    all 50,000 images. Measured: 87.52% mean test accuracy over 5 seeds (std 0.11; 86.47% without
+    TTA) on CIFAR-10 (JPEG q75 copy), the same as ``speedrun-cpu-v3``'s 87.55 with TTA, about 3.2
+    minutes per seed on 2 AMD EPYC cores.
+    """
+    return {**speedrun_cpu_v3(), "aug_params": {"crop-flip": {"padding": 1, "flip": False}}}
+
+
 def speedrun_gpu() -> dict[str, Any]:
     """airbench94's recipe (Jordan 2024, arXiv:2404.00498, secs. 3.2-3.6) in the library's terms, for
     one GPU: the airbench-class ``airnet`` (1,972,792 parameters) with whitening init, alternating
@@ -292,6 +303,13 @@ def cifarbudget_register_recipes(registry) -> None:
         description="speedrun-cpu-v3 with progressive resizing (the first 4 of 10 epochs at 28x28; the CPU compute "
         "track's validation-best row after six rounds, tied with v3); 87.51% mean test over 5 seeds, about 3.2 min "
         "per seed on 2 CPU cores (results/cpu-track)",
+    )
+    registry.add(
+        "speedrun-cpu-v5",
+        speedrun_cpu_v5,
+        description="speedrun-cpu-v3 with a 1-pixel crop translation (the CPU compute track's validation-best row "
+        "after seven rounds); 87.52% mean test over 5 seeds, about 3.2 min per seed on 2 CPU cores "
+        "(results/cpu-track)",
     )
     registry.add(
         "speedrun-gpu",
