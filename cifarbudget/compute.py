@@ -95,7 +95,8 @@ def _macs_at(model: str, params_json: str, num_classes: int, size: int) -> int:
     except Exception as exc:  # any failure of the model on that input is the answer the user gets
         first = (str(exc).splitlines() or [""])[0]
         raise RunError(
-            f"{model} cannot train on {size}x{size} images (progressive resizing): {type(exc).__name__}: {first}"
+            f"{model} cannot train on {size}x{size} images (an augmentation resizes them to that): "
+            f"{type(exc).__name__}: {first}"
         ) from None
 
 

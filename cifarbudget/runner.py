@@ -822,7 +822,7 @@ def compute_record(
         views = 1 + float(final.get("tta_views", 1) if spec.tta != "none" else 0)
         inference["final_evaluation"] = round(report.macs * (len(data.val) + len(data.test)) * views)
     record = {
-        "definition": "train_macs = 3 x forward MACs x training images seen x passes per step (docs/results.md)",
+        "definition": "train_macs = 3 x forward MACs (at each epoch's input size) x training images seen x passes per step (docs/results.md)",
         "forward_macs": report.macs,
         "train_images": train_images,
         "passes_per_step": passes,
