@@ -513,3 +513,29 @@ def test_linear_resumes_exactly_from_a_saved_state_dict() -> None:
         opt.step()
         sched.step()
     assert lrs == pytest.approx(full, rel=1e-12, abs=1e-15) and lrs[-1] == 0.0
+
+
+def test_stride_two_stem_whitens_the_non_overlapping_patches_and_halves_the_resolution(
+    normalized_images: torch.Tensor,
+) -> None:
+    """``stem_stride=2``: the stem sees the image's non-overlapping 2x2 patches (no padding), the
+    groups start at 16x16 (so a group's MACs are a quarter of stride 1's), and the whitening
+    initialisation whitens exactly those patches."""
+    model = AirNet((16, 32, 32), stem=24, whiten=True, whiten_eps=0.0, stem_stride=2)
+    model.init_from_data(normalized_images)
+    stem_in = model.stem_input(normalized_images)
+    assert torch.equal(stem_in, normalized_images)
+    out = model.stem(stem_in)
+    assert out.shape[-2:] == (16, 16)
+    cov = output_covariance(model.stem, stem_in, 12)
+    assert (cov - torch.eye(12, dtype=cov.dtype)).abs().max().item() < 1e-5
+    # the covariance is that of the patches at stride 2: one row per output position
+    assert conv_patches(model.stem, stem_in).shape[0] == normalized_images.shape[0] * 16 * 16
+    one = AirNet((16, 32, 32), stem=24)
+    assert [p.shape for p in model.parameters()] == [p.shape for p in one.parameters()]
+    macs = {s: cifarbudget.check_budget(AirNet((16, 32, 32), stem=24, stem_stride=s)).macs for s in (1, 2)}
+    assert macs[2] < macs[1] / 3.5  # every layer runs at a quarter of the positions
+    assert torch.isfinite(model(normalized_images[:4])).all()
+    for bad in (0, 3, True, 1.5):
+        with pytest.raises(CifarBudgetError, match="stem_stride must be 1 or 2"):
+            AirNet(stem_stride=bad)

@@ -17,6 +17,7 @@
 #   bash results/cpu-track/run.sh confirm4   # rows AD and AF (best of AD-AG at seed 0), seeds 1 and 2
 #   bash results/cpu-track/run.sh screen8    # round 7, rows AH-AJ: one change each to row Q, seed 0
 #   bash results/cpu-track/run.sh confirm5   # row AH (1-pixel crop), seeds 1 and 2; row AK (no crop), seeds 0-2
+#   bash results/cpu-track/run.sh screen9    # round 8, rows AL-AN: row AH with a stride-2 (patchify) stem, wider, seed 0
 #   bash results/cpu-track/run.sh gap        # NOT a track row: row N at 12 and 15 epochs (over 30T), seed 0
 #   bash results/cpu-track/run.sh final ARGS # the validation-best row, 5 seeds, all 50k images
 # Data: CIFAR-10 (JPEG q75 copy), ../shared/data (imagefolder zips).
@@ -144,6 +145,14 @@ confirm5)  # row AH (round 7's best seed 0: Q with a 1-pixel translation) with s
         [ "$seed" = 0 ] || row AH "$seed" "${q[@]}" --aug-param crop-flip.padding=1
         row AK "$seed" "${q[@]}" --aug-param crop-flip.padding=0
     done ;;
+screen9)  # AL-AN (round 8): row AH (v5) with a stride-2 stem: the groups start at 16x16, so the MACs of
+          # row AH's net buy twice its widths (four times the parameters); seed 0 (SEEDS="1 2" for more)
+    h=("${val[@]}" "${row_n[@]}" --aug-param crop-flip.padding=1 --model-param stem_stride=2 --model-param stem=24)
+    for seed in ${SEEDS:-0}; do
+        row AL "$seed" "${h[@]}" --model-param 'widths=[64,128,256]'              # 20.13M MACs: 27.2T at 50k
+        row AM "$seed" "${h[@]}" --model-param 'widths=[48,96,192]' --epochs 16   # 12.02M MACs: 28.8T
+        row AN "$seed" "${h[@]}" --model-param 'widths=[56,112,224]' --epochs 12  # 15.82M MACs: 28.5T
+    done ;;
 gap)  # how far 88% is in compute: row N trained longer than the budget allows (34.6T, 43.2T on 44,800 images),
       # seed 0, validation only; written to over-budget/, never to runs/ (the track's rows are <= 30T)
     n=("${val[@]}" "${row_n[@]}")
@@ -156,5 +165,5 @@ resnet20)  # E: resnet20 (40.55M MACs) with the recipe's training, 4 epochs: 21.
     for seed in 0 1 2; do row E "$seed" "${val[@]}" resnet20 --epochs 4; done ;;
 final)
     shift; for seed in 0 1 2 3 4; do row final "$seed" --val-size 0 "$@"; done ;;
-*) echo "usage: $0 ladder|screen|screen2|screen3|confirm|screen4|screen5|screen6|confirm2|confirm3|screen7|confirm4|screen8|confirm5|gap|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
+*) echo "usage: $0 ladder|screen|screen2|screen3|confirm|screen4|screen5|screen6|confirm2|confirm3|screen7|confirm4|screen8|confirm5|screen9|gap|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
 esac
