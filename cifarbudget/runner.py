@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import logging
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ from cifarbudget.data.core import (
     stratified_split,
     subset,
 )
-from cifarbudget.device import DeviceSettings, configure_backends
+from cifarbudget.device import DeviceSettings, configure_backends, device_name
 from cifarbudget.device import resolve as resolve_device
 from cifarbudget.engine import (
     CHECKPOINT,
@@ -61,6 +62,7 @@ from cifarbudget.results import (
     RUNNING,
     SETTLED,
     RunResult,
+    git_revision,
     load_result,
     manifest,
     now,
@@ -330,7 +332,16 @@ def add_tta_evaluation(
     model = create_model(spec.model, num_classes=spec.num_classes or len(data.classes), **spec.model_params)
     load_weights(model, run_dir / CHECKPOINT, run_id=spec.run_id, ema=spec.ema > 0)
     model = model.to(device.device, memory_format=device.memory_format)
-    record.final.setdefault("tta_evals", {})[spec.tta] = evaluate_tta(model, data, spec.tta, report, device)
+    entry = evaluate_tta(model, data, spec.tta, report, device)
+    # an evaluation added to a finished record carries its own provenance (the record's manifest
+    # is the training's): when, with which code, on what
+    entry["evaluated"] = {
+        "at": now(),
+        "git_revision": git_revision(),
+        "device_name": device_name(device.device),
+        "command": " ".join(sys.argv),
+    }
+    record.final.setdefault("tta_evals", {})[spec.tta] = entry
     record.save(run_dir)
     return record
 

@@ -1,6 +1,7 @@
 """Test-time augmentation policies (registered in :mod:`cifarbudget.builtin.tta`).
 
-none, flip, flip-shift, multicrop (airbench's flip x translations), selective (extra views only
+none, flip, flip-shift, multicrop (airbench's flip x translations), multicrop18 (flips x all
+eight one-pixel translations), selective (extra views only
 for the least-confident images, after hiverge's cifar10-speedrun) and paper5 (the reference
 paper's 5-view policy).
 
@@ -33,6 +34,7 @@ from cifarbudget.errors import RunError
 __all__ = [
     "FlipShiftTTA",
     "FlipTTA",
+    "MultiCrop18TTA",
     "MultiCropTTA",
     "NoTTA",
     "Paper5TTA",
@@ -221,6 +223,38 @@ class MultiCropTTA(TTAPolicy):
 
     def view_weights(self) -> list[float]:
         return [(1.0 - self.weight) / 2] * 2 + [self.weight / 4] * 4
+
+
+class MultiCrop18TTA(MultiCropTTA):
+    """:class:`MultiCropTTA` with all eight translations: flips x the image and its 8 neighbours
+    (``shift`` pixels up, down, left, right and the four diagonals, reflect padding), 18 views.
+
+    airbench's multicrop keeps two of the eight one-pixel translations (down-right and up-left);
+    this policy spends three times the inference compute on the rest of them, weighted alike:
+    ``(1 - weight) / 2`` for each untranslated view, ``weight / 16`` for each translated one. It
+    changes no training, so it can be chosen on a validation split over finished runs.
+    """
+
+    name = "multicrop18"
+    n_views = 18
+    # (dy, dx) of each translated view, in pixels of `shift`: view pixel (i, j) = image pixel
+    # (i - dy * shift, j - dx * shift); the first two are multicrop's
+    OFFSETS = ((1, 1), (-1, -1), (1, -1), (-1, 1), (1, 0), (-1, 0), (0, 1), (0, -1))
+
+    def translated_views(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The sixteen translated views: each of the eight translations, then its mirror."""
+        h, w, s = images.shape[-2], images.shape[-1], self.shift
+        if s >= h or s >= w:
+            raise RunError(f"TTA policy {self.name!r}: shift {s} is too large for {h}x{w} images")
+        padded = F.pad(images, (s, s, s, s), mode="reflect")
+        out = []
+        for dy, dx in self.OFFSETS:
+            view = padded[..., s - dy * s : s - dy * s + h, s - dx * s : s - dx * s + w]
+            out += [view, view.flip(-1)]
+        return out
+
+    def view_weights(self) -> list[float]:
+        return [(1.0 - self.weight) / 2] * 2 + [self.weight / 16] * 16
 
 
 class SelectiveTTA(TTAPolicy):

@@ -38,6 +38,7 @@ from cifarbudget.tta import (
     CIFAR10_STD,
     FlipShiftTTA,
     FlipTTA,
+    MultiCrop18TTA,
     MultiCropTTA,
     NoTTA,
     Paper5TTA,
@@ -297,7 +298,9 @@ def sample(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("policy", [NoTTA(), FlipTTA(), FlipShiftTTA(), MultiCropTTA(), Paper5TTA()])
+@pytest.mark.parametrize(
+    "policy", [NoTTA(), FlipTTA(), FlipShiftTTA(), MultiCropTTA(), MultiCrop18TTA(), Paper5TTA()]
+)
 def test_fixed_policies_count_n_views_per_image(policy: object) -> None:
     torch.manual_seed(0)
     model = Counting().eval()
@@ -426,13 +429,43 @@ def test_paper5_blur_options_match_scipy() -> None:
             assert (got[i] - (want - mean) / std).abs().max().item() < 1e-5
 
 
+@pytest.mark.parametrize("shift", [1, 2])
+def test_multicrop18_is_flips_times_the_image_and_its_eight_translations(shift: int) -> None:
+    x = sample(3, size=8)
+    views = MultiCrop18TTA(shift=shift).views(x)
+    assert len(views) == 18
+    assert torch.equal(views[0], x) and torch.equal(views[1], x.flip(-1))
+    padded = F.pad(x, (shift,) * 4, mode="reflect")
+    seen = set()
+    for k, (dy, dx) in enumerate(MultiCrop18TTA.OFFSETS):
+        view, mirrored = views[2 + 2 * k], views[3 + 2 * k]
+        assert torch.equal(mirrored, view.flip(-1))
+        # view pixel (i, j) = image pixel (i - dy * shift, j - dx * shift), reflected at the border
+        top, left = shift - dy * shift, shift - dx * shift
+        assert torch.equal(view, padded[..., top : top + 8, left : left + 8])
+        inner = view[
+            ..., max(0, dy * shift) : 8 + min(0, dy * shift), max(0, dx * shift) : 8 + min(0, dx * shift)
+        ]
+        src = x[
+            ..., max(0, -dy * shift) : 8 + min(0, -dy * shift), max(0, -dx * shift) : 8 + min(0, -dx * shift)
+        ]
+        assert torch.equal(inner, src)
+        seen.add((dy, dx))
+    assert seen == {(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)} - {(0, 0)}
+    # multicrop's six views are the first six, in its order; the weights sum to one
+    assert all(torch.equal(a, b) for a, b in zip(MultiCropTTA(shift=shift).views(x), views[:6], strict=False))
+    weights = MultiCrop18TTA(weight=0.4).view_weights()
+    assert weights[:2] == [0.3, 0.3] and weights[2:] == [0.4 / 16] * 16 and sum(weights) == pytest.approx(1)
+
+
 def test_new_policies_are_registered_with_their_view_counts() -> None:
     registry = cifarbudget.get_registry("tta")
     assert registry.create("multicrop").n_views == 6
+    assert registry.create("multicrop18").n_views == 18
     assert registry.create("paper5").n_views == 5
     assert registry.create("selective").n_views == pytest.approx(2.8)
     assert registry.create("selective", fraction=0.5).n_views == pytest.approx(4.0)
-    for name in ("multicrop", "selective", "paper5"):
+    for name in ("multicrop", "multicrop18", "selective", "paper5"):
         assert registry.get(name).plugin == "cifarbudget.builtin.tta" and registry.get(name).description
 
 
@@ -441,6 +474,7 @@ def test_new_policies_are_registered_with_their_view_counts() -> None:
     [
         (MultiCropTTA, {"shift": 0}, "shift"),
         (MultiCropTTA, {"weight": 1.0}, "weight"),
+        (MultiCrop18TTA, {"shift": 0}, "shift"),
         (SelectiveTTA, {"fraction": 1.5}, "fraction"),
         (SelectiveTTA, {"score": "entropy"}, "score"),
         (Paper5TTA, {"sigma": 0.0}, "sigma"),

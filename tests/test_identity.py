@@ -231,6 +231,9 @@ def test_runs_that_differ_only_in_tta_train_once(tmp_path: Path, monkeypatch: py
     record = load_result(tmp_path / first.run_id)
     evals = record.final["tta_evals"]
     assert set(evals) == {"flip", "flip-shift"} and evals["flip-shift"]["views"] == 10
+    for entry in evals.values():  # each added evaluation says when, with which code, on what
+        assert set(entry["evaluated"]) == {"at", "git_revision", "device_name", "command"}
+        assert entry["evaluated"]["at"] >= record.manifest["started_at"]
     assert record.history == first.history  # the training record is untouched
     from cifarbudget import leaderboard as lb
 

@@ -1,4 +1,4 @@
-"""Builtin test-time augmentation policies: none, flip, flip-shift, multicrop, selective, paper5.
+"""Builtin test-time augmentation policies: none, flip, flip-shift, multicrop, multicrop18, selective, paper5.
 
 Implemented in :mod:`cifarbudget.tta`.
 """
@@ -31,6 +31,11 @@ TTA_POLICIES: dict[str, tuple[LazyFactory, str]] = {
         "airbench's multi-crop TTA (Jordan 2024, arXiv:2404.00498): {image, mirror} x {no shift, 1 px "
         "down-right, 1 px up-left} (reflect), logits weighted 1/4 untranslated, 1/8 translated: 6 views; "
         "params shift=1, weight=0.5 (total weight of the translated views)",
+    ),
+    "multicrop18": (
+        lazy("cifarbudget.tta:MultiCrop18TTA"),
+        "multicrop with all eight 1-px translations: {image, mirror} x {no shift, the 8 neighbours} "
+        "(reflect), logits weighted 1/4 untranslated, 1/32 translated: 18 views; params shift=1, weight=0.5",
     ),
     "selective": (
         lazy("cifarbudget.tta:SelectiveTTA"),
