@@ -573,3 +573,25 @@ def test_stride_two_stem_whitens_the_non_overlapping_patches_and_halves_the_reso
     for bad in (0, 3, True, 1.5):
         with pytest.raises(CifarBudgetError, match="stem_stride must be 1 or 2"):
             AirNet(stem_stride=bad)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "muon"])
+def test_fixed_batchnorm_scales_stay_one_and_leave_the_budget(
+    normalized_images: torch.Tensor, optimizer: str
+) -> None:
+    """``bn_weight=False`` (airbench94's ``BatchNorm(weight=False)``): the scales stay exactly 1
+    through training steps, the biases train, and the scales are not counted as parameters."""
+    model = cifarbudget.create_model("airnet-small", bn_weight=False)
+    opt = cifarbudget.optimizers().create(
+        optimizer, model, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True, bn_bias_lr_scale=64
+    )
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    biases = [bn.bias.detach().clone() for bn in bns]
+    for _ in range(2):
+        opt.zero_grad()
+        model(normalized_images[:32]).logsumexp(1).mean().backward()
+        opt.step()
+    assert all(torch.equal(bn.weight, torch.ones_like(bn.weight)) for bn in bns)
+    assert all(not torch.equal(bn.bias, b) for bn, b in zip(bns, biases, strict=True))
+    plain = cifarbudget.check_budget(cifarbudget.create_model("airnet-small")).params
+    assert cifarbudget.check_budget(model).params == plain - sum(bn.num_features for bn in bns)

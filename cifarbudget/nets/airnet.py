@@ -22,15 +22,20 @@ from cifarbudget.nets.whitening import whiten_conv_
 
 # --- airbench-style fast net (Jordan 2024, "94% on CIFAR-10 in 3.29 seconds") --------------------
 class ConvGroup(nn.Module):
-    """conv -> pool -> BN -> GELU -> conv -> BN -> GELU, as in airbench94's blocks."""
+    """conv -> pool -> BN -> GELU -> conv -> BN -> GELU, as in airbench94's blocks.
 
-    def __init__(self, c_in: int, c_out: int) -> None:
+    ``bn_weight=False`` keeps the BatchNorm scales fixed at 1 (not trainable), as airbench94."""
+
+    def __init__(self, c_in: int, c_out: int, bn_weight: bool = True) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
         self.pool = nn.MaxPool2d(2)
         self.bn1 = nn.BatchNorm2d(c_out, momentum=0.4)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out, momentum=0.4)
+        if not bn_weight:
+            for bn in (self.bn1, self.bn2):
+                bn.weight.requires_grad_(False)  # stays 1 (init_weights sets it): only the bias trains
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.gelu(self.bn1(self.pool(self.conv1(x))))
@@ -55,6 +60,9 @@ class AirNet(nn.Module):
         non-overlapping "patchify" stem, the groups start at 16x16, so every group costs a quarter
         of the MACs and the same MACs buy twice the widths, four times the parameters). The
         whitening initialisation whitens the patches the stem actually sees at either stride.
+    :param bn_weight: train the BatchNorm scales (the default). ``False`` keeps them fixed at 1, as
+        airbench94 does (its ``BatchNorm(..., weight=False)``): only the BatchNorm biases train,
+        and the fixed scales are not trainable parameters, so they leave the parameter budget.
     :param identity_init: start every convolution of the groups as a partial identity: after the
         usual initialisation, its first ``c_in`` filters are replaced by Dirac filters (filter
         ``k`` copies input channel ``k``; ``torch.nn.init.dirac_``), the rest are kept, as
@@ -68,6 +76,7 @@ class AirNet(nn.Module):
         "identity_init": False,
         "whiten_freeze": False,
         "stem_stride": 1,
+        "bn_weight": True,
     }
 
     def __init__(
@@ -80,6 +89,7 @@ class AirNet(nn.Module):
         whiten_freeze: bool = False,
         identity_init: bool = False,
         stem_stride: int = 1,
+        bn_weight: bool = True,
     ) -> None:
         super().__init__()
         if isinstance(stem_stride, bool) or stem_stride not in (1, 2):
@@ -96,7 +106,7 @@ class AirNet(nn.Module):
         groups = []
         c_in = stem
         for w in widths:
-            groups.append(ConvGroup(c_in, w))
+            groups.append(ConvGroup(c_in, w, bn_weight=bool(bn_weight)))
             c_in = w
         self.groups = nn.Sequential(*groups)
         self.head = nn.Linear(c_in, num_classes, bias=False)
