@@ -55,7 +55,7 @@ def create_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
     if kwargs:
         from cifarbudget.registry import check_params
 
-        check_params(f"model {name!r}", factory, kwargs)
+        check_params(f"model {name!r}", factory, kwargs, supplied={"num_classes"})
     try:
         model = factory(num_classes=num_classes, **kwargs)
     except TypeError as exc:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-from cifarbudget.errors import BudgetError
+from cifarbudget.errors import BudgetError, RunError
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,13 @@ def check_budget(
     limit = parse_budget(budget)
     if isinstance(model_or_name, str):
         name = name or model_or_name
-        model = create_model(model_or_name, num_classes=num_classes, **(model_params or {}))
+        params = dict(model_params or {})
+        if "num_classes" in params:  # the head's size comes from the data (or --num-classes)
+            raise RunError(
+                f"model {model_or_name!r}: num_classes is set by the run (its own option, or the data), "
+                "not by a parameter"
+            )
+        model = create_model(model_or_name, num_classes=num_classes, **params)
     else:
         model = model_or_name
         name = name or type(model).__name__

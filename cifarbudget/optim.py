@@ -283,7 +283,7 @@ def _build_base(
     wrapper: str, base: Any, model: nn.Module, run_args: dict[str, Any], params: dict[str, Any]
 ) -> Optimizer:
     factory = _optimizer_factory(base)
-    check_params(f"optimizer {base!r} (the base of {wrapper})", factory, params)
+    check_params(f"optimizer {base!r} (the base of {wrapper})", factory, params, run_args)
     optimizer = factory(model, **run_args, **params)
     if not isinstance(optimizer, Optimizer):
         raise RunError(f"optimizer {base!r} did not return a torch.optim.Optimizer")

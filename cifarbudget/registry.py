@@ -11,7 +11,7 @@ import difflib
 import fnmatch
 import inspect
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,12 +194,24 @@ def lazy(target: str, *args: Any, **kwargs: Any) -> LazyFactory:
     return LazyFactory(target, *args, **kwargs)
 
 
-def check_params(what: str, factory: Callable[..., Any], params: Mapping[str, Any]) -> None:
+def check_params(
+    what: str, factory: Callable[..., Any], params: Mapping[str, Any], supplied: Collection[str] = ()
+) -> None:
     """Raise :class:`RunError` if ``factory`` has no keyword parameter for a key of ``params``.
 
-    ``what`` names the factory in the message (``"optimizer 'sam'"``). Factories that take
-    ``**kwargs`` accept every name (their own check then applies). Lazy factories are resolved.
+    ``what`` names the factory in the message (``"optimizer 'sam'"``). ``supplied`` are the
+    parameters the run passes itself (a schedule's ``epochs``, an optimizer's ``lr``: see
+    :data:`cifarbudget.identity.RUN_SUPPLIED`): a key among them is an error of its own, and they
+    are not listed as parameters the user can set. Factories that take ``**kwargs`` accept every
+    other name (their own check then applies). Lazy factories are resolved.
     """
+    supplied = set(supplied)
+    clash = sorted(set(params) & supplied)
+    if clash:
+        raise RunError(
+            f"{what}: {', '.join(clash)} {'is' if len(clash) == 1 else 'are'} set by the run (its own "
+            "option, or the data), not by a parameter"
+        )
     target = factory.resolve() if hasattr(factory, "resolve") else factory
     try:
         sig = inspect.signature(target)
@@ -211,5 +223,5 @@ def check_params(what: str, factory: Callable[..., Any], params: Mapping[str, An
     known = {n for n, p in sig.parameters.items() if p.kind in kinds}
     unknown = sorted(set(params) - known)
     if unknown:
-        accepted = ", ".join(sorted(known - {"model", "lr", "momentum", "weight_decay", "nesterov"}))
+        accepted = ", ".join(sorted(known - supplied))
         raise RunError(f"{what} has no parameter {', '.join(unknown)} (it takes: {accepted or 'none'})")

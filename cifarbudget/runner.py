@@ -52,6 +52,7 @@ from cifarbudget.engine import (
     steps_per_epoch,
 )
 from cifarbudget.errors import CifarBudgetError, DataError, OverBudgetError, RunError, StorageError
+from cifarbudget.identity import RUN_SUPPLIED
 from cifarbudget.io import lock_path, remove_stale_temporaries, run_lock
 from cifarbudget.plugins import get_registry
 from cifarbudget.results import (
@@ -370,11 +371,12 @@ def check_component_params(spec: RunSpec) -> None:
     ):
         if params:
             registry = get_registry(kind)
-            check_params(f"{registry.kind} {name!r}", registry.get(name).factory, params)
+            check_params(f"{registry.kind} {name!r}", registry.get(name).factory, params, RUN_SUPPLIED[kind])
     for aug, params in spec.aug_params.items():
         if aug not in spec.augs:
             raise RunError(f"--aug-param {aug}.*: {aug!r} is not in the pipeline {spec.pipeline}")
-        check_params(f"augmentation {aug!r}", get_registry("augmentations").get(aug).factory, params)
+        factory = get_registry("augmentations").get(aug).factory
+        check_params(f"augmentation {aug!r}", factory, params, RUN_SUPPLIED["augmentations"])
 
 
 def dataset_metadata(dataset: str, root: Path) -> dict[str, Any] | None:
@@ -646,7 +648,7 @@ def build_optimizer(spec: RunSpec, model: torch.nn.Module) -> torch.optim.Optimi
     from cifarbudget.registry import check_params
 
     factory = get_registry("optimizers").get(spec.optimizer).factory
-    check_params(f"optimizer {spec.optimizer!r}", factory, spec.opt_params)
+    check_params(f"optimizer {spec.optimizer!r}", factory, spec.opt_params, RUN_SUPPLIED["optimizers"])
     return factory(  # type: ignore[no-any-return]
         model,
         lr=spec.lr,
@@ -663,7 +665,7 @@ def build_scheduler(spec: RunSpec, optimizer: torch.optim.Optimizer, steps: int)
 
     factory = get_registry("schedulers").get(spec.sched).factory
     warmup = {"warmup_epochs": spec.warmup_epochs} if spec.warmup_epochs else {}
-    check_params(f"scheduler {spec.sched!r}", factory, spec.sched_params)
+    check_params(f"scheduler {spec.sched!r}", factory, spec.sched_params, RUN_SUPPLIED["schedulers"])
     try:
         return factory(optimizer, epochs=spec.epochs, steps_per_epoch=steps, **warmup, **spec.sched_params)
     except TypeError as exc:
@@ -677,7 +679,7 @@ def build_loss(spec: RunSpec, device: DeviceSettings, data: RunData) -> Any:
     from cifarbudget.registry import check_params
 
     factory = get_registry("losses").get(spec.loss).factory
-    check_params(f"loss {spec.loss!r}", factory, spec.loss_params)
+    check_params(f"loss {spec.loss!r}", factory, spec.loss_params, RUN_SUPPLIED["losses"])
     loss = factory(**spec.loss_params)
     setup = getattr(loss, "setup", None)
     if callable(setup):

@@ -256,3 +256,33 @@ def test_builtin_plugins_come_first() -> None:
     assert list(system.infos)[: len(DEFAULT_PLUGINS)] == list(DEFAULT_PLUGINS)
     assert all(system.infos[name].builtin for name in DEFAULT_PLUGINS)
     assert "cifarbudget_register_models" in system.infos["cifarbudget.builtin.models"].hooks
+
+
+def test_parameter_errors_list_only_what_the_user_can_set() -> None:
+    """The run passes a schedule its optimizer, epochs and steps: a typo's message lists the others."""
+    from cifarbudget.identity import RUN_SUPPLIED
+    from cifarbudget.registry import check_params
+
+    factory = cifarbudget.get_registry("schedulers").get("onecycle").factory
+    with pytest.raises(CifarBudgetError) as info:
+        check_params("scheduler 'onecycle'", factory, {"bogus": 1}, RUN_SUPPLIED["schedulers"])
+    message = str(info.value)
+    assert message.startswith("scheduler 'onecycle' has no parameter bogus (it takes: ")
+    taken = message.split("(it takes: ")[1].rstrip(")").split(", ")
+    assert "pct_start" in taken and not set(taken) & RUN_SUPPLIED["schedulers"]
+    with pytest.raises(CifarBudgetError, match="epochs, steps_per_epoch are set by the run"):
+        check_params("s", factory, {"epochs": 1, "steps_per_epoch": 2}, RUN_SUPPLIED["schedulers"])
+
+
+def test_a_parameter_the_run_sets_is_a_one_line_error_in_check_and_run(invoke, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    for args in (
+        ["check", "airnet-small", "--model-param", "num_classes=3"],
+        ["run", "airnet-small", "--dataset", "synthetic", "--epochs", "1", "--model-param", "num_classes=3"],
+    ):
+        out = invoke([*args, *(["--results-dir", str(tmp_path)] if args[0] == "run" else [])])
+        assert out.exit_code == 1
+        assert out.stderr.strip() == (
+            "Error: model 'airnet-small': num_classes is set by the run (its own option, or the data), "
+            "not by a parameter"
+        )
+    assert not any(tmp_path.iterdir())  # refused before anything was written

@@ -397,6 +397,13 @@ def test_dry_run_lists_the_grid_with_budget_verdicts_and_trains_nothing(
             "needs at least 3 optimizer steps",
         ),
         (["--sched", "onecycle", "--sched-param", "bogus=1"], "scheduler 'onecycle' has no parameter bogus"),
+        # what the run passes itself is neither accepted as a parameter nor listed as one
+        (
+            ["--sched", "onecycle", "--sched-param", "epochs=3"],
+            "scheduler 'onecycle': epochs is set by the run",
+        ),
+        (["--opt-param", "lr=0.3"], "optimizer 'sgd': lr is set by the run"),
+        (["--model-param", "num_classes=3"], "model 'airnet-small': num_classes is set by the run"),
         (
             ["--aug", "crop-flip+progressive-resize", "--aug-param", "progressive-resize.size=4"],
             "size must be",

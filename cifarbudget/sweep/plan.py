@@ -106,6 +106,7 @@ def plan_sweep(sweep: Sweep, specs: Sequence[RunSpec] | None = None) -> list[Pla
         n_classes = int(meta.get("num_classes") or len(meta.get("classes") or []) or 10)
         options = json.dumps(spec.model_params, sort_keys=True)
         key = (spec.model, spec.budget, spec.num_classes or n_classes, options)
+        check_before_work(spec, meta)  # parameter names first: a model is then built with valid ones
         if key not in reports:
             try:
                 reports[key] = budget_module.check_budget(
@@ -118,7 +119,6 @@ def plan_sweep(sweep: Sweep, specs: Sequence[RunSpec] | None = None) -> list[Pla
                     f"{spec.model}: cannot build the model to count its parameters "
                     f"({type(exc).__name__}: {exc})".splitlines()[0]
                 ) from None
-        check_before_work(spec, meta)
         state, done, record = stored_state(sweep.results_path, spec.run_id)
         if (
             state == FINISHED
