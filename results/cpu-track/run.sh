@@ -19,6 +19,7 @@
 #   bash results/cpu-track/run.sh confirm5   # row AH (1-pixel crop), seeds 1 and 2; row AK (no crop), seeds 0-2
 #   bash results/cpu-track/run.sh screen9    # round 8, rows AL-AN: row AH with a stride-2 (patchify) stem, wider, seed 0
 #   bash results/cpu-track/run.sh screen10   # round 9, rows AO-AR: one change each to row AH (airbench's fixed BN scales, lr, Muon wd), seed 0
+#   bash results/cpu-track/run.sh confirm6   # rows AP and AQ (round 9's best seed 0: the SGD lr halved, doubled), seeds 1 and 2
 #   bash results/cpu-track/run.sh gap        # NOT a track row: row N at 12 and 15 epochs (over 30T), seed 0
 #   bash results/cpu-track/run.sh final ARGS # the validation-best row, 5 seeds, all 50k images
 # Data: CIFAR-10 (JPEG q75 copy), ../shared/data (imagefolder zips).
@@ -164,6 +165,12 @@ screen10)  # AO-AR (round 9): one change each to row AH (v5), seed 0 (SEEDS="1 2
         row AQ "$seed" "${h[@]}" --lr 0.8
         row AR "$seed" "${h[@]}" --opt-param muon_weight_decay=0.005
     done ;;
+confirm6)  # rows AP (--lr 0.2) and AQ (--lr 0.8), round 9's two best seed-0 rows, with seeds 1 and 2
+    h=("${val[@]}" "${row_n[@]}" --aug-param crop-flip.padding=1)
+    for seed in ${SEEDS:-1 2}; do
+        row AP "$seed" "${h[@]}" --lr 0.2
+        row AQ "$seed" "${h[@]}" --lr 0.8
+    done ;;
 gap)  # how far 88% is in compute: row N trained longer than the budget allows (34.6T, 43.2T on 44,800 images),
       # seed 0, validation only; written to over-budget/, never to runs/ (the track's rows are <= 30T)
     n=("${val[@]}" "${row_n[@]}")
@@ -176,5 +183,5 @@ resnet20)  # E: resnet20 (40.55M MACs) with the recipe's training, 4 epochs: 21.
     for seed in 0 1 2; do row E "$seed" "${val[@]}" resnet20 --epochs 4; done ;;
 final)
     shift; for seed in 0 1 2 3 4; do row final "$seed" --val-size 0 "$@"; done ;;
-*) echo "usage: $0 ladder|screen|screen2|screen3|confirm|screen4|screen5|screen6|confirm2|confirm3|screen7|confirm4|screen8|confirm5|screen9|screen10|gap|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
+*) echo "usage: $0 ladder|screen|screen2|screen3|confirm|screen4|screen5|screen6|confirm2|confirm3|screen7|confirm4|screen8|confirm5|screen9|screen10|confirm6|gap|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
 esac
