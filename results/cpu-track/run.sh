@@ -20,7 +20,9 @@
 #   bash results/cpu-track/run.sh screen9    # round 8, rows AL-AN: row AH with a stride-2 (patchify) stem, wider, seed 0
 #   bash results/cpu-track/run.sh screen10   # round 9, rows AO-AR: one change each to row AH (airbench's fixed BN scales, lr, Muon wd), seed 0
 #   bash results/cpu-track/run.sh confirm6   # rows AP and AQ (round 9's best seed 0: the SGD lr halved, doubled), seeds 1 and 2
+#   bash results/cpu-track/run.sh tta18      # rows AH and AP (seeds 0-2) evaluated with multicrop18 (no training)
 #   bash results/cpu-track/run.sh gap        # NOT a track row: row N at 12 and 15 epochs (over 30T), seed 0
+#   bash results/cpu-track/run.sh gap2       # NOT a track row: row AP (v6) at 12 and 15 epochs (over 30T), seed 0
 #   bash results/cpu-track/run.sh final ARGS # the validation-best row, 5 seeds, all 50k images
 # Data: CIFAR-10 (JPEG q75 copy), ../shared/data (imagefolder zips).
 set -euo pipefail
@@ -171,6 +173,13 @@ confirm6)  # rows AP (--lr 0.2) and AQ (--lr 0.8), round 9's two best seed-0 row
         row AP "$seed" "${h[@]}" --lr 0.2
         row AQ "$seed" "${h[@]}" --lr 0.8
     done ;;
+tta18)  # the two validation-best 3-seed rows, AH and AP, evaluated with multicrop18 (flips x all eight
+        # one-pixel translations) besides multicrop: TTA is evaluation only, so nothing trains again
+    h=("${val[@]}" "${row_n[@]}" --aug-param crop-flip.padding=1)
+    for seed in 0 1 2; do
+        row AH "$seed" "${h[@]}" --tta multicrop18
+        row AP "$seed" "${h[@]}" --lr 0.2 --tta multicrop18
+    done ;;
 gap)  # how far 88% is in compute: row N trained longer than the budget allows (34.6T, 43.2T on 44,800 images),
       # seed 0, validation only; written to over-budget/, never to runs/ (the track's rows are <= 30T)
     n=("${val[@]}" "${row_n[@]}")
@@ -179,9 +188,17 @@ gap)  # how far 88% is in compute: row N trained longer than the budget allows (
         cifarbudget run --recipe speedrun-cpu --data-dir "$DATA" --results-dir results/cpu-track/over-budget \
             --quiet --seed 0 "${n[@]}" --epochs "$epochs" || echo "row N $epochs epochs exited $?"
     done ;;
+gap2)  # the same question for row AP, the choice after round 9: 12 and 15 epochs (34.6T, 43.2T on 44,800
+       # images), seed 0, validation only, into over-budget/ (never runs/)
+    p=("${val[@]}" "${row_n[@]}" --aug-param crop-flip.padding=1 --lr 0.2)
+    for epochs in 12 15; do
+        echo "== over budget: row AP, $epochs epochs, seed 0"
+        cifarbudget run --recipe speedrun-cpu --data-dir "$DATA" --results-dir results/cpu-track/over-budget \
+            --quiet --seed 0 "${p[@]}" --epochs "$epochs" || echo "row AP $epochs epochs exited $?"
+    done ;;
 resnet20)  # E: resnet20 (40.55M MACs) with the recipe's training, 4 epochs: 21.7T at 45k, 24.2T at 50k
     for seed in 0 1 2; do row E "$seed" "${val[@]}" resnet20 --epochs 4; done ;;
 final)
     shift; for seed in 0 1 2 3 4; do row final "$seed" --val-size 0 "$@"; done ;;
-*) echo "usage: $0 ladder|screen|screen2|screen3|confirm|screen4|screen5|screen6|confirm2|confirm3|screen7|confirm4|screen8|confirm5|screen9|screen10|confirm6|gap|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
+*) echo "usage: $0 ladder|screen|screen2|screen3|confirm|screen4|screen5|screen6|confirm2|confirm3|screen7|confirm4|screen8|confirm5|screen9|screen10|confirm6|tta18|gap|gap2|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
 esac
