@@ -196,6 +196,8 @@ def git_revision() -> str | None:
 
     Read from the package's own folder, not the current directory: a run started anywhere records
     the code that ran. ``None`` for an installed wheel (no git checkout around the package).
+    Changes under the checkout's ``results/`` folder (records written by runs, such as a TTA
+    evaluation added to a finished run's ``result.json``) do not count: they are not code.
     """
     package_dir = Path(__file__).resolve().parent
     try:
@@ -218,8 +220,8 @@ def git_revision() -> str | None:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=package_dir,
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+            cwd=top,
             capture_output=True,
             text=True,
             timeout=5,

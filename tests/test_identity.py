@@ -327,3 +327,42 @@ def test_parameter_options_merge_key_by_key_over_a_recipes() -> None:
     )
     assert spec.opt_params == {"bn_bias_lr_scale": 64.0, "norm_weight_decay": 0.0}
     assert spec.aug_params == {"crop-flip": {"flip": False, "padding": 4}}
+
+
+def test_git_revision_is_dirty_for_code_changes_not_for_result_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``+dirty`` flags uncommitted code; a run's records under ``results/`` are not code."""
+    import shutil
+    import subprocess
+
+    from cifarbudget import results as results_module
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "repo"
+    package = repo / "cifarbudget"
+    package.mkdir(parents=True)
+    (package / "mod.py").write_text("x = 1\n")
+    (repo / "results").mkdir()
+    (repo / "results" / "result.json").write_text("{}\n")
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "init")
+    monkeypatch.setattr(results_module, "__file__", str(package / "results.py"))
+
+    def revision() -> str | None:
+        results_module.git_revision.cache_clear()
+        return results_module.git_revision()
+
+    clean = revision()
+    assert clean is not None and len(clean) == 40
+    (repo / "results" / "result.json").write_text('{"tta_evals": {}}\n')
+    assert revision() == clean  # a record changed: still clean
+    (package / "mod.py").write_text("x = 2\n")
+    assert revision() == clean + "+dirty"  # code changed
+    results_module.git_revision.cache_clear()

@@ -121,6 +121,7 @@ def test_paper_optimized_trains_and_evaluates_its_five_views(tmp_path: Path) -> 
         ("speedrun-cpu-v3", "airnet-small-imagefolder-e9-s0-96650794add8"),  # row Q's (rounds 3-5)
         ("speedrun-cpu-v4", "airnet-small-imagefolder-e10-s0-3a75d71b2754"),  # row AF's (round 6)
         ("speedrun-cpu-v5", "airnet-small-imagefolder-e9-s0-c9745cef3bd1"),  # row AH's (round 7)
+        ("speedrun-cpu-v6", "airnet-small-imagefolder-e9-s0-96936a1c3d3e"),  # row AP's (round 9)
     ],
 )
 def test_the_cpu_speedrun_recipes_are_the_cpu_tracks_final_rows(recipe: str, run_id: str) -> None:
