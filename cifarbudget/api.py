@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from cifarbudget.plugins import get_registry
@@ -45,6 +46,15 @@ def recipes() -> Registry:
     return get_registry("recipes")
 
 
+def check_model_params(name: str, params: Mapping[str, Any]) -> None:
+    """One line (:class:`~cifarbudget.errors.RunError`) for an option the registered model ``name``
+    does not take, or one the run sets itself (``num_classes``: the data's class count)."""
+    from cifarbudget.identity import RUN_SUPPLIED
+    from cifarbudget.registry import check_params
+
+    check_params(f"model {name!r}", models().get(name).factory, params, RUN_SUPPLIED["models"])
+
+
 def create_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name`` with fresh weights."""
     from torch import nn
@@ -53,9 +63,7 @@ def create_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
 
     factory = models().get(name).factory
     if kwargs:
-        from cifarbudget.registry import check_params
-
-        check_params(f"model {name!r}", factory, kwargs, supplied={"num_classes"})
+        check_model_params(name, kwargs)
     try:
         model = factory(num_classes=num_classes, **kwargs)
     except TypeError as exc:

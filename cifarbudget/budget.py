@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-from cifarbudget.errors import BudgetError, RunError
+from cifarbudget.errors import BudgetError
 
 log = logging.getLogger(__name__)
 
@@ -232,17 +232,13 @@ def check_budget(
     ``model_or_name`` is a module or a registered model name. The model is run on CPU on one
     zero image; nothing is trained.
     """
-    from cifarbudget.api import create_model
+    from cifarbudget.api import check_model_params, create_model
 
     limit = parse_budget(budget)
     if isinstance(model_or_name, str):
         name = name or model_or_name
         params = dict(model_params or {})
-        if "num_classes" in params:  # the head's size comes from the data (or --num-classes)
-            raise RunError(
-                f"model {model_or_name!r}: num_classes is set by the run (its own option, or the data), "
-                "not by a parameter"
-            )
+        check_model_params(model_or_name, params)  # before the call: num_classes would clash there
         model = create_model(model_or_name, num_classes=num_classes, **params)
     else:
         model = model_or_name
