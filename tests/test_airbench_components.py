@@ -575,6 +575,14 @@ def test_stride_two_stem_whitens_the_non_overlapping_patches_and_halves_the_reso
             AirNet(stem_stride=bad)
 
 
+@pytest.mark.parametrize("option", ["whiten", "whiten_freeze", "identity_init", "bn_weight"])
+@pytest.mark.parametrize("value", ["no", "false", 0, 1, None])
+def test_airnet_switches_take_only_true_or_false(option: str, value: object) -> None:
+    """A switch given as text or a number is an error, not silently true (``bool("no")`` is True)."""
+    with pytest.raises(CifarBudgetError, match=f"airnet: {option} must be true or false"):
+        AirNet(**{option: value})
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "muon"])
 def test_fixed_batchnorm_scales_stay_one_and_leave_the_budget(
     normalized_images: torch.Tensor, optimizer: str

@@ -92,6 +92,10 @@ class AirNet(nn.Module):
         bn_weight: bool = True,
     ) -> None:
         super().__init__()
+        flags = {"whiten": whiten, "whiten_freeze": whiten_freeze, "identity_init": identity_init}
+        for option, value in {**flags, "bn_weight": bn_weight}.items():
+            if not isinstance(value, bool):  # "no" or "0" would otherwise count as true
+                raise RunError(f"airnet: {option} must be true or false, got {value!r}")
         if isinstance(stem_stride, bool) or stem_stride not in (1, 2):
             raise RunError(f"airnet: stem_stride must be 1 or 2, got {stem_stride!r}")
         self.whiten, self.whiten_eps = bool(whiten), float(whiten_eps)
@@ -106,7 +110,7 @@ class AirNet(nn.Module):
         groups = []
         c_in = stem
         for w in widths:
-            groups.append(ConvGroup(c_in, w, bn_weight=bool(bn_weight)))
+            groups.append(ConvGroup(c_in, w, bn_weight=bn_weight))
             c_in = w
         self.groups = nn.Sequential(*groups)
         self.head = nn.Linear(c_in, num_classes, bias=False)
