@@ -208,41 +208,12 @@ class MultiCropTTA(TTAPolicy):
         """The untranslated views: the image and its mirror."""
         return [images, images.flip(-1)]
 
-    def translated_views(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """The four translated views: down-right, its mirror, up-left, its mirror."""
-        h, w, s = images.shape[-2], images.shape[-1], self.shift
-        if s >= h or s >= w:
-            raise RunError(f"TTA policy {self.name!r}: shift {s} is too large for {h}x{w} images")
-        padded = F.pad(images, (s, s, s, s), mode="reflect")
-        down_right = padded[..., 0:h, 0:w]  # view pixel (i, j) = image pixel (i - s, j - s)
-        up_left = padded[..., 2 * s : 2 * s + h, 2 * s : 2 * s + w]
-        return [down_right, down_right.flip(-1), up_left, up_left.flip(-1)]
-
-    def views(self, images: torch.Tensor) -> list[torch.Tensor]:
-        return self.base_views(images) + self.translated_views(images)
-
-    def view_weights(self) -> list[float]:
-        return [(1.0 - self.weight) / 2] * 2 + [self.weight / 4] * 4
-
-
-class MultiCrop18TTA(MultiCropTTA):
-    """:class:`MultiCropTTA` with all eight translations: flips x the image and its 8 neighbours
-    (``shift`` pixels up, down, left, right and the four diagonals, reflect padding), 18 views.
-
-    airbench's multicrop keeps two of the eight one-pixel translations (down-right and up-left);
-    this policy spends three times the inference compute on the rest of them, weighted alike:
-    ``(1 - weight) / 2`` for each untranslated view, ``weight / 16`` for each translated one. It
-    changes no training, so it can be chosen on a validation split over finished runs.
-    """
-
-    name = "multicrop18"
-    n_views = 18
-    # (dy, dx) of each translated view, in pixels of `shift`: view pixel (i, j) = image pixel
-    # (i - dy * shift, j - dx * shift); the first two are multicrop's
-    OFFSETS = ((1, 1), (-1, -1), (1, -1), (-1, 1), (1, 0), (-1, 0), (0, 1), (0, -1))
+    # (dy, dx) of each translated view, in units of `shift`: view pixel (i, j) = image pixel
+    # (i - dy * shift, j - dx * shift); airbench's two are down-right and up-left
+    OFFSETS: tuple[tuple[int, int], ...] = ((1, 1), (-1, -1))
 
     def translated_views(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """The sixteen translated views: each of the eight translations, then its mirror."""
+        """The translated views: each translation in ``OFFSETS`` (reflect padding), then its mirror."""
         h, w, s = images.shape[-2], images.shape[-1], self.shift
         if s >= h or s >= w:
             raise RunError(f"TTA policy {self.name!r}: shift {s} is too large for {h}x{w} images")
@@ -253,8 +224,28 @@ class MultiCrop18TTA(MultiCropTTA):
             out += [view, view.flip(-1)]
         return out
 
+    def views(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.base_views(images) + self.translated_views(images)
+
     def view_weights(self) -> list[float]:
-        return [(1.0 - self.weight) / 2] * 2 + [self.weight / 16] * 16
+        translated = 2 * len(self.OFFSETS)
+        return [(1.0 - self.weight) / 2] * 2 + [self.weight / translated] * translated
+
+
+class MultiCrop18TTA(MultiCropTTA):
+    """:class:`MultiCropTTA` with all eight translations: flips x the image and its 8 neighbours
+    (``shift`` pixels up, down, left, right and the four diagonals, reflect padding), 18 views.
+
+    airbench's multicrop keeps two of the eight one-pixel translations (down-right and up-left,
+    the first two here); this policy spends three times the inference compute on the rest of them,
+    weighted alike: ``(1 - weight) / 2`` for each untranslated view, ``weight / 16`` for each
+    translated one. It changes no training, so it can be chosen on a validation split over
+    finished runs.
+    """
+
+    name = "multicrop18"
+    n_views = 18
+    OFFSETS = ((1, 1), (-1, -1), (1, -1), (-1, 1), (1, 0), (-1, 0), (0, 1), (0, -1))
 
 
 class SelectiveTTA(TTAPolicy):
