@@ -20,6 +20,7 @@
 #   bash results/cpu-track/run.sh screen9    # round 8, rows AL-AN: row AH with a stride-2 (patchify) stem, wider, seed 0
 #   bash results/cpu-track/run.sh screen10   # round 9, rows AO-AR: one change each to row AH (airbench's fixed BN scales, lr, Muon wd), seed 0
 #   bash results/cpu-track/run.sh confirm6   # rows AP and AQ (round 9's best seed 0: the SGD lr halved, doubled), seeds 1 and 2
+#   bash results/cpu-track/run.sh screen11   # round 10, rows AS-AT: one change each to row AP (v6), seed 0: EMA off, a shorter warm-up
 #   bash results/cpu-track/run.sh tta18      # rows AH and AP (seeds 0-2) evaluated with multicrop18 (no training)
 #   bash results/cpu-track/run.sh gap        # NOT a track row: row N at 12 and 15 epochs (over 30T), seed 0
 #   bash results/cpu-track/run.sh gap2       # NOT a track row: row AP (v6) at 12 and 15 epochs (over 30T), seed 0
@@ -172,6 +173,13 @@ confirm6)  # rows AP (--lr 0.2) and AQ (--lr 0.8), round 9's two best seed-0 row
     for seed in ${SEEDS:-1 2}; do
         row AP "$seed" "${h[@]}" --lr 0.2
         row AQ "$seed" "${h[@]}" --lr 0.8
+    done ;;
+screen11)  # AS-AT (round 10): one change each to row AP (v6), seed 0 (SEEDS="1 2" for more): no weight
+           # EMA (the trained weights are evaluated), the one-cycle warm-up 15% of the steps instead of 30%
+    p=("${val[@]}" "${row_n[@]}" --aug-param crop-flip.padding=1 --lr 0.2)
+    for seed in ${SEEDS:-0}; do
+        row AS "$seed" "${p[@]}" --ema 0
+        row AT "$seed" "${p[@]}" --sched-param pct_start=0.15
     done ;;
 tta18)  # the two validation-best 3-seed rows, AH and AP, evaluated with multicrop18 (flips x all eight
         # one-pixel translations) besides multicrop: TTA is evaluation only, so nothing trains again
