@@ -603,3 +603,33 @@ def test_fixed_batchnorm_scales_stay_one_and_leave_the_budget(
     assert all(not torch.equal(bn.bias, b) for bn, b in zip(bns, biases, strict=True))
     plain = cifarbudget.check_budget(cifarbudget.create_model("airnet-small")).params
     assert cifarbudget.check_budget(model).params == plain - sum(bn.num_features for bn in bns)
+
+
+@pytest.mark.parametrize("act", ["silu", "relu"])
+def test_airnet_activation_is_the_one_named_and_changes_nothing_counted(act: str) -> None:
+    """``act=silu`` (hiverge) or ``relu`` replaces GELU after the stem and every BatchNorm: each group
+    computes exactly conv -> pool -> BN -> act -> conv -> BN -> act with that function; the
+    parameters, their initial values and the MACs counted are those of the GELU net."""
+    fn = {"silu": torch.nn.functional.silu, "relu": torch.nn.functional.relu}[act]
+    torch.manual_seed(0)
+    model = AirNet((8, 16, 16), stem=8, act=act).eval()
+    torch.manual_seed(0)
+    gelu = AirNet((8, 16, 16), stem=8).eval()
+    for (name, p), (_, q) in zip(model.named_parameters(), gelu.named_parameters(), strict=True):
+        assert torch.equal(p, q), name
+    x = torch.randn(4, 3, 32, 32)
+    h = fn(model.stem(model.stem_input(x)))
+    for g in model.groups:
+        h = fn(g.bn2(g.conv2(fn(g.bn1(g.pool(g.conv1(h)))))))
+    expected = model.head(torch.nn.functional.adaptive_max_pool2d(h, 1).flatten(1)) * model.scale
+    with torch.no_grad():
+        assert torch.allclose(model(x), expected, atol=1e-6)
+        assert not torch.allclose(model(x), gelu(x), atol=1e-4)
+    ours, theirs = cifarbudget.check_budget(model), cifarbudget.check_budget(gelu)
+    assert (ours.params, ours.macs) == (theirs.params, theirs.macs)
+
+
+@pytest.mark.parametrize("bad", ["swish", "GELU", None, 1, ["silu"]])
+def test_airnet_unknown_activation_is_one_line(bad: object) -> None:
+    with pytest.raises(CifarBudgetError, match="airnet: act must be one of gelu, silu, relu"):
+        AirNet(act=bad)  # type: ignore[arg-type]

@@ -19,15 +19,29 @@ from cifarbudget.errors import RunError
 from cifarbudget.nets.common import init_weights
 from cifarbudget.nets.whitening import whiten_conv_
 
-
 # --- airbench-style fast net (Jordan 2024, "94% on CIFAR-10 in 3.29 seconds") --------------------
+# the activations an AirNet can use: airbench94's GELU (the default), hiverge's SiLU, plain ReLU
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": F.gelu,
+    "silu": F.silu,
+    "relu": F.relu,
+}
+
+
 class ConvGroup(nn.Module):
-    """conv -> pool -> BN -> GELU -> conv -> BN -> GELU, as in airbench94's blocks.
+    """conv -> pool -> BN -> act -> conv -> BN -> act, as in airbench94's blocks (act: GELU there).
 
     ``bn_weight=False`` keeps the BatchNorm scales fixed at 1 (not trainable), as airbench94."""
 
-    def __init__(self, c_in: int, c_out: int, bn_weight: bool = True) -> None:
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        bn_weight: bool = True,
+        act: Callable[[torch.Tensor], torch.Tensor] = F.gelu,
+    ) -> None:
         super().__init__()
+        self.act = act
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
         self.pool = nn.MaxPool2d(2)
         self.bn1 = nn.BatchNorm2d(c_out, momentum=0.4)
@@ -38,8 +52,8 @@ class ConvGroup(nn.Module):
                 bn.weight.requires_grad_(False)  # stays 1 (init_weights sets it): only the bias trains
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.gelu(self.bn1(self.pool(self.conv1(x))))
-        return F.gelu(self.bn2(self.conv2(x)))
+        x = self.act(self.bn1(self.pool(self.conv1(x))))
+        return self.act(self.bn2(self.conv2(x)))
 
 
 class AirNet(nn.Module):
@@ -63,6 +77,9 @@ class AirNet(nn.Module):
     :param bn_weight: train the BatchNorm scales (the default). ``False`` keeps them fixed at 1, as
         airbench94 does (its ``BatchNorm(..., weight=False)``): only the BatchNorm biases train,
         and the fixed scales are not trainable parameters, so they leave the parameter budget.
+    :param act: the activation after the stem and every BatchNorm: ``"gelu"`` (airbench94's, the
+        default), ``"silu"`` (hiverge's cifar10-speedrun) or ``"relu"``. It has no parameters, so
+        neither the budget nor the MACs counted change.
     :param identity_init: start every convolution of the groups as a partial identity: after the
         usual initialisation, its first ``c_in`` filters are replaced by Dirac filters (filter
         ``k`` copies input channel ``k``; ``torch.nn.init.dirac_``), the rest are kept, as
@@ -77,6 +94,7 @@ class AirNet(nn.Module):
         "whiten_freeze": False,
         "stem_stride": 1,
         "bn_weight": True,
+        "act": "gelu",
     }
 
     def __init__(
@@ -90,6 +108,7 @@ class AirNet(nn.Module):
         identity_init: bool = False,
         stem_stride: int = 1,
         bn_weight: bool = True,
+        act: str = "gelu",
     ) -> None:
         super().__init__()
         flags = {"whiten": whiten, "whiten_freeze": whiten_freeze, "identity_init": identity_init}
@@ -98,6 +117,9 @@ class AirNet(nn.Module):
                 raise RunError(f"airnet: {option} must be true or false, got {value!r}")
         if isinstance(stem_stride, bool) or stem_stride not in (1, 2):
             raise RunError(f"airnet: stem_stride must be 1 or 2, got {stem_stride!r}")
+        if not isinstance(act, str) or act not in ACTIVATIONS:
+            raise RunError(f"airnet: act must be one of {', '.join(ACTIVATIONS)}, got {act!r}")
+        self.act = ACTIVATIONS[act]
         self.whiten, self.whiten_eps = bool(whiten), float(whiten_eps)
         self.stem_stride = int(stem_stride)
         self.stem = nn.Conv2d(3, stem, 2, stride=self.stem_stride, padding=0, bias=True)
@@ -110,7 +132,7 @@ class AirNet(nn.Module):
         groups = []
         c_in = stem
         for w in widths:
-            groups.append(ConvGroup(c_in, w, bn_weight=bn_weight))
+            groups.append(ConvGroup(c_in, w, bn_weight=bn_weight, act=self.act))
             c_in = w
         self.groups = nn.Sequential(*groups)
         self.head = nn.Linear(c_in, num_classes, bias=False)
@@ -140,6 +162,6 @@ class AirNet(nn.Module):
         whiten_conv_(self.stem, self.stem_input(images.to(self.stem.weight.device)), eps=self.whiten_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.groups(F.gelu(self.stem(self.stem_input(x))))
+        x = self.groups(self.act(self.stem(self.stem_input(x))))
         x = F.adaptive_max_pool2d(x, 1).flatten(1)
         return self.head(x) * self.scale
