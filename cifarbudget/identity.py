@@ -36,7 +36,7 @@ RunSpec = Any
 
 IDENTITY_VERSION = 2
 # RunSpec fields that do not change training: they never enter the identity.
-NOT_TRAINING = ("tta", "budget", "compute_budget", "allow_over_budget")
+NOT_TRAINING = ("tta", "tta_params", "budget", "compute_budget", "allow_over_budget")
 # Parameters the run itself passes to a component's factory (from other spec fields or the data).
 RUN_SUPPLIED = {
     "models": {"num_classes"},
@@ -44,6 +44,7 @@ RUN_SUPPLIED = {
     "optimizers": {"model", "lr", "momentum", "weight_decay", "nesterov"},
     "losses": set(),
     "augmentations": set(),
+    "tta": set(),
 }
 # Spec fields folded into the resolved components (their raw values are not hashed twice).
 COMPONENT_FIELDS = ("model_params", "aug_params", "sched_params", "opt_params", "loss_params")
@@ -117,6 +118,24 @@ def component_params(kind: str, name: str, params: Mapping[str, Any] | None = No
         if key in out and out[key] == canonical(value):
             del out[key]
     return out
+
+
+def tta_key(name: str, params: Mapping[str, Any] | None = None) -> str:
+    """How results key a TTA evaluation: the policy's name, followed by the parameters that differ
+    from its defaults, sorted, values as JSON: ``multicrop``, ``selective(fraction=0.5)``,
+    ``selective(fraction=0.5,score="margin")``. A parameter given at its default value leaves the
+    key as the bare name, so ``--tta-param fraction=0.2`` and no parameter share one evaluation."""
+    if not params or name == "none":
+        return name
+    defaults = component_params("tta", name)
+    given = component_params("tta", name, params)
+    changed = {k: v for k, v in given.items() if k not in defaults or defaults[k] != v}
+    if not changed:
+        return name
+    text = ",".join(
+        f"{k}={json.dumps(v, sort_keys=True, separators=(',', ':'))}" for k, v in sorted(changed.items())
+    )
+    return f"{name}({text})"
 
 
 def components(spec: RunSpec) -> dict[str, Any]:

@@ -256,7 +256,8 @@ def flatten_result(data: Any, path: str = "") -> list[dict[str, Any]]:
         "schema_version": version,
     }
     for key, value in spec.items():
-        row[key] = _cell(value)
+        if key != "tta_params":  # the row's `tta` names the policy with its parameters
+            row[key] = _cell(value)
     if not spec.get("augs"):
         row["augs"] = "none"
     row.update(
@@ -311,6 +312,12 @@ def flatten_result(data: Any, path: str = "") -> list[dict[str, Any]]:
             {
                 **row,
                 "tta": policy,
+                # what reproduces this evaluation: the policy and the parameters it was given
+                # (records from before --tta-param key their evaluations by the policy's name)
+                "tta_spec_json": json.dumps(
+                    {"tta": result.get("policy", policy), "tta_params": result.get("tta_params") or {}},
+                    sort_keys=True,
+                ),
                 "train_config_id": base_config,
                 "config_id": f"{base_config}-{policy}",
                 "val_acc_tta": result.get("val_acc"),
@@ -655,7 +662,8 @@ def _rerun(ranked: pd.DataFrame, row: pd.Series) -> str:
     spec = json.loads(first["spec_json"]) if isinstance(first.get("spec_json"), str) else None
     if spec is None:
         return ""
-    spec["tta"] = row["tta"]
+    own = json.loads(first["tta_spec_json"]) if isinstance(first.get("tta_spec_json"), str) else None
+    spec.update(own or {"tta": row["tta"], "tta_params": {}})
     # a ranked row is within the board's budget: judge the rerun against that budget (a sweep never
     # trains over budget, and neither the budget nor its override is part of the run's identity)
     spec.pop("allow_over_budget", None)

@@ -197,6 +197,7 @@ def predict(
     inputs: Inputs | Path | str,
     *,
     tta: str | None = None,
+    tta_params: dict[str, object] | None = None,
     batch_size: int | None = None,
     device: str | None = None,
     amp: bool | None = None,
@@ -204,13 +205,15 @@ def predict(
 ) -> Predictions:
     """Predict the class of every image in ``inputs`` with the run at ``run_or_checkpoint``.
 
-    ``tta``: a registered TTA policy, ``"none"``, or ``None`` for the run's own. ``batch_size``
+    ``tta``: a registered TTA policy, ``"none"``, or ``None`` for the run's own (with its recorded
+    parameters); ``tta_params``: that policy's parameters (``{"fraction": 0.5}``). ``batch_size``
     defaults to the run's evaluation batch size; ``device`` to cuda, mps or cpu; ``amp``
     (bf16 autocast) to what the run used on this kind of device. For labeled inputs the accuracy
     is computed (and, with TTA, the accuracy without it); on the run's own test split both equal
     the recorded test accuracies when the device and precision match the run's.
     """
-    from cifarbudget.plugins import get_registry
+    from cifarbudget.identity import tta_key
+    from cifarbudget.runner import build_tta, check_tta_params
 
     result, checkpoint = load_run(run_or_checkpoint)
     if result.status != FINISHED:
@@ -225,8 +228,12 @@ def predict(
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     if batch_size < 1:
         raise DataError(f"batch size must be at least 1 (got {batch_size})")
-    tta_name = result.spec.get("tta", "none") if tta is None else tta
-    policy = get_registry("tta").create(tta_name) if tta_name != "none" else None
+    if tta is None:  # the run's own policy, with the parameters it was evaluated with
+        tta_name, params = result.spec.get("tta", "none"), dict(result.spec.get("tta_params") or {})
+        params.update(tta_params or {})
+    else:
+        tta_name, params = tta, dict(tta_params or {})
+    check_tta_params(tta_name, params)
     data = inputs if isinstance(inputs, Inputs) else load_inputs(inputs)
     check_inputs(data)
     model = load_model(result, checkpoint)
@@ -239,6 +246,8 @@ def predict(
     mean, std = result.data.get("mean"), result.data.get("std")
     if not mean or not std:
         raise RunError(f"run {result.run_id}: its record has no normalisation mean/std")
+    # built as the run built it: with the run's normalisation (a policy that un-normalises asks for it)
+    policy = build_tta(tta_name, {"mean": mean, "std": std}, params) if tta_name != "none" else None
     labels = torch.from_numpy(targets) if targets is not None else torch.full((len(data),), -1)
     split = DeviceSplit.from_tensors(data.images, labels, settings.device, mean, std, settings.channels_last)
 
@@ -267,7 +276,7 @@ def predict(
         indices=out_tta["predictions"].numpy().astype(np.int64),
         probs=torch.softmax(out_tta["logits"], dim=1).numpy(),
         classes=classes,
-        tta=tta_name,
+        tta=tta_key(tta_name, params),
         device=str(settings.device),
         targets=targets,
     )
@@ -282,6 +291,8 @@ def predict(
             out.recorded_accuracy_no_tta = final.get("test_acc")
             if tta_name == "none":
                 out.recorded_accuracy = final.get("test_acc")
-            elif tta_name == result.spec.get("tta"):
-                out.recorded_accuracy = final.get("test_acc_tta")
+            else:  # the evaluation the record has for this policy and these parameters, if any
+                evaluated = (final.get("tta_evals") or {}).get(out.tta) or {}
+                legacy = final.get("test_acc_tta") if final.get("tta") == out.tta else None
+                out.recorded_accuracy = evaluated.get("test_acc", legacy)
     return out

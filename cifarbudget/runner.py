@@ -196,7 +196,7 @@ def run_spec(spec: RunSpec, settings: RunSettings, *, report: BudgetReport | Non
         remove_stale_temporaries(run_dir, name)
     previous = _settled_record(run_dir, settings.restart)
     if previous is not None:
-        if previous.status == FINISHED and spec.tta != "none" and spec.tta not in tta_evaluated(previous):
+        if previous.status == FINISHED and spec.tta != "none" and spec.tta_key not in tta_evaluated(previous):
             return add_tta_evaluation(previous, spec, root, settings, report)
         log.info(
             "%s: already %s; not training again (use --restart to start over)", spec.run_id, previous.status
@@ -316,7 +316,7 @@ def add_tta_evaluation(
 
     run_dir = settings.results_dir / spec.run_id
     log.info(
-        "%s: already finished; evaluating its checkpoint with TTA %s (no training)", spec.run_id, spec.tta
+        "%s: already finished; evaluating its checkpoint with TTA %s (no training)", spec.run_id, spec.tta_key
     )
     device = resolve_device(
         settings.device,
@@ -333,7 +333,7 @@ def add_tta_evaluation(
     model = create_model(spec.model, num_classes=spec.num_classes or len(data.classes), **spec.model_params)
     load_weights(model, run_dir / CHECKPOINT, run_id=spec.run_id, ema=spec.ema > 0)
     model = model.to(device.device, memory_format=device.memory_format)
-    entry = evaluate_tta(model, data, spec.tta, report, device)
+    entry = evaluate_tta(model, data, spec.tta, report, device, params=spec.tta_params)
     # an evaluation added to a finished record carries its own provenance (the record's manifest
     # is the training's): when, with which code, on what
     entry["evaluated"] = {
@@ -342,7 +342,7 @@ def add_tta_evaluation(
         "device_name": device_name(device.device),
         "command": " ".join(sys.argv),
     }
-    record.final.setdefault("tta_evals", {})[spec.tta] = entry
+    record.final.setdefault("tta_evals", {})[spec.tta_key] = entry
     record.save(run_dir)
     return record
 
@@ -377,6 +377,18 @@ def check_component_params(spec: RunSpec) -> None:
             raise RunError(f"--aug-param {aug}.*: {aug!r} is not in the pipeline {spec.pipeline}")
         factory = get_registry("augmentations").get(aug).factory
         check_params(f"augmentation {aug!r}", factory, params, RUN_SUPPLIED["augmentations"])
+    check_tta_params(spec.tta, spec.tta_params)
+
+
+def check_tta_params(name: str, params: dict[str, Any]) -> None:
+    """``params`` are parameters TTA policy ``name`` takes (and ``name`` is a registered policy)."""
+    from cifarbudget.registry import check_params
+
+    factory = get_registry("tta").get(name).factory  # an unknown name: one line with close matches
+    if params:
+        if name == "none":
+            raise RunError("--tta-param needs a TTA policy (--tta NAME): the run has none")
+        check_params(f"TTA policy {name!r}", factory, params, RUN_SUPPLIED["tta"])
 
 
 def dataset_metadata(dataset: str, root: Path) -> dict[str, Any] | None:
@@ -419,7 +431,7 @@ def validate_components(spec: RunSpec) -> None:
     for name in spec.augs:
         registry.create(name, **spec.aug_params.get(name, {}))
     if spec.tta != "none":
-        get_registry("tta").create(spec.tta)
+        get_registry("tta").create(spec.tta, **spec.tta_params)
 
 
 def check_spec_budget(spec: RunSpec, root: Path) -> BudgetReport:
@@ -735,7 +747,7 @@ def evaluate_final(
     and with the temperature fitted on validation (temperature scaling) when there is one.
     """
     model, n = engine.eval_model, len(data.classes)
-    final: dict[str, Any] = {"tta": spec.tta, "tta_views": 1, "inference_macs": report.macs}
+    final: dict[str, Any] = {"tta": spec.tta_key, "tta_views": 1, "inference_macs": report.macs}
     val = evaluate(model, data.val, device, return_logits=True) if len(data.val) else None
     if val is not None:
         best = max(engine.state.history, key=lambda h: h.get("val_acc", -1))
@@ -753,8 +765,8 @@ def evaluate_final(
         calibration=calibration_record(val, data.val, plain, data.test),
     )
     if spec.tta != "none":
-        entry = evaluate_tta(model, data, spec.tta, report, device)
-        final["tta_evals"] = {spec.tta: entry}
+        entry = evaluate_tta(model, data, spec.tta, report, device, params=spec.tta_params)
+        final["tta_evals"] = {spec.tta_key: entry}
         final.update(
             tta_views=entry["views"],
             test_acc_tta=entry["test_acc"],
@@ -787,10 +799,17 @@ def calibration_record(
 
 
 def evaluate_tta(
-    model: torch.nn.Module, data: RunData, name: str, report: BudgetReport, device: DeviceSettings
+    model: torch.nn.Module,
+    data: RunData,
+    name: str,
+    report: BudgetReport,
+    device: DeviceSettings,
+    params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The run's model through TTA policy ``name`` on validation and test, with its measured cost."""
-    policy = build_tta(name, data.info)
+    """The run's model through TTA policy ``name`` (with ``params``) on validation and test, with its
+    measured cost. The entry records the policy and the parameters given (``policy``, ``tta_params``:
+    what reproduces it) and the policy's full parameters (``params``)."""
+    policy = build_tta(name, data.info, params)
     entry: dict[str, Any] = {}
     if len(data.val):
         val = evaluate(model, data.val, device, tta=policy)
@@ -807,6 +826,8 @@ def evaluate_tta(
         inference_macs=round(report.macs * views),
         confusion_matrix=confusion_matrix(test["predictions"], data.test.labels, len(data.classes)),
         params=policy.params() if hasattr(policy, "params") else {},
+        policy=name,
+        tta_params=dict(params or {}),
     )
     return entry
 
@@ -849,9 +870,10 @@ def compute_record(
     return record
 
 
-def build_tta(name: str, data_info: dict[str, Any]) -> Any:
-    """The registered TTA policy, given the run's normalisation when it asks for it (``setup``)."""
-    policy = get_registry("tta").create(name)
+def build_tta(name: str, data_info: dict[str, Any], params: dict[str, Any] | None = None) -> Any:
+    """The registered TTA policy built with ``params``, given the run's normalisation when it asks
+    for it (``setup``)."""
+    policy = get_registry("tta").create(name, **(params or {}))
     setup = getattr(policy, "setup", None)
     if callable(setup):
         setup(mean=data_info["mean"], std=data_info["std"])

@@ -177,6 +177,15 @@ class RunSpec:
             axis=False,
         ),
     )
+    tta_params: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=option(
+            "One TTA policy parameter, KEY=VALUE (e.g. fraction=0.5 for selective); repeatable. "
+            "Evaluation only: the run id does not change.",
+            flag="--tta-param",
+            axis=False,
+        ),
+    )
     data_id: str = field(
         default="",
         metadata=option(
@@ -243,6 +252,14 @@ class RunSpec:
         return config_id(self)
 
     @property
+    def tta_key(self) -> str:
+        """The TTA policy with the parameters that differ from its defaults, as results key it:
+        ``selective`` or ``selective(fraction=0.5)`` (:func:`cifarbudget.identity.tta_key`)."""
+        from cifarbudget.identity import tta_key
+
+        return tta_key(self.tta, self.tta_params)
+
+    @property
     def pipeline(self) -> str:
         """The augmentation pipeline as the leaderboard prints it and every command accepts it."""
         return "+".join(self.augs) or "none"
@@ -251,7 +268,7 @@ class RunSpec:
         return (
             f"{self.model} on {self.dataset}: aug {self.pipeline}, {self.sched}, "
             f"{self.epochs} epochs, batch {self.batch_size}, {self.optimizer} lr {self.lr:g} wd {self.weight_decay:g}, "
-            f"TTA {self.tta}, seed {self.seed}"
+            f"TTA {self.tta_key}, seed {self.seed}"
         )
 
 

@@ -24,6 +24,13 @@ from cifarbudget.commands.common import (
 @deprecated_alias("--out", "-o/--output", "output", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--tta", help="TTA policy (see 'cifarbudget list tta') [default: the run's]; 'none' for none.")
 @click.option(
+    "--tta-param",
+    "tta_param",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="One parameter of the TTA policy (e.g. fraction=0.5); repeatable [default: the run's].",
+)
+@click.option(
     "--labels",
     "label_format",
     type=click.Choice(["name", "index"]),
@@ -61,6 +68,7 @@ def command(
     input_path: str,
     output: str | None,
     tta: str | None,
+    tta_param: tuple[str, ...],
     label_format: str,
     header: str,
     probs: str | None,
@@ -96,6 +104,7 @@ def command(
     """
     from cifarbudget.predict import is_pickle
     from cifarbudget.predict import predict as predict_api
+    from cifarbudget.spec import parse_flat_params
 
     out = deprecated_value("output", output) or "submission.csv"
     columns = tuple(c.strip() for c in header.split(","))
@@ -110,6 +119,7 @@ def command(
         run_or_checkpoint,
         input_path,
         tta=tta,
+        tta_params=parse_flat_params(tta_param, "--tta-param") if tta_param else None,
         batch_size=batch_size,
         device=device,
         amp=amp,

@@ -165,7 +165,7 @@ def _plan_rows(planned: list[Any], keys: list[str]) -> list[dict[str, Any]]:
                 "model": p.spec.model,
                 "augs": p.spec.pipeline,
                 "sched": p.spec.sched,
-                "tta": p.spec.tta,
+                "tta": p.spec.tta_key,
                 "hyperparameters": hyperparameters(p.spec, keys),
                 "seed": p.spec.seed,
                 "params": p.report.params,

@@ -259,7 +259,9 @@ def expand_grid(sweep: Sweep) -> list[RunSpec]:
             spec = dataclasses.replace(
                 spec, aug_params={k: v for k, v in spec.aug_params.items() if k in spec.augs}
             )
-        specs.setdefault((spec.run_id, spec.tta), spec)  # TTA variants share the run: trained once
+        if spec.tta_params and spec.tta == "none":  # a point without TTA has no policy to give them to
+            spec = dataclasses.replace(spec, tta_params={})
+        specs.setdefault((spec.run_id, spec.tta_key), spec)  # TTA variants share the run: trained once
     return list(specs.values())
 
 

@@ -124,7 +124,7 @@ def plan_sweep(sweep: Sweep, specs: Sequence[RunSpec] | None = None) -> list[Pla
             state == FINISHED
             and record is not None
             and spec.tta != "none"
-            and spec.tta not in tta_evaluated(record)
+            and spec.tta_key not in tta_evaluated(record)
         ):
             state = "finished, TTA not evaluated"  # trained; only this TTA policy's evaluation is left
         refusal = None
@@ -202,22 +202,22 @@ def run_sweep(
     def settle(outcome: RunOutcome, eta: float | None = None) -> None:
         nonlocal done
         done += 1
-        outcomes[(outcome.run_id, outcome.spec.tta)] = outcome
+        outcomes[(outcome.run_id, outcome.spec.tta_key)] = outcome
         if on_outcome is not None:
             on_outcome(outcome, done, total, eta)
 
-    specs = {(p.run_id, p.spec.tta): p.spec for p in planned}
+    specs = {(p.run_id, p.spec.tta_key): p.spec for p in planned}
     tasks = []
     for p in planned:
         if not p.within_budget:
             settle(RunOutcome(p.spec, OVER_BUDGET, False, error=p.refusal))
         elif p.state in SETTLED and p.record is not None:
-            raw = outcome_dict(p.run_id, p.record, status=p.state, trained=False, tta=p.spec.tta)
+            raw = outcome_dict(p.run_id, p.record, status=p.state, trained=False, tta=p.spec.tta_key)
             settle(_from_dict(p.spec, raw, results_dir / p.run_id))
         else:
             tasks.append(_task(sweep, p))
     if not tasks:
-        return [outcomes[(p.run_id, p.spec.tta)] for p in planned]
+        return [outcomes[(p.run_id, p.spec.tta_key)] for p in planned]
     if sweep.download:  # once, here, before any worker starts; the workers then only read
         prepare_datasets(sorted({t["spec"]["dataset"] for t in tasks}), sweep.data_dir)
         tasks = [{**t, "download": False} for t in tasks]
@@ -244,13 +244,13 @@ def run_sweep(
                     raw = _record_crash(task, raw.get("error") or "the worker died")
                 settled += 1
                 eta = (time.perf_counter() - started) / settled * (len(tasks) - settled)
-                key = (task["run_id"], task["spec"]["tta"])
+                key = (task["run_id"], task["tta_key"])
                 settle(_from_dict(specs[key], raw, results_dir / task["run_id"]), eta)
     except BaseException:  # Ctrl-C included: stop the workers; their runs resume next time
         executor.close(cancel=True)
         raise
     executor.close()
-    return [outcomes[(p.run_id, p.spec.tta)] for p in planned]
+    return [outcomes[(p.run_id, p.spec.tta_key)] for p in planned]
 
 
 def prepare_datasets(datasets: Sequence[str], data_dir: str | Path | None) -> None:
@@ -270,6 +270,7 @@ def _task(sweep: Sweep, planned: PlannedRun) -> dict[str, Any]:
     return {
         "run_id": planned.run_id,
         "spec": planned.spec.to_dict(),
+        "tta_key": planned.spec.tta_key,
         "budget": planned.report.to_dict(),
         "results_dir": str(sweep.results_path),
         "data_dir": str(Path(sweep.data_dir).expanduser().resolve()) if sweep.data_dir else None,

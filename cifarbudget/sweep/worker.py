@@ -88,7 +88,7 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
             return {"run_id": spec.run_id, "status": "busy", "trained": False}
         record = load_or_none(run_dir)
         if record is not None and record.status in SETTLED and not _needs_tta(record, spec):
-            return outcome_dict(spec.run_id, record, status=record.status, trained=False, tta=spec.tta)
+            return outcome_dict(spec.run_id, record, status=record.status, trained=False, tta=spec.tta_key)
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / WORKER_LOG, "a") as log, _logging_to(log):
             print(f"--- {now()} {socket.gethostname()} pid {os.getpid()}", file=log, flush=True)
@@ -104,7 +104,7 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
                 return {"run_id": spec.run_id, "status": FAILED, "trained": True, "error": error}
         seconds = time.perf_counter() - started
         return outcome_dict(
-            spec.run_id, result, status=result.status, trained=True, seconds=seconds, tta=spec.tta
+            spec.run_id, result, status=result.status, trained=True, seconds=seconds, tta=spec.tta_key
         )
 
 
@@ -112,7 +112,7 @@ def _needs_tta(record: RunResult, spec: RunSpec) -> bool:
     """Whether a settled run still needs an evaluation with the spec's TTA policy."""
     from cifarbudget.runner import tta_evaluated
 
-    return record.status == FINISHED and spec.tta != "none" and spec.tta not in tta_evaluated(record)
+    return record.status == FINISHED and spec.tta != "none" and spec.tta_key not in tta_evaluated(record)
 
 
 def _train(task: dict[str, Any], spec: RunSpec, results_dir: Path) -> RunResult:

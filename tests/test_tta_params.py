@@ -1,0 +1,155 @@
+"""``--tta-param``: a TTA policy's parameters from the command line and the library.
+
+TTA is evaluation only, so a policy's parameters never change the run id: each parameter set is
+one more evaluation of the same checkpoint, recorded under a key that names the policy and the
+parameters that differ from its defaults (``selective(fraction=1.0)``), and it becomes its own
+leaderboard row whose rerun command gives the parameters back.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+
+import cifarbudget
+from cifarbudget.errors import CifarBudgetError
+from cifarbudget.identity import tta_key
+from cifarbudget.predict import load_inputs, predict
+from cifarbudget.results import load_result
+
+Invoke = Callable[..., Result]
+TINY = dict(dataset="synthetic", epochs=1, train_subset=256, val_size=64, batch_size=64)
+TINY_ARGS = ["--dataset", "synthetic", "--epochs", "1", "--train-subset", "256", "--val-size", "64"]
+
+
+def test_the_key_names_only_parameters_that_differ_from_the_defaults() -> None:
+    assert tta_key("selective") == tta_key("selective", {}) == "selective"
+    assert tta_key("selective", {"fraction": 0.2, "shift": 1.0}) == "selective"  # the defaults, spelled out
+    assert (
+        tta_key("selective", {"score": "margin", "fraction": 0.5}) == 'selective(fraction=0.5,score="margin")'
+    )
+    assert tta_key("multicrop", {"weight": 0.25}) == "multicrop(weight=0.25)"
+
+
+def test_each_parameter_set_is_one_more_evaluation_of_the_same_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cifarbudget.engine import Engine
+
+    first = cifarbudget.run("resnet20", results_dir=tmp_path, progress=False, tta="selective", **TINY)
+    monkeypatch.setattr(Engine, "fit", lambda *a, **k: pytest.fail("trained again"))
+    every = cifarbudget.run(
+        "resnet20",
+        results_dir=tmp_path,
+        progress=False,
+        tta="selective",
+        tta_params={"fraction": 1.0},
+        **TINY,
+    )
+    same = cifarbudget.run(  # the default value spelled out: the evaluation the run already has
+        "resnet20",
+        results_dir=tmp_path,
+        progress=False,
+        tta="selective",
+        tta_params={"fraction": 0.2},
+        **TINY,
+    )
+    assert first.run_id == every.run_id == same.run_id
+    record = load_result(tmp_path / first.run_id)
+    evals = record.final["tta_evals"]
+    assert set(evals) == {"selective", "selective(fraction=1.0)"}
+    # fraction 1: the four translations for every image, so 2 + 4 views each, as counted
+    assert evals["selective(fraction=1.0)"]["views"] == 6.0
+    assert evals["selective"]["views"] < 6.0
+    assert evals["selective(fraction=1.0)"]["policy"] == "selective"
+    assert evals["selective(fraction=1.0)"]["tta_params"] == {"fraction": 1.0}
+    assert evals["selective(fraction=1.0)"]["params"]["fraction"] == 1.0
+    assert record.final["tta"] == "selective"  # the training run's own evaluation
+
+    from cifarbudget import leaderboard as lb
+
+    runs, _ = lb.load_results(tmp_path)
+    assert sorted(runs["tta"]) == ["selective", "selective(fraction=1.0)"]
+    board = lb.leaderboard(runs)
+    rerun = board.set_index("tta").loc["selective(fraction=1.0)", "rerun"]
+    args = shlex.split(rerun)
+    assert args[args.index("--tta") + 1] == "selective"
+    assert args[args.index("--tta-param") + 1] == "fraction=1.0"
+    assert "--tta-param" not in shlex.split(board.set_index("tta").loc["selective", "rerun"])
+
+
+def test_predict_takes_the_policy_parameters_and_finds_their_recorded_accuracy(tmp_path: Path) -> None:
+    run = cifarbudget.run(
+        "airnet-small",
+        results_dir=tmp_path,
+        progress=False,
+        tta="multicrop",
+        tta_params={"weight": 0.25},
+        optimizer="adamw",
+        lr=3e-3,
+        **TINY,
+    )
+    assert run.final["tta"] == "multicrop(weight=0.25)"
+    split = load_inputs("synthetic")
+    own = predict(run.run_dir, split)  # the run's policy, with the parameters it was evaluated with
+    assert own.tta == "multicrop(weight=0.25)"
+    assert (
+        own.accuracy == own.recorded_accuracy == run.final["tta_evals"]["multicrop(weight=0.25)"]["test_acc"]
+    )
+    plain = predict(run.run_dir, split, tta="multicrop")  # the defaults: no recorded evaluation
+    assert plain.tta == "multicrop" and plain.recorded_accuracy is None
+
+
+def test_tta_param_on_the_command_line(tmp_path: Path, invoke: Invoke) -> None:
+    tta = ["--tta", "selective", "--tta-param", "fraction=1", "--tta-param", "score=margin"]
+    out = invoke(["run", "resnet20", *TINY_ARGS, "--results-dir", str(tmp_path), "--quiet", "--json", *tta])
+    assert out.exit_code == 0, out.output
+    record = load_result(Path(json.loads(out.stdout)["run_dir"]))
+    assert set(record.final["tta_evals"]) == {'selective(fraction=1,score="margin")'}
+    assert record.spec["tta_params"] == {"fraction": 1, "score": "margin"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tta-param", "fraction=0.5"], "--tta-param needs a TTA policy (--tta NAME)"),
+        (["--tta", "flip", "--tta-param", "fraction=0.5"], "TTA policy 'flip' has no parameter fraction"),
+        (["--tta", "selective", "--tta-param", "fraction=2"], "fraction must be in [0, 1]"),
+        (["--tta", "selective", "--tta-param", "fraction"], "--tta-param"),
+    ],
+)
+def test_a_bad_tta_param_is_one_line_before_anything_trains(
+    tmp_path: Path, invoke: Invoke, args: list[str], message: str
+) -> None:
+    result = invoke(["run", "resnet20", *TINY_ARGS, "--results-dir", str(tmp_path), "--quiet", *args])
+    assert result.exit_code != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not any(tmp_path.iterdir())  # nothing was written: no run folder, no lock
+
+
+def test_library_errors_name_the_parameter() -> None:
+    with pytest.raises(CifarBudgetError, match="TTA policy 'multicrop' has no parameter fraction"):
+        cifarbudget.run("resnet20", tta="multicrop", tta_params={"fraction": 0.5}, **TINY)
+
+
+def test_a_sweep_plans_one_training_and_one_evaluation_per_parameter_set(
+    tmp_path: Path, invoke: Invoke
+) -> None:
+    """TTA variants share their run in a sweep plan: ``--tta none,selective --tta-param fraction=1``
+    trains once; the point without TTA drops the parameters (it has no policy to give them to)."""
+    args = ["sweep", "--model", "resnet20", *TINY_ARGS, "--results-dir", str(tmp_path), "--dry-run", "--json"]
+    out = invoke([*args, "--tta", "none,selective", "--tta-param", "fraction=1"])
+    assert out.exit_code == 0, out.output
+    plan = json.loads(out.stdout)
+    rows = plan["runs"] if isinstance(plan, dict) else plan
+    assert sorted(r["tta"] for r in rows) == ["none", "selective(fraction=1)"]
+    assert len({r["run_id"] for r in rows}) == 1
+    bad = invoke([*args, "--tta", "flip,selective", "--tta-param", "fraction=1"])
+    assert bad.exit_code == 1 and "TTA policy 'flip' has no parameter fraction" in bad.stderr
+    assert bad.stderr.count("\n") == 1, bad.stderr
