@@ -21,6 +21,7 @@
 #   bash results/cpu-track/run.sh screen10   # round 9, rows AO-AR: one change each to row AH (airbench's fixed BN scales, lr, Muon wd), seed 0
 #   bash results/cpu-track/run.sh confirm6   # rows AP and AQ (round 9's best seed 0: the SGD lr halved, doubled), seeds 1 and 2
 #   bash results/cpu-track/run.sh screen11   # round 10, rows AS-AT: one change each to row AP (v6), seed 0: EMA off, a shorter warm-up
+#   bash results/cpu-track/run.sh screen12   # round 10, rows AU-AV: row AP (v6) with SiLU (hiverge's) for GELU; with airbench's SGD momentum 0.85; seed 0
 #   bash results/cpu-track/run.sh tta18      # rows AH and AP (seeds 0-2) evaluated with multicrop18 (no training)
 #   bash results/cpu-track/run.sh gap        # NOT a track row: row N at 12 and 15 epochs (over 30T), seed 0
 #   bash results/cpu-track/run.sh gap2       # NOT a track row: row AP (v6) at 12 and 15 epochs (over 30T), seed 0
@@ -180,6 +181,13 @@ screen11)  # AS-AT (round 10): one change each to row AP (v6), seed 0 (SEEDS="1 
     for seed in ${SEEDS:-0}; do
         row AS "$seed" "${p[@]}" --ema 0
         row AT "$seed" "${p[@]}" --sched-param pct_start=0.15
+    done ;;
+screen12)  # AU-AV (round 10): row AP (v6) with SiLU, hiverge's activation, instead of airbench's GELU;
+           # with airbench94's SGD momentum 0.85 (head and norms; Muon keeps its own), seed 0
+    p=("${val[@]}" "${row_n[@]}" --aug-param crop-flip.padding=1 --lr 0.2)
+    for seed in ${SEEDS:-0}; do
+        row AU "$seed" "${p[@]}" --model-param act=silu
+        row AV "$seed" "${p[@]}" --momentum 0.85
     done ;;
 tta18)  # the two validation-best 3-seed rows, AH and AP, evaluated with multicrop18 (flips x all eight
         # one-pixel translations) besides multicrop: TTA is evaluation only, so nothing trains again
