@@ -22,6 +22,7 @@
 #   bash results/cpu-track/run.sh confirm6   # rows AP and AQ (round 9's best seed 0: the SGD lr halved, doubled), seeds 1 and 2
 #   bash results/cpu-track/run.sh screen11   # round 10, rows AS-AT: one change each to row AP (v6), seed 0: EMA off, a shorter warm-up
 #   bash results/cpu-track/run.sh screen12   # round 10, rows AU-AV: row AP (v6) with SiLU (hiverge's) for GELU; with airbench's SGD momentum 0.85; seed 0
+#   bash results/cpu-track/run.sh confirm7   # rows AV and AS (round 10's best seed 0), seeds 1 and 2; then seeds 0-2 evaluated with multicrop18
 #   bash results/cpu-track/run.sh tta18      # rows AH and AP (seeds 0-2) evaluated with multicrop18 (no training)
 #   bash results/cpu-track/run.sh gap        # NOT a track row: row N at 12 and 15 epochs (over 30T), seed 0
 #   bash results/cpu-track/run.sh gap2       # NOT a track row: row AP (v6) at 12 and 15 epochs (over 30T), seed 0
@@ -188,6 +189,17 @@ screen12)  # AU-AV (round 10): row AP (v6) with SiLU, hiverge's activation, inst
     for seed in ${SEEDS:-0}; do
         row AU "$seed" "${p[@]}" --model-param act=silu
         row AV "$seed" "${p[@]}" --momentum 0.85
+    done ;;
+confirm7)  # rows AV (SGD momentum 0.85) and AS (no EMA), round 10's two best seed-0 rows, with seeds 1 and 2,
+           # then all three seeds evaluated with multicrop18 as well (evaluation only), as AP's row is
+    p=("${val[@]}" "${row_n[@]}" --aug-param crop-flip.padding=1 --lr 0.2)
+    for seed in ${SEEDS:-1 2}; do
+        row AV "$seed" "${p[@]}" --momentum 0.85
+        row AS "$seed" "${p[@]}" --ema 0
+    done
+    for seed in 0 1 2; do
+        row AV "$seed" "${p[@]}" --momentum 0.85 --tta multicrop18
+        row AS "$seed" "${p[@]}" --ema 0 --tta multicrop18
     done ;;
 tta18)  # the two validation-best 3-seed rows, AH and AP, evaluated with multicrop18 (flips x all eight
         # one-pixel translations) besides multicrop: TTA is evaluation only, so nothing trains again
