@@ -23,6 +23,7 @@
 #   bash results/cpu-track/run.sh screen11   # round 10, rows AS-AT: one change each to row AP (v6), seed 0: EMA off, a shorter warm-up
 #   bash results/cpu-track/run.sh screen12   # round 10, rows AU-AV: row AP (v6) with SiLU (hiverge's) for GELU; with airbench's SGD momentum 0.85; seed 0
 #   bash results/cpu-track/run.sh confirm7   # rows AV and AS (round 10's best seed 0), seeds 1 and 2; then seeds 0-2 evaluated with multicrop18
+#   bash results/cpu-track/run.sh ttaweight  # row AP (v6), seeds 0-2, with multicrop18's translated views weighted 0.25 and 0.75 (no training)
 #   bash results/cpu-track/run.sh tta18      # rows AH and AP (seeds 0-2) evaluated with multicrop18 (no training)
 #   bash results/cpu-track/run.sh gap        # NOT a track row: row N at 12 and 15 epochs (over 30T), seed 0
 #   bash results/cpu-track/run.sh gap2       # NOT a track row: row AP (v6) at 12 and 15 epochs (over 30T), seed 0
@@ -200,6 +201,14 @@ confirm7)  # rows AV (SGD momentum 0.85) and AS (no EMA), round 10's two best se
     for seed in 0 1 2; do
         row AV "$seed" "${p[@]}" --momentum 0.85 --tta multicrop18
         row AS "$seed" "${p[@]}" --ema 0 --tta multicrop18
+    done ;;
+ttaweight)  # TTA is evaluation only, so its parameters can be chosen on validation too: row AP (v6) with
+            # multicrop18's translated views given a total weight of 0.25 and 0.75 (the default 0.5), seeds 0-2
+    p=("${val[@]}" "${row_n[@]}" --aug-param crop-flip.padding=1 --lr 0.2 --tta multicrop18)
+    for seed in 0 1 2; do
+        for weight in 0.25 0.75; do
+            row AP "$seed" "${p[@]}" --tta-param weight=$weight
+        done
     done ;;
 tta18)  # the two validation-best 3-seed rows, AH and AP, evaluated with multicrop18 (flips x all eight
         # one-pixel translations) besides multicrop: TTA is evaluation only, so nothing trains again
