@@ -122,13 +122,17 @@ def test_paper_optimized_trains_and_evaluates_its_five_views(tmp_path: Path) -> 
         ("speedrun-cpu-v4", "airnet-small-imagefolder-e10-s0-3a75d71b2754"),  # row AF's (round 6)
         ("speedrun-cpu-v5", "airnet-small-imagefolder-e9-s0-c9745cef3bd1"),  # row AH's (round 7)
         ("speedrun-cpu-v6", "airnet-small-imagefolder-e9-s0-96936a1c3d3e"),  # row AP's (round 9)
+        ("speedrun-cpu-v7", "airnet-small-imagefolder-e9-s0-96936a1c3d3e"),  # AP's, TTA weight 0.75
     ],
 )
 def test_the_cpu_speedrun_recipes_are_the_cpu_tracks_final_rows(recipe: str, run_id: str) -> None:
     """Each recipe resolves to the runs of a final row of results/cpu-track: the same run id (seed
-    0) as the recorded run, when the real data (which the id fingerprints) is here."""
+    0) as the recorded run, when the real data (which the id fingerprints) is here, and the record
+    has the recipe's TTA evaluation (policy and parameters)."""
     shared = Path(__file__).resolve().parents[2] / "shared" / "data"
     record = Path(__file__).resolve().parents[1] / "results" / "cpu-track" / "runs" / run_id / "result.json"
     if not (shared / "cifar10-jpeg-train.zip").exists() or not record.exists():
         pytest.skip("needs ../shared/data and the recorded run")
-    assert resolve_spec(recipe=recipe, data_dir=shared, seed=0).run_id == run_id
+    spec = resolve_spec(recipe=recipe, data_dir=shared, seed=0)
+    assert spec.run_id == run_id
+    assert spec.tta_key in json.loads(record.read_text())["final"]["tta_evals"]

@@ -186,6 +186,18 @@ def speedrun_cpu_v6() -> dict[str, Any]:
     return {**speedrun_cpu_v5(), "lr": 0.2, "tta": "multicrop18"}
 
 
+def speedrun_cpu_v7() -> dict[str, Any]:
+    """``speedrun-cpu-v6`` with ``multicrop18``'s eight translated views weighted 0.75 in all (the
+    default 0.5; results/cpu-track/, row AP, ``run.sh ttaweight``; docs/ablation.md): TTA weights
+    chosen on validation like everything else (87.83 vs 87.73 with 0.5 and 87.53 with 0.25, over
+    the same three models). The training is ``-v6``'s, so the run ids are too: only the
+    evaluation differs. Measured: 87.50% mean test accuracy over 5 seeds (std 0.12), the same as
+    with the default weights (87.50, std 0.13) and as ``-v3`` to ``-v6``: the validation gain
+    (+0.10, three models) did not carry over to test.
+    """
+    return {**speedrun_cpu_v6(), "tta_params": {"weight": 0.75}}
+
+
 def speedrun_gpu() -> dict[str, Any]:
     """airbench94's recipe (Jordan 2024, arXiv:2404.00498, secs. 3.2-3.6) in the library's terms, for
     one GPU: the airbench-class ``airnet`` (1,972,792 parameters) with whitening init, alternating
@@ -330,6 +342,13 @@ def cifarbudget_register_recipes(registry) -> None:
         description="speedrun-cpu-v5 with SGD lr 0.2 for the head and norms and multicrop18 TTA (the CPU "
         "compute track's validation-best row after nine rounds); 87.50% mean test over 5 seeds, the same as "
         "v3 and v5, about 3.3 min per seed on 2 CPU cores (results/cpu-track)",
+    )
+    registry.add(
+        "speedrun-cpu-v7",
+        speedrun_cpu_v7,
+        description="speedrun-cpu-v6 with multicrop18's translated views weighted 0.75 (chosen on validation; "
+        "the same training and run ids as v6); 87.50% mean test over 5 seeds, the same as v3-v6 "
+        "(results/cpu-track)",
     )
     registry.add(
         "speedrun-gpu",
