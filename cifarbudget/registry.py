@@ -194,6 +194,20 @@ def lazy(target: str, *args: Any, **kwargs: Any) -> LazyFactory:
     return LazyFactory(target, *args, **kwargs)
 
 
+def accepted_params(factory: Callable[..., Any]) -> set[str] | None:
+    """The keyword parameters ``factory`` takes; ``None`` when it takes any (``**kwargs``, or no
+    signature to read). Lazy factories are resolved."""
+    target = factory.resolve() if hasattr(factory, "resolve") else factory
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):  # builtins without a signature: let the call decide
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+        return None
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return {n for n, p in sig.parameters.items() if p.kind in kinds}
+
+
 def check_params(
     what: str, factory: Callable[..., Any], params: Mapping[str, Any], supplied: Collection[str] = ()
 ) -> None:
@@ -212,15 +226,9 @@ def check_params(
             f"{what}: {', '.join(clash)} {'is' if len(clash) == 1 else 'are'} set by the run (its own "
             "option, or the data), not by a parameter"
         )
-    target = factory.resolve() if hasattr(factory, "resolve") else factory
-    try:
-        sig = inspect.signature(target)
-    except (TypeError, ValueError):  # builtins without a signature: let the call decide
+    known = accepted_params(factory)
+    if known is None:
         return
-    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
-        return
-    known = {n for n, p in sig.parameters.items() if p.kind in kinds}
     unknown = sorted(set(params) - known)
     if unknown:
         accepted = ", ".join(sorted(known - supplied))

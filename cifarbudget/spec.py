@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import logging
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from cifarbudget.errors import RunError
+
+log = logging.getLogger("cifarbudget")
 
 
 def option(
@@ -501,7 +504,10 @@ def resolve_spec(
     """Merge defaults <- recipe <- explicit options (``None`` means "not given") into a checked RunSpec.
 
     Parameter fields (``aug_params``, ``opt_params``, ...) merge key by key: an option sets its
-    keys over the recipe's and keeps the others.
+    keys over the recipe's and keeps the others. A recipe's parameters belong to its components:
+    when an option names another model, optimizer, schedule, loss, TTA policy or pipeline, the
+    recipe's parameters that the new component does not take are dropped (and logged), so
+    ``--recipe speedrun-cpu-v3 --optimizer sgd`` keeps ``bn_bias_lr_scale`` and drops ``muon_lr``.
 
     Every value is coerced to its field's type (so strings from the command line or a file work)
     and every name is looked up in its registry (unknown names fail here, with suggestions). The
@@ -518,6 +524,10 @@ def resolve_spec(
         if unknown:
             raise RunError(f"recipe {recipe!r} sets unknown option(s): {', '.join(sorted(unknown))}")
         values.update(preset)
+        chosen = {k: v for k, v in options.items() if v is not None}
+        if model is not None:
+            chosen["model"] = model
+        values.update(_recipe_params_for(recipe, preset, chosen))
     if model is not None:
         values["model"] = model
     unknown = set(options) - set(known)
@@ -538,6 +548,70 @@ def resolve_spec(
         root = Path(data_dir).expanduser() if data_dir else default_data_dir()
         spec = dataclasses.replace(spec, data_id=data_id(spec.dataset, root))
     return spec
+
+
+# (name field, registry, parameter field) of the components whose parameters a recipe may set
+COMPONENTS = (
+    ("model", "models", "model_params"),
+    ("optimizer", "optimizers", "opt_params"),
+    ("sched", "schedulers", "sched_params"),
+    ("loss", "losses", "loss_params"),
+    ("tta", "tta", "tta_params"),
+)
+_LABELS = {
+    "models": "model",
+    "optimizers": "optimizer",
+    "schedulers": "scheduler",
+    "losses": "loss",
+    "tta": "TTA policy",
+}
+
+
+def _recipe_params_for(recipe: str, preset: Mapping[str, Any], chosen: Mapping[str, Any]) -> dict[str, Any]:
+    """The recipe's parameter fields, less what the components ``chosen`` instead of the recipe's
+    do not take (see :func:`resolve_spec`)."""
+    from cifarbudget.plugins import get_registry
+    from cifarbudget.registry import accepted_params
+
+    out: dict[str, Any] = {}
+    for name_field, kind, params_field in COMPONENTS:
+        new, params = chosen.get(name_field), preset.get(params_field)
+        if new is None or new == preset.get(name_field) or not isinstance(params, Mapping) or not params:
+            continue
+        registry = get_registry(kind)
+        if new not in registry:
+            continue  # an unknown name fails in check_names, with suggestions
+        accepted = accepted_params(registry.get(new).factory)
+        kept = {k: v for k, v in params.items() if accepted is None or k in accepted}
+        if len(kept) < len(params):
+            left_out = ", ".join(sorted(set(params) - set(kept)))
+            _say_once(
+                f"recipe {recipe}: {_LABELS[kind]} {new!r} does not take {left_out} "
+                f"(the recipe's {params_field}); not used"
+            )
+        out[params_field] = kept
+    params = preset.get("aug_params")
+    if chosen.get("augs") is not None and isinstance(params, Mapping) and params:
+        pipeline = parse_pipeline(chosen["augs"])
+        kept = {k: v for k, v in params.items() if k in pipeline}
+        if len(kept) < len(params):
+            left_out = ", ".join(sorted(set(params) - set(kept)))
+            _say_once(
+                f"recipe {recipe}: the pipeline {'+'.join(pipeline) or 'none'} has no {left_out} "
+                "(the recipe's aug_params); not used"
+            )
+        out["aug_params"] = kept
+    return out
+
+
+_SAID: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    """Log ``message`` once per process (a sweep resolves the same override at every grid point)."""
+    if message not in _SAID:
+        _SAID.add(message)
+        log.info("%s", message)
 
 
 def check_names(spec: RunSpec) -> None:

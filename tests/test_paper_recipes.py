@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from cifarbudget import identity
+from cifarbudget.builtin.recipes import paper_optimized
 from cifarbudget.runner import resolve_spec, run
 
 COMMON = {
@@ -136,3 +137,57 @@ def test_the_cpu_speedrun_recipes_are_the_cpu_tracks_final_rows(recipe: str, run
     spec = resolve_spec(recipe=recipe, data_dir=shared, seed=0)
     assert spec.run_id == run_id
     assert spec.tta_key in json.loads(record.read_text())["final"]["tta_evals"]
+
+
+# --- a recipe's parameters belong to its components -------------------------------------------
+@pytest.mark.parametrize(
+    ("recipe", "override", "field", "expected", "dropped"),
+    [
+        # Muon's own learning rate goes with Muon; the BatchNorm details SGD also takes stay
+        (
+            "speedrun-cpu-v3",
+            {"optimizer": "sgd"},
+            "opt_params",
+            {"bn_bias_lr_scale": 64, "norm_weight_decay": 0},
+            "optimizer 'sgd' does not take muon_lr",
+        ),
+        ("speedrun-cpu-v6", {"model": "resnet20"}, "model_params", {}, "model 'resnet20' does not take"),
+        ("speedrun-cpu-v7", {"tta": "flip"}, "tta_params", {}, "TTA policy 'flip' does not take weight"),
+        ("speedrun-cpu-v7", {"tta": "multicrop"}, "tta_params", {"weight": 0.75}, None),  # multicrop takes it
+        (
+            "paper-optimized",
+            {"augs": "crop-flip+cutmix"},
+            "aug_params",
+            {k: paper_optimized()["aug_params"][k] for k in ("crop-flip", "cutmix")},
+            "the pipeline crop-flip+cutmix has no blur, erasing, vflip",
+        ),
+    ],
+)
+def test_naming_another_component_keeps_only_the_recipe_parameters_it_takes(
+    recipe: str,
+    override: dict,
+    field: str,
+    expected: dict,
+    dropped: str | None,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--recipe speedrun-cpu-v3 --optimizer sgd`` was an error about ``muon_lr``, a parameter the
+    user never gave: the recipe's parameters now follow its components, and what is dropped is
+    said (once per process: a sweep resolves the same override at every grid point)."""
+    monkeypatch.setattr("cifarbudget.spec._SAID", set())
+    with caplog.at_level("INFO", logger="cifarbudget"):
+        spec = resolve_spec(recipe=recipe, dataset="synthetic", **override)
+    assert getattr(spec, field) == expected
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"recipe {recipe}:")]
+    assert ([dropped in said[0]] if said else []) == ([True] if dropped else []), said
+
+
+def test_parameters_given_with_the_new_component_are_still_checked(tmp_path: Path, invoke) -> None:
+    args = ["run", "--recipe", "speedrun-cpu-v3", "--dataset", "synthetic", "--epochs", "1"]
+    args += ["--train-subset", "256", "--val-size", "64", "--batch-size", "64"]
+    args += ["--results-dir", str(tmp_path), "--quiet"]
+    ok = invoke([*args, "--optimizer", "sgd"])  # was: "optimizer 'sgd' has no parameter muon_lr"
+    assert ok.exit_code == 0, ok.output
+    bad = invoke([*args, "--optimizer", "sgd", "--opt-param", "muon_lr=0.1"])
+    assert bad.exit_code == 1 and "optimizer 'sgd' has no parameter muon_lr" in bad.stderr

@@ -41,24 +41,15 @@ def test_each_parameter_set_is_one_more_evaluation_of_the_same_run(
 ) -> None:
     from cifarbudget.engine import Engine
 
-    first = cifarbudget.run("resnet20", results_dir=tmp_path, progress=False, tta="selective", **TINY)
+    def selective(**params: float) -> cifarbudget.RunResult:
+        return cifarbudget.run(
+            "resnet20", results_dir=tmp_path, progress=False, tta="selective", tta_params=params, **TINY
+        )
+
+    first = selective()
     monkeypatch.setattr(Engine, "fit", lambda *a, **k: pytest.fail("trained again"))
-    every = cifarbudget.run(
-        "resnet20",
-        results_dir=tmp_path,
-        progress=False,
-        tta="selective",
-        tta_params={"fraction": 1.0},
-        **TINY,
-    )
-    same = cifarbudget.run(  # the default value spelled out: the evaluation the run already has
-        "resnet20",
-        results_dir=tmp_path,
-        progress=False,
-        tta="selective",
-        tta_params={"fraction": 0.2},
-        **TINY,
-    )
+    every = selective(fraction=1.0)
+    same = selective(fraction=0.2)  # the default value spelled out: the evaluation the run already has
     assert first.run_id == every.run_id == same.run_id
     record = load_result(tmp_path / first.run_id)
     evals = record.final["tta_evals"]
