@@ -425,9 +425,12 @@ def filter_runs(
     budget: int | None = None,
     datasets: Sequence[str] = (),
     models: Sequence[str] = (),
+    ttas: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Keep runs on one of ``datasets``, of a model matching a shell pattern, and (when ``budget`` is
-    given) with fewer parameters than it. A board does not filter by budget: it judges (see
+    """Keep runs on one of ``datasets``, of a model matching a shell pattern, evaluated with a TTA
+    policy matching a shell pattern (a run's rows are one per evaluation: ``multicrop18*`` keeps
+    ``multicrop18`` and ``multicrop18(weight=0.75)``, ``none`` the plain ones), and (when ``budget``
+    is given) with fewer parameters than it. A board does not filter by budget: it judges (see
     :func:`judge_budget`)."""
     if runs.empty:
         return runs
@@ -439,6 +442,9 @@ def filter_runs(
     if models:
         names = runs["model"].astype(str).str.lower()
         keep &= names.map(lambda n: any(fnmatch.fnmatchcase(n, p.lower()) for p in models))
+    if ttas:
+        keys = runs["tta"].astype(str)
+        keep &= keys.map(lambda k: any(fnmatch.fnmatchcase(k, p) for p in ttas))
     return runs[keep].reset_index(drop=True)
 
 
@@ -478,6 +484,7 @@ def load_board(
     compute_budget: int | None = None,
     datasets: Sequence[str] = (),
     models: Sequence[str] = (),
+    ttas: Sequence[str] = (),
     sort: str | None = None,
     ascending: bool = False,
     warn: Callable[[str], None] | None = None,
@@ -496,9 +503,10 @@ def load_board(
     if runs.empty:
         raise CifarBudgetError(f"no run results found in {names}")
     n_read = runs["run_id"].nunique()
-    runs = judge_budget(filter_runs(runs, datasets=datasets, models=models), budget, compute_budget)
+    runs = filter_runs(runs, datasets=datasets, models=models, ttas=ttas)
+    runs = judge_budget(runs, budget, compute_budget)
     if runs.empty:
-        raise CifarBudgetError("no runs match --dataset/--model")
+        raise CifarBudgetError("no runs match --dataset/--model/--tta")
     board = leaderboard(runs, sort=sort, ascending=ascending)
     return Board(runs, board, not_ranked(runs), warnings, n_read, budget)
 

@@ -346,6 +346,7 @@ def build_report(
     compute_budget: int | None = None,
     datasets: Sequence[str] = (),
     models: Sequence[str] = (),
+    ttas: Sequence[str] = (),
     top: int = 5,
 ) -> tuple[str, ReportSummary]:
     """The report page for the runs under ``paths`` as one HTML string, and its summary."""
@@ -354,7 +355,7 @@ def build_report(
 
     paths = [str(p) for p in paths]
     loaded = lb.load_board(
-        paths, budget=budget, compute_budget=compute_budget, datasets=datasets, models=models
+        paths, budget=budget, compute_budget=compute_budget, datasets=datasets, models=models, ttas=ttas
     )
     runs, board, left_out, warnings, n_files = (
         loaded.runs,
@@ -474,11 +475,18 @@ def write_report(
     compute_budget: int | None = None,
     datasets: Sequence[str] = (),
     models: Sequence[str] = (),
+    ttas: Sequence[str] = (),
     top: int = 5,
 ) -> ReportSummary:
     """Write the report page to ``output`` (atomically) and return its summary."""
     page, summary = build_report(
-        paths, budget=budget, compute_budget=compute_budget, datasets=datasets, models=models, top=top
+        paths,
+        budget=budget,
+        compute_budget=compute_budget,
+        datasets=datasets,
+        models=models,
+        ttas=ttas,
+        top=top,
     )
     atomic_write_text(output, page)
     summary.path = Path(output)

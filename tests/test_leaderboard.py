@@ -399,7 +399,7 @@ def test_filters(invoke: Invoke, mixed_dir: Path, tmp_path: Path) -> None:
     for args in (["--model", "vgg*"], ["--dataset", "mnist"]):
         out = invoke(["leaderboard", str(mixed_dir), *args])
         assert out.exit_code == 1
-        assert out.stderr == "Error: no runs match --dataset/--model\n"
+        assert out.stderr == "Error: no runs match --dataset/--model/--tta\n"
     # --budget is the board's budget: it judges, it does not filter; every run is over 1k
     tiny = invoke(["leaderboard", str(mixed_dir), "--budget", "1k", "--not-ranked", "--format", "json"])
     assert tiny.exit_code == 0, tiny.output

@@ -37,7 +37,7 @@ def test_the_key_names_only_parameters_that_differ_from_the_defaults() -> None:
 
 
 def test_each_parameter_set_is_one_more_evaluation_of_the_same_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, invoke: Invoke
 ) -> None:
     from cifarbudget.engine import Engine
 
@@ -72,6 +72,13 @@ def test_each_parameter_set_is_one_more_evaluation_of_the_same_run(
     assert args[args.index("--tta") + 1] == "selective"
     assert args[args.index("--tta-param") + 1] == "fraction=1.0"
     assert "--tta-param" not in shlex.split(board.set_index("tta").loc["selective", "rerun"])
+    # --tta PATTERN keeps the rows of matching evaluations (a key's parentheses are literal)
+    assert list(lb.filter_runs(runs, ttas=["selective(*"])["tta"]) == ["selective(fraction=1.0)"]
+    out = invoke(["leaderboard", str(tmp_path), "--tta", "selective", "--json"])
+    assert out.exit_code == 0, out.output
+    assert [row["tta"] for row in json.loads(out.stdout)["data"]] == ["selective"]
+    none = invoke(["leaderboard", str(tmp_path), "--tta", "none"])
+    assert none.exit_code == 1 and none.stderr == "Error: no runs match --dataset/--model/--tta\n"
 
 
 def test_predict_takes_the_policy_parameters_and_finds_their_recorded_accuracy(tmp_path: Path) -> None:

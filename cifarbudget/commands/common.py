@@ -141,6 +141,14 @@ def board_options(func: F) -> F:
                 metavar="PATTERN",
                 help="Keep models matching a shell pattern, e.g. 'resnet*' (repeatable).",
             ),
+            click.option(
+                "--tta",
+                "ttas",
+                multiple=True,
+                metavar="PATTERN",
+                help="Keep the rows of TTA evaluations matching a shell pattern, e.g. 'multicrop*', or "
+                "'none' for runs evaluated without TTA (repeatable; every row also has the plain accuracy).",
+            ),
         )
     ):
         func = decorator(func)

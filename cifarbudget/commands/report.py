@@ -27,6 +27,7 @@ def command(
     compute_budget: str | None,
     datasets: tuple[str, ...],
     models: tuple[str, ...],
+    ttas: tuple[str, ...],
     output: str,
     top: int,
     as_json: bool,
@@ -53,6 +54,7 @@ def command(
         compute_budget=parse_compute(compute_budget) if compute_budget else None,
         datasets=datasets,
         models=models,
+        ttas=ttas,
         top=top,
     )
     for warning in summary.warnings:
