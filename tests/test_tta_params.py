@@ -81,7 +81,9 @@ def test_each_parameter_set_is_one_more_evaluation_of_the_same_run(
     assert none.exit_code == 1 and none.stderr == "Error: no runs match --dataset/--model/--tta\n"
 
 
-def test_predict_takes_the_policy_parameters_and_finds_their_recorded_accuracy(tmp_path: Path) -> None:
+def test_predict_takes_the_policy_parameters_and_finds_their_recorded_accuracy(
+    tmp_path: Path, invoke: Invoke
+) -> None:
     run = cifarbudget.run(
         "airnet-small",
         results_dir=tmp_path,
@@ -101,6 +103,14 @@ def test_predict_takes_the_policy_parameters_and_finds_their_recorded_accuracy(t
     )
     plain = predict(run.run_dir, split, tta="multicrop")  # the defaults: no recorded evaluation
     assert plain.tta == "multicrop" and plain.recorded_accuracy is None
+    args = ["predict", str(run.run_dir), "synthetic", "-o", str(tmp_path / "s.csv"), "--quiet"]
+    cli = invoke([*args, "--tta", "multicrop", "--tta-param", "weight=0.25", "--json"])
+    assert cli.exit_code == 0, cli.output
+    printed = json.loads(cli.stdout)
+    assert printed["tta"] == "multicrop(weight=0.25)" and printed["recorded_accuracy"] == own.accuracy
+    bad = invoke([*args, "--tta-param", "fraction=0.5"])  # the run's policy, multicrop, has no fraction
+    assert bad.exit_code == 1 and bad.stderr.count("\n") == 1
+    assert "TTA policy 'multicrop' has no parameter fraction" in bad.stderr
 
 
 def test_tta_param_on_the_command_line(tmp_path: Path, invoke: Invoke) -> None:
