@@ -196,7 +196,7 @@ def run_spec(spec: RunSpec, settings: RunSettings, *, report: BudgetReport | Non
         remove_stale_temporaries(run_dir, name)
     previous = _settled_record(run_dir, settings.restart)
     if previous is not None:
-        if previous.status == FINISHED and spec.tta != "none" and spec.tta_key not in tta_evaluated(previous):
+        if needs_tta_evaluation(previous, spec):
             return add_tta_evaluation(previous, spec, root, settings, report)
         log.info(
             "%s: already %s; not training again (use --restart to start over)", spec.run_id, previous.status
@@ -295,6 +295,12 @@ def component_provenance(spec: RunSpec) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def needs_tta_evaluation(record: RunResult, spec: RunSpec) -> bool:
+    """Whether a finished run still lacks an evaluation with the spec's TTA policy and parameters
+    (the run, a sweep's plan and its workers all ask this: TTA never trains again)."""
+    return record.status == FINISHED and spec.tta != "none" and spec.tta_key not in tta_evaluated(record)
 
 
 def tta_evaluated(record: RunResult) -> set[str]:

@@ -89,7 +89,7 @@ def plan_sweep(sweep: Sweep, specs: Sequence[RunSpec] | None = None) -> list[Pla
     """Each run with its model's budget verdict (counted once per model) and its state in the store."""
     from cifarbudget.data.core import default_data_dir
     from cifarbudget.errors import OverBudgetError
-    from cifarbudget.runner import check_compute_budget, dataset_metadata, tta_evaluated
+    from cifarbudget.runner import check_compute_budget, dataset_metadata, needs_tta_evaluation
 
     specs = expand_grid(sweep) if specs is None else specs
     callbacks = get_registry("callbacks")
@@ -120,12 +120,7 @@ def plan_sweep(sweep: Sweep, specs: Sequence[RunSpec] | None = None) -> list[Pla
                     f"({type(exc).__name__}: {exc})".splitlines()[0]
                 ) from None
         state, done, record = stored_state(sweep.results_path, spec.run_id)
-        if (
-            state == FINISHED
-            and record is not None
-            and spec.tta != "none"
-            and spec.tta_key not in tta_evaluated(record)
-        ):
+        if state == FINISHED and record is not None and needs_tta_evaluation(record, spec):
             state = "finished, TTA not evaluated"  # trained; only this TTA policy's evaluation is left
         refusal = None
         if spec.compute_budget and meta.get("n_train"):

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarbudget.errors import CifarBudgetError
-from cifarbudget.results import FAILED, FINISHED, SETTLED, RunResult, now
+from cifarbudget.results import FAILED, SETTLED, RunResult, now
 from cifarbudget.spec import RunSpec
 from cifarbudget.sweep.store import load_or_none, lock_path, record_failure, run_lock
 
@@ -78,6 +78,8 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
     """
     import torch
 
+    from cifarbudget.runner import needs_tta_evaluation
+
     if task.get("threads"):
         torch.set_num_threads(int(task["threads"]))
     spec = RunSpec.from_dict(task["spec"])
@@ -87,7 +89,7 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
         if not acquired:
             return {"run_id": spec.run_id, "status": "busy", "trained": False}
         record = load_or_none(run_dir)
-        if record is not None and record.status in SETTLED and not _needs_tta(record, spec):
+        if record is not None and record.status in SETTLED and not needs_tta_evaluation(record, spec):
             return outcome_dict(spec.run_id, record, status=record.status, trained=False, tta=spec.tta_key)
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / WORKER_LOG, "a") as log, _logging_to(log):
@@ -106,13 +108,6 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
         return outcome_dict(
             spec.run_id, result, status=result.status, trained=True, seconds=seconds, tta=spec.tta_key
         )
-
-
-def _needs_tta(record: RunResult, spec: RunSpec) -> bool:
-    """Whether a settled run still needs an evaluation with the spec's TTA policy."""
-    from cifarbudget.runner import tta_evaluated
-
-    return record.status == FINISHED and spec.tta != "none" and spec.tta_key not in tta_evaluated(record)
 
 
 def _train(task: dict[str, Any], spec: RunSpec, results_dir: Path) -> RunResult:
