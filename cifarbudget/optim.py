@@ -356,6 +356,7 @@ def muon(
     muon_momentum: float = 0.95,
     muon_nesterov: bool = True,
     muon_weight_decay: float = 0.0,
+    muon_normalize: bool = False,
     ns_steps: int = 5,
     adjust_lr_fn: str = "original",
     linear: bool = False,
@@ -372,6 +373,14 @@ def muon(
     ``adjust_lr_fn`` (torch's: ``original`` scales by ``sqrt(max(1, out/in))``); every other
     parameter gets SGD with the run's ``lr``, ``momentum``, ``weight_decay`` and ``nesterov``
     (``bn_bias_lr_scale`` and ``norm_weight_decay`` as for :func:`sgd`).
+
+    ``muon_normalize=True`` rescales each Muon-trained matrix to Frobenius norm ``sqrt(out)`` (rows
+    of norm 1 on average) before every step, as airbench94's Muon variant does (Jordan,
+    KellerJordan/cifar10-airbench, ``airbench94_muon.py``). A filter that a normalisation layer
+    follows (conv -> [pool] -> BatchNorm) is scale-invariant, so its norm only sets the effective
+    step: Muon's updates have a fixed size, the norm grows as they accumulate and the effective
+    rate decays on its own; with the norm fixed, ``muon_lr`` and its schedule are the effective
+    rate. Meant for such filters only: a matrix no normalisation follows changes its function.
     """
     _check_run_args("muon", lr, momentum, weight_decay, nesterov)
     if not hasattr(torch.optim, "Muon"):
@@ -382,6 +391,7 @@ def muon(
     muon_momentum = _unit("optimizer muon: muon_momentum", muon_momentum)
     muon_nesterov = _flag("optimizer muon: muon_nesterov", muon_nesterov)
     muon_weight_decay = _non_negative("optimizer muon: muon_weight_decay", muon_weight_decay)
+    muon_normalize = _flag("optimizer muon: muon_normalize", muon_normalize)
     ns_steps = _count("optimizer muon: ns_steps", ns_steps)
     if ns_steps >= 100:
         raise RunError(f"optimizer muon: ns_steps must be below 100 (got {ns_steps})")
@@ -421,6 +431,7 @@ def muon(
         weight_decay=muon_weight_decay,
         ns_steps=ns_steps,
         adjust_lr_fn=adjust_lr_fn,
+        normalize=muon_normalize,
     )
 
 
@@ -673,7 +684,8 @@ class MuonHybrid(_Composite):
     ``(out, in*kh*kw)`` on the same storage, with its gradient reshaped alike, so torch's Muon
     update is applied to the real weights in place. ``param_groups`` are the Muon group (holding
     the real parameters) followed by the groups of ``aux``; LR schedulers may change any of them.
-    Build it after the model is on its device and in its memory format.
+    With ``normalize`` each matrix is rescaled to Frobenius norm ``sqrt(rows)`` before its step
+    (see :func:`muon`). Build it after the model is on its device and in its memory format.
     """
 
     def __init__(
@@ -687,12 +699,14 @@ class MuonHybrid(_Composite):
         weight_decay: float = 0.0,
         ns_steps: int = 5,
         adjust_lr_fn: str = "original",
+        normalize: bool = False,
     ) -> None:
         if not hasattr(torch.optim, "Muon"):
             raise RunError(f"optimizer muon needs torch >= 2.9 (this is torch {torch.__version__})")
         self.matrices = list(matrices)
         self._views = [_matrix_view(p) for p in self.matrices]
         self._permuted = [p.ndim > 2 and not p.is_contiguous() for p in self.matrices]
+        self.normalize = bool(normalize)
         hyper = {
             "lr": lr,
             "momentum": momentum,
@@ -743,6 +757,10 @@ class MuonHybrid(_Composite):
             if view.data_ptr() != p.data_ptr():
                 raise RuntimeError("MuonHybrid: the model's parameters moved after the optimizer was built")
             view.grad = None if p.grad is None else _as_matrix(p.grad, permuted)
+            if self.normalize and view.grad is not None:
+                norm = view.norm()
+                if norm > 0:  # a zero matrix has no direction to keep
+                    view.mul_(math.sqrt(view.shape[0]) / norm)
         self._sync()
         self.muon.step()
         for view in self._views:

@@ -217,6 +217,7 @@ def test_adamw_factory_equals_torch_adamw_and_nesterov_is_nadamw():
         (muon, {"adjust_lr_fn": "bigger"}, "adjust_lr_fn must be one of"),
         (muon, {"ns_steps": 0}, "ns_steps must be an integer >= 1"),
         (muon, {"muon_momentum": 1.5}, "muon_momentum must be in [0, 1)"),
+        (muon, {"muon_normalize": "yes"}, "muon_normalize must be true or false"),
     ],
 )
 def test_bad_values_raise_one_line_run_errors(factory, kwargs, message):
@@ -518,6 +519,38 @@ def test_muon_update_is_torch_muon_on_the_flattened_filter_and_nearly_orthogonal
     assert float(s.min()) > 0.6 and float(s.max()) < 1.3
     # the head is not Muon's: SGD moved it by lr * weight_decay * w only (zero gradient)
     torch.testing.assert_close(model.head.weight.detach(), head_before * (1 - 0.1 * 5e-4), rtol=0, atol=1e-7)
+
+
+def test_muon_normalize_rescales_each_filter_to_norm_sqrt_out_and_then_takes_the_same_step():
+    plain, normed = tiny(), tiny()
+    with torch.no_grad():  # filters far from the target norm, one above it and one below
+        for m in (plain, normed):
+            m.conv.weight.mul_(5.0)
+            m.conv2.weight.mul_(0.1)
+    kwargs = {**RUN, "nesterov": False, "muon_lr": 0.05, "muon_momentum": 0.0, "muon_nesterov": False}
+    opt_plain, opt_normed = muon(plain, **kwargs), muon(normed, **kwargs, muon_normalize=True)
+    before = {n: p.detach().clone() for n, p in normed.named_parameters()}
+    x, y = batches(1)[0]
+    train_step(plain, opt_plain, x, y)
+    train_step(normed, opt_normed, x, y)
+    after_plain, after_normed = dict(plain.named_parameters()), dict(normed.named_parameters())
+    for name, rows in (("conv.weight", 8), ("conv2.weight", 12)):
+        w0 = before[name]
+        rescaled = w0 * (math.sqrt(rows) / w0.norm())
+        torch.testing.assert_close(rescaled.norm(), torch.tensor(math.sqrt(rows)))
+        # Muon's step depends on the gradient only (no momentum, no decay), and the gradient was
+        # taken before the rescaling: the same step, from the rescaled filter
+        step_plain = after_plain[name].detach() - w0
+        torch.testing.assert_close(after_normed[name].detach() - rescaled, step_plain, rtol=0, atol=1e-6)
+        assert float(step_plain.norm()) > 0.01
+    for name in ("bn.weight", "bn.bias", "conv2.bias", "head.weight", "head.bias"):  # SGD's: untouched
+        assert torch.equal(after_normed[name], after_plain[name]), name
+    # a second step rescales again: the norm that the first update moved is brought back first
+    w1 = after_normed["conv2.weight"].detach().clone()
+    assert abs(float(w1.norm()) - math.sqrt(12)) > 1e-3
+    train_step(normed, opt_normed, x, y)
+    moved = after_normed["conv2.weight"].detach() - w1 * (math.sqrt(12) / w1.norm())
+    assert float(moved.norm()) < 0.05 * 1.3 * math.sqrt(12)  # one step of lr 0.05: singular values < 1.3
 
 
 def test_muon_channels_last_gives_the_contiguous_update():

@@ -31,7 +31,7 @@ OPTIMIZERS: dict[str, tuple[LazyFactory, str]] = {
     "muon": (
         lazy("cifarbudget.optim:muon"),
         "Muon (Jordan 2024) via torch.optim.Muon on conv filters viewed as matrices, SGD for the rest; "
-        "params muon_lr=0.02, muon_momentum=0.95, muon_weight_decay=0, linear=false",
+        "params muon_lr=0.02, muon_momentum=0.95, muon_weight_decay=0, muon_normalize=false, linear=false",
     ),
 }
 
