@@ -294,8 +294,9 @@ def flatten_result(data: Any, path: str = "") -> list[dict[str, Any]]:
             "views": final.get("tta_views"),
             "inference_macs": final.get("inference_macs_tta"),
         }
-    if not evals:  # no TTA: one row, evaluated plainly
-        tta = "none" if data.get("status") == FINISHED or spec.get("tta", "none") == "none" else spec["tta"]
+    if not evals:  # no TTA (yet: a running record): one row, evaluated plainly
+        running = data.get("status") != FINISHED and spec.get("tta", "none") != "none"
+        tta = _pending_tta_key(spec) if running else "none"
         return [
             {
                 **row,
@@ -304,6 +305,7 @@ def flatten_result(data: Any, path: str = "") -> list[dict[str, Any]]:
                 "config_id": f"{base_config}-{tta}",
                 "tta_views": 1,
                 "inference_macs_tta": macs,
+                **({"tta_spec_json": _tta_spec_json(spec["tta"], spec.get("tta_params"))} if running else {}),
             }
         ]
     rows = []
@@ -314,10 +316,7 @@ def flatten_result(data: Any, path: str = "") -> list[dict[str, Any]]:
                 "tta": policy,
                 # what reproduces this evaluation: the policy and the parameters it was given
                 # (records from before --tta-param key their evaluations by the policy's name)
-                "tta_spec_json": json.dumps(
-                    {"tta": result.get("policy", policy), "tta_params": result.get("tta_params") or {}},
-                    sort_keys=True,
-                ),
+                "tta_spec_json": _tta_spec_json(result.get("policy", policy), result.get("tta_params")),
                 "train_config_id": base_config,
                 "config_id": f"{base_config}-{policy}",
                 "val_acc_tta": result.get("val_acc"),
@@ -327,6 +326,29 @@ def flatten_result(data: Any, path: str = "") -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _tta_spec_json(policy: str, params: dict[str, Any] | None) -> str:
+    """What reproduces a TTA evaluation: the policy and the parameters it was given, as JSON."""
+    return json.dumps({"tta": policy, "tta_params": params or {}}, sort_keys=True)
+
+
+def _pending_tta_key(spec: dict[str, Any]) -> str:
+    """The key the TTA evaluation of a run still training will be recorded under (its policy and the
+    parameters that differ from the defaults, :func:`cifarbudget.identity.tta_key`); the policy's
+    bare name with its parameters as given when the policy cannot be looked up (an uninstalled plugin)."""
+    name, params = spec["tta"], spec.get("tta_params") or {}
+    if not params:
+        return name
+    from cifarbudget.identity import tta_key  # the registry, only for a running run with parameters
+
+    try:
+        return tta_key(name, params)
+    except CifarBudgetError:
+        text = ",".join(
+            f"{k}={json.dumps(v, sort_keys=True, separators=(',', ':'))}" for k, v in sorted(params.items())
+        )
+        return f"{name}({text})"
 
 
 def _read_one(path: Path) -> tuple[list[dict[str, Any]], str | None]:

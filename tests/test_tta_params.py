@@ -81,6 +81,33 @@ def test_each_parameter_set_is_one_more_evaluation_of_the_same_run(
     assert none.exit_code == 1 and none.stderr == "Error: no runs match --dataset/--model/--tta\n"
 
 
+def test_a_run_still_training_is_listed_under_the_key_its_evaluation_will_have(tmp_path: Path) -> None:
+    from cifarbudget import leaderboard as lb
+
+    done = cifarbudget.run(
+        "resnet20",
+        results_dir=tmp_path,
+        progress=False,
+        tta="selective",
+        tta_params={"fraction": 0.5, "shift": 1.0},  # shift 1.0 is the default: not in the key
+        **TINY,
+    )
+    path = tmp_path / done.run_id / "result.json"
+    data = json.loads(path.read_text())
+    assert set(data["final"]["tta_evals"]) == {"selective(fraction=0.5)"}
+    data["status"] = "running"  # as the record reads while the run trains: no final entry yet
+    data.pop("final")
+    path.write_text(json.dumps(data))
+    runs, _ = lb.load_results(tmp_path)
+    assert list(runs["tta"]) == ["selective(fraction=0.5)"]
+    row = lb.not_ranked(runs).iloc[0]
+    assert row["status"] == "running" and row["tta"] == "selective(fraction=0.5)"
+    assert json.loads(runs["tta_spec_json"].iloc[0]) == {
+        "tta": "selective",
+        "tta_params": {"fraction": 0.5, "shift": 1.0},
+    }
+
+
 def test_predict_takes_the_policy_parameters_and_finds_their_recorded_accuracy(
     tmp_path: Path, invoke: Invoke
 ) -> None:
