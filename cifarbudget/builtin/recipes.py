@@ -204,7 +204,10 @@ def speedrun_cpu_v8() -> dict[str, Any]:
     rate falling linearly from the first step to zero at the last (``linear``, no warm-up)
     (results/cpu-track/, row BA; docs/ablation.md): the validation-best row with 3 seeds after
     eleven rounds (88.01 vs row AP's 87.83 with ``multicrop18`` weight 0.75); the same 9 epochs,
-    28.9T training MACs on all 50,000 images. Measured: MEASURED.
+    28.9T training MACs on all 50,000 images. Measured: 87.96% mean test accuracy over 5 seeds (std
+    0.12; 87.91 with ``multicrop``; 86.63% without TTA) on CIFAR-10 (JPEG q75 copy), +0.46 over
+    ``-v7``'s 87.50 and 0.04 short of the track's 88.0% goal, about 3.5 minutes per seed (training
+    and 18-view evaluation) on 2 AMD EPYC cores.
     """
     v7 = speedrun_cpu_v7()
     return {
@@ -371,7 +374,7 @@ def cifarbudget_register_recipes(registry) -> None:
         speedrun_cpu_v8,
         description="speedrun-cpu-v7 with normalised Muon filters (muon_normalize, muon_lr 0.02) and a "
         "linear decay to zero (the CPU compute track's validation-best row after eleven rounds); "
-        "MEASURED (results/cpu-track)",
+        "87.96% mean test over 5 seeds (+0.46 over v7), about 3.5 min per seed on 2 CPU cores (results/cpu-track)",
     )
     registry.add(
         "speedrun-gpu",
