@@ -435,6 +435,11 @@ def muon(
     )
 
 
+# added after the CPU compute track's Muon runs were recorded: off, it steps as before, so those
+# runs keep their ids (cifarbudget.identity)
+muon.identity_neutral = {"muon_normalize": False}  # type: ignore[attr-defined]
+
+
 # --- optimizers that drive other optimizers -----------------------------------------------------
 class _Composite(Optimizer):
     """Base of optimizers built on other optimizers: torch's hooks, without copying any group.
