@@ -166,23 +166,15 @@ def test_an_option_added_at_its_neutral_value_keeps_the_recorded_ids() -> None:
     )
     assert plain.run_id == off.run_id
     assert "identity_init" not in training_identity(plain)["components"]["model"]["params"]
+
     # and an optimizer's: muon's muon_normalize (added in the track's eleventh round) at False
-    muon = {"optimizer": "muon", "opt_params": {"muon_lr": 0.15}}
-    before = resolve_spec("airnet-small", dataset="synthetic", epochs=3, **muon)
-    unnormalised = resolve_spec(
-        "airnet-small",
-        dataset="synthetic",
-        epochs=3,
-        optimizer="muon",
-        opt_params={"muon_lr": 0.15, "muon_normalize": False},
-    )
-    normalised = resolve_spec(
-        "airnet-small",
-        dataset="synthetic",
-        epochs=3,
-        optimizer="muon",
-        opt_params={"muon_lr": 0.15, "muon_normalize": True},
-    )
+    def muon(**extra: bool):
+        opt_params = {"muon_lr": 0.15, **extra}
+        return resolve_spec(
+            "airnet-small", dataset="synthetic", epochs=3, optimizer="muon", opt_params=opt_params
+        )
+
+    before, unnormalised, normalised = muon(), muon(muon_normalize=False), muon(muon_normalize=True)
     assert before.run_id == unnormalised.run_id != normalised.run_id
     assert "muon_normalize" not in training_identity(before)["components"]["optimizer"]["params"]
 
