@@ -762,10 +762,8 @@ class MuonHybrid(_Composite):
             if view.data_ptr() != p.data_ptr():
                 raise RuntimeError("MuonHybrid: the model's parameters moved after the optimizer was built")
             view.grad = None if p.grad is None else _as_matrix(p.grad, permuted)
-            if self.normalize and view.grad is not None:
-                norm = view.norm()
-                if norm > 0:  # a zero matrix has no direction to keep
-                    view.mul_(math.sqrt(view.shape[0]) / norm)
+            if self.normalize and view.grad is not None:  # no host sync: a zero matrix stays zero
+                view.mul_(math.sqrt(view.shape[0]) / view.norm().clamp_min(1e-12))
         self._sync()
         self.muon.step()
         for view in self._views:
