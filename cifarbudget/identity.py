@@ -130,10 +130,16 @@ def tta_key(name: str, params: Mapping[str, Any] | None = None) -> str:
     defaults = component_params("tta", name)
     given = component_params("tta", name, params)
     changed = {k: v for k, v in given.items() if k not in defaults or defaults[k] != v}
-    if not changed:
+    return format_tta_key(name, changed)
+
+
+def format_tta_key(name: str, params: Mapping[str, Any]) -> str:
+    """``name(k=v,...)`` for the given parameters, sorted, values as JSON; the bare name for none.
+    :func:`tta_key` passes only those that differ from the policy's defaults."""
+    if not params:
         return name
     text = ",".join(
-        f"{k}={json.dumps(v, sort_keys=True, separators=(',', ':'))}" for k, v in sorted(changed.items())
+        f"{k}={json.dumps(v, sort_keys=True, separators=(',', ':'))}" for k, v in sorted(params.items())
     )
     return f"{name}({text})"
 

@@ -340,15 +340,12 @@ def _pending_tta_key(spec: dict[str, Any]) -> str:
     name, params = spec["tta"], spec.get("tta_params") or {}
     if not params:
         return name
-    from cifarbudget.identity import tta_key  # the registry, only for a running run with parameters
+    from cifarbudget.identity import format_tta_key, tta_key  # the registry, only for such a run
 
     try:
         return tta_key(name, params)
     except CifarBudgetError:
-        text = ",".join(
-            f"{k}={json.dumps(v, sort_keys=True, separators=(',', ':'))}" for k, v in sorted(params.items())
-        )
-        return f"{name}({text})"
+        return format_tta_key(name, params)
 
 
 def _read_one(path: Path) -> tuple[list[dict[str, Any]], str | None]:
