@@ -167,8 +167,9 @@ def test_an_option_added_at_its_neutral_value_keeps_the_recorded_ids() -> None:
     assert plain.run_id == off.run_id
     assert "identity_init" not in training_identity(plain)["components"]["model"]["params"]
 
-    # and an optimizer's: muon's muon_normalize (added in the track's eleventh round) at False
-    def muon(**extra: bool):
+    # and an optimizer's: muon's muon_normalize (added in the track's eleventh round) at False,
+    # head_lr_scale (the fourteenth) at 1
+    def muon(**extra: bool | float):
         opt_params = {"muon_lr": 0.15, **extra}
         return resolve_spec(
             "airnet-small", dataset="synthetic", epochs=3, optimizer="muon", opt_params=opt_params
@@ -177,6 +178,8 @@ def test_an_option_added_at_its_neutral_value_keeps_the_recorded_ids() -> None:
     before, unnormalised, normalised = muon(), muon(muon_normalize=False), muon(muon_normalize=True)
     assert before.run_id == unnormalised.run_id != normalised.run_id
     assert "muon_normalize" not in training_identity(before)["components"]["optimizer"]["params"]
+    assert before.run_id == muon(head_lr_scale=1.0).run_id == muon(head_lr_scale=1).run_id
+    assert muon(head_lr_scale=4.0).run_id not in (before.run_id, normalised.run_id)
 
 
 def _image_folder(root: Path, shade: int) -> Path:

@@ -218,6 +218,7 @@ def test_adamw_factory_equals_torch_adamw_and_nesterov_is_nadamw():
         (muon, {"ns_steps": 0}, "ns_steps must be an integer >= 1"),
         (muon, {"muon_momentum": 1.5}, "muon_momentum must be in [0, 1)"),
         (muon, {"muon_normalize": "yes"}, "muon_normalize must be true or false"),
+        (muon, {"head_lr_scale": 0}, "head_lr_scale must be positive"),
     ],
 )
 def test_bad_values_raise_one_line_run_errors(factory, kwargs, message):
@@ -551,6 +552,29 @@ def test_muon_normalize_rescales_each_filter_to_norm_sqrt_out_and_then_takes_the
     train_step(normed, opt_normed, x, y)
     moved = after_normed["conv2.weight"].detach() - w1 * (math.sqrt(12) / w1.norm())
     assert float(moved.norm()) < 0.05 * 1.3 * math.sqrt(12)  # one step of lr 0.05: singular values < 1.3
+
+
+def test_muon_head_lr_scale_scales_the_classifier_rate_only():
+    model = tiny()
+    opt = muon(model, **RUN, bn_bias_lr_scale=64.0, head_lr_scale=10.0)
+    rates = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    lr = RUN["lr"]
+    assert rates[id(model.head.weight)] == pytest.approx(10 * lr)  # the classifier: scaled
+    assert rates[id(model.bn.bias)] == pytest.approx(64 * lr)  # the norms' and biases' rates: not
+    assert rates[id(model.bn.weight)] == pytest.approx(lr)
+    assert rates[id(model.head.bias)] == pytest.approx(lr)
+    assert rates[id(model.conv2.weight)] == pytest.approx(0.02)  # Muon's filters: muon_lr
+    # and the step the classifier takes is ten times the plain one (SGD: linear in lr)
+    a, b = tiny(), tiny()
+    opt_a, opt_b = muon(a, **RUN), muon(b, **RUN, head_lr_scale=10.0)
+    w0 = a.head.weight.detach().clone()
+    x, y = batches(1)[0]
+    train_step(a, opt_a, x, y)
+    train_step(b, opt_b, x, y)
+    step_a, step_b = a.head.weight.detach() - w0, b.head.weight.detach() - w0
+    assert float(step_a.norm()) > 0
+    torch.testing.assert_close(step_b, 10 * step_a, rtol=1e-4, atol=1e-6)  # float32 rounding of w0 + step
+    torch.testing.assert_close(b.bn.bias, a.bn.bias, rtol=0, atol=0)
 
 
 def test_muon_channels_last_gives_the_contiguous_update():
