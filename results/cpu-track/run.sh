@@ -31,7 +31,8 @@
 #   bash results/cpu-track/run.sh confirm10  # round 12: row BF (BA with batch 512, muon_lr 0.03), seeds 1 and 2
 #   bash results/cpu-track/run.sh screen17   # round 12, rows BG-BI: one change each to row BA (v8), seed 0: muon_lr 0.025, a 0.3-epoch warm-up, EMA 0.995
 #   bash results/cpu-track/run.sh screen18   # round 13, rows BJ-BK: row BA (v8) with SGD lr 0.1 and 0.3 for the head and norms, seed 0
-#   bash results/cpu-track/run.sh screen19   # round 14, rows BL-BO: row BA (v8) with the classifier's SGD rate x4, x16, x64, x256 (head_lr_scale), seed 0
+#   bash results/cpu-track/run.sh screen19   # round 14, rows BL-BO: row BA (v8) with the classifier's SGD rate x4, x16, x64 (head_lr_scale), seed 0
+#   bash results/cpu-track/run.sh confirm11  # round 14: row BL (head_lr_scale 4), seeds 1 and 2; BQ (x2), BR (x8), seed 0
 #   bash results/cpu-track/run.sh ttaweight2 # row BA (v8), seeds 0-2, with multicrop18's translated views weighted 0.5 and 0.9 (no training)
 #   bash results/cpu-track/run.sh confirm7   # rows AV and AS (round 10's best seed 0), seeds 1 and 2; then seeds 0-2 evaluated with multicrop18
 #   bash results/cpu-track/run.sh ttaweight  # row AP (v6), seeds 0-2, with multicrop18's translated views weighted 0.25 and 0.75 (no training)
@@ -285,15 +286,21 @@ screen18)  # BJ-BK (round 13): row BA (v8) with the SGD learning rate of the hea
     done ;;
 screen19)  # BL-BO (round 14): row BA (v8) with the classifier's SGD learning rate scaled (head_lr_scale; the
            # norms and BatchNorm biases keep theirs): airbench94-Muon gives its head 12.6x the BN biases' rate,
-           # BA gives it 1/64; x4, x16, x64, x256, seed 0
+           # BA gives it 1/64; x4, x16, x64, seed 0 (a fourth row, x256, was stopped after x64 had diverged)
     p=("${val[@]}" "${row_n[@]}" --aug-param crop-flip.padding=1 --lr 0.2 --opt-param muon_normalize=true
        --opt-param muon_lr=0.02 --sched linear --tta multicrop18 --tta-param weight=0.75)
     for seed in ${SEEDS:-0}; do
         row BL "$seed" "${p[@]}" --opt-param head_lr_scale=4
         row BM "$seed" "${p[@]}" --opt-param head_lr_scale=16
         row BO "$seed" "${p[@]}" --opt-param head_lr_scale=64
-        row BP "$seed" "${p[@]}" --opt-param head_lr_scale=256
     done ;;
+confirm11)  # round 14: BL (head_lr_scale 4, the best of BL-BO at seed 0) with seeds 1 and 2; then its neighbours
+            # BQ (x2) and BR (x8) at seed 0
+    p=("${val[@]}" "${row_n[@]}" --aug-param crop-flip.padding=1 --lr 0.2 --opt-param muon_normalize=true
+       --opt-param muon_lr=0.02 --sched linear --tta multicrop18 --tta-param weight=0.75)
+    for seed in ${SEEDS:-1 2}; do row BL "$seed" "${p[@]}" --opt-param head_lr_scale=4; done
+    row BQ 0 "${p[@]}" --opt-param head_lr_scale=2
+    row BR 0 "${p[@]}" --opt-param head_lr_scale=8 ;;
 ttaweight2)  # row BA (v8), seeds 0-2, evaluated with multicrop18's translated views weighted 0.5 and 0.9 (BA
              # has 0.75, chosen on row AP's models): evaluation only, nothing trains again
     p=("${val[@]}" "${row_n[@]}" --aug-param crop-flip.padding=1 --lr 0.2 --opt-param muon_normalize=true
@@ -349,5 +356,5 @@ resnet20)  # E: resnet20 (40.55M MACs) with the recipe's training, 4 epochs: 21.
     for seed in 0 1 2; do row E "$seed" "${val[@]}" resnet20 --epochs 4; done ;;
 final)
     shift; for seed in 0 1 2 3 4; do row final "$seed" --val-size 0 "$@"; done ;;
-*) echo "usage: $0 ladder|screen|screen2|screen3|confirm|screen4|screen5|screen6|confirm2|confirm3|screen7|confirm4|screen8|confirm5|screen9|screen10|confirm6|screen11|screen12|screen13|screen14|screen15|confirm8|confirm9|screen16|confirm10|screen17|screen18|screen19|confirm7|ttaweight|ttaweight2|tta18|gap|gap2|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
+*) echo "usage: $0 ladder|screen|screen2|screen3|confirm|screen4|screen5|screen6|confirm2|confirm3|screen7|confirm4|screen8|confirm5|screen9|screen10|confirm6|screen11|screen12|screen13|screen14|screen15|confirm8|confirm9|screen16|confirm10|screen17|screen18|screen19|confirm11|confirm7|ttaweight|ttaweight2|tta18|gap|gap2|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
 esac
