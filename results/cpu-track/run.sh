@@ -35,6 +35,7 @@
 #   bash results/cpu-track/run.sh confirm11  # round 14: row BL (head_lr_scale 4), seeds 1 and 2; BQ (x2), BR (x8), seed 0
 #   bash results/cpu-track/run.sh ttaweight2 # row BA (v8), seeds 0-2, with multicrop18's translated views weighted 0.5 and 0.9 (no training)
 #   bash results/cpu-track/run.sh confirm12  # round 14: row BQ (head_lr_scale 2), seeds 1 and 2
+#   bash results/cpu-track/run.sh ttareduce  # row BA (v8), seeds 0-2, multicrop18 weight 0.75 averaging probabilities, not logits (no training)
 #   bash results/cpu-track/run.sh confirm7   # rows AV and AS (round 10's best seed 0), seeds 1 and 2; then seeds 0-2 evaluated with multicrop18
 #   bash results/cpu-track/run.sh ttaweight  # row AP (v6), seeds 0-2, with multicrop18's translated views weighted 0.25 and 0.75 (no training)
 #   bash results/cpu-track/run.sh tta18      # rows AH and AP (seeds 0-2) evaluated with multicrop18 (no training)
@@ -315,6 +316,11 @@ confirm12)  # round 14: BQ (head_lr_scale 2; BL's three seeds, 87.93, fell below
     p=("${val[@]}" "${row_n[@]}" --aug-param crop-flip.padding=1 --lr 0.2 --opt-param muon_normalize=true
        --opt-param muon_lr=0.02 --sched linear --tta multicrop18 --tta-param weight=0.75)
     for seed in ${SEEDS:-1 2}; do row BQ "$seed" "${p[@]}" --opt-param head_lr_scale=2; done ;;
+ttareduce)  # row BA (v8), seeds 0-2, evaluated with multicrop18 (weight 0.75) averaging the views' probabilities
+            # instead of their logits (reduce=probs): evaluation only, nothing trains again
+    p=("${val[@]}" "${row_n[@]}" --aug-param crop-flip.padding=1 --lr 0.2 --opt-param muon_normalize=true
+       --opt-param muon_lr=0.02 --sched linear --tta multicrop18 --tta-param weight=0.75)
+    for seed in 0 1 2; do row BA "$seed" "${p[@]}" --tta-param reduce=probs; done ;;
 confirm7)  # rows AV (SGD momentum 0.85) and AS (no EMA), round 10's two best seed-0 rows, with seeds 1 and 2,
            # then all three seeds evaluated with multicrop18 as well (evaluation only), as AP's row is
     p=("${val[@]}" "${row_n[@]}" --aug-param crop-flip.padding=1 --lr 0.2)
@@ -361,5 +367,5 @@ resnet20)  # E: resnet20 (40.55M MACs) with the recipe's training, 4 epochs: 21.
     for seed in 0 1 2; do row E "$seed" "${val[@]}" resnet20 --epochs 4; done ;;
 final)
     shift; for seed in 0 1 2 3 4; do row final "$seed" --val-size 0 "$@"; done ;;
-*) echo "usage: $0 ladder|screen|screen2|screen3|confirm|screen4|screen5|screen6|confirm2|confirm3|screen7|confirm4|screen8|confirm5|screen9|screen10|confirm6|screen11|screen12|screen13|screen14|screen15|confirm8|confirm9|screen16|confirm10|screen17|screen18|screen19|confirm11|confirm12|confirm7|ttaweight|ttaweight2|tta18|gap|gap2|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
+*) echo "usage: $0 ladder|screen|screen2|screen3|confirm|screen4|screen5|screen6|confirm2|confirm3|screen7|confirm4|screen8|confirm5|screen9|screen10|confirm6|screen11|screen12|screen13|screen14|screen15|confirm8|confirm9|screen16|confirm10|screen17|screen18|screen19|confirm11|confirm12|ttareduce|confirm7|ttaweight|ttaweight2|tta18|gap|gap2|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
 esac
