@@ -36,6 +36,7 @@
 #   bash results/cpu-track/run.sh ttaweight2 # row BA (v8), seeds 0-2, with multicrop18's translated views weighted 0.5 and 0.9 (no training)
 #   bash results/cpu-track/run.sh confirm12  # round 14: row BQ (head_lr_scale 2), seeds 1 and 2
 #   bash results/cpu-track/run.sh ttareduce  # row BA (v8), seeds 0-2, multicrop18 weight 0.75 averaging probabilities, not logits (no training)
+#   bash results/cpu-track/run.sh round15    # round 15, rows BS-BU: one change each to row BA (v8), seeds 0-2: head weight decay x10, Muon momentum 0.9, 2-pixel crop
 #   bash results/cpu-track/run.sh confirm7   # rows AV and AS (round 10's best seed 0), seeds 1 and 2; then seeds 0-2 evaluated with multicrop18
 #   bash results/cpu-track/run.sh ttaweight  # row AP (v6), seeds 0-2, with multicrop18's translated views weighted 0.25 and 0.75 (no training)
 #   bash results/cpu-track/run.sh tta18      # rows AH and AP (seeds 0-2) evaluated with multicrop18 (no training)
@@ -321,6 +322,17 @@ ttareduce)  # row BA (v8), seeds 0-2, evaluated with multicrop18 (weight 0.75) a
     p=("${val[@]}" "${row_n[@]}" --aug-param crop-flip.padding=1 --lr 0.2 --opt-param muon_normalize=true
        --opt-param muon_lr=0.02 --sched linear --tta multicrop18 --tta-param weight=0.75)
     for seed in 0 1 2; do row BA "$seed" "${p[@]}" --tta-param reduce=probs; done ;;
+round15)  # BS-BU (round 15): one change each to row BA (v8), three seeds each from the start (seed 0 alone
+          # misled round 14: its x2 and x4 rows led BA at seeds 0 and 1 and fell 0.5-0.7 behind at seed 2):
+          # BS the classifier's weight decay x10 (airbench94-Muon decays its head about ten times as much),
+          # BT Muon momentum 0.9 (BE's 0.6 lost 1.7 points), BU the 2-pixel crop of airbench (round 7 chose 1)
+    p=("${val[@]}" "${row_n[@]}" --aug-param crop-flip.padding=1 --lr 0.2 --opt-param muon_normalize=true
+       --opt-param muon_lr=0.02 --sched linear --tta multicrop18 --tta-param weight=0.75)
+    for seed in ${SEEDS:-0 1 2}; do  # seeds outermost: an interrupted round has every row at n seeds first
+        row BS "$seed" "${p[@]}" --wd 5e-3
+        row BT "$seed" "${p[@]}" --opt-param muon_momentum=0.9
+        row BU "$seed" "${p[@]}" --aug-param crop-flip.padding=2
+    done ;;
 confirm7)  # rows AV (SGD momentum 0.85) and AS (no EMA), round 10's two best seed-0 rows, with seeds 1 and 2,
            # then all three seeds evaluated with multicrop18 as well (evaluation only), as AP's row is
     p=("${val[@]}" "${row_n[@]}" --aug-param crop-flip.padding=1 --lr 0.2)
@@ -367,5 +379,5 @@ resnet20)  # E: resnet20 (40.55M MACs) with the recipe's training, 4 epochs: 21.
     for seed in 0 1 2; do row E "$seed" "${val[@]}" resnet20 --epochs 4; done ;;
 final)
     shift; for seed in 0 1 2 3 4; do row final "$seed" --val-size 0 "$@"; done ;;
-*) echo "usage: $0 ladder|screen|screen2|screen3|confirm|screen4|screen5|screen6|confirm2|confirm3|screen7|confirm4|screen8|confirm5|screen9|screen10|confirm6|screen11|screen12|screen13|screen14|screen15|confirm8|confirm9|screen16|confirm10|screen17|screen18|screen19|confirm11|confirm12|ttareduce|confirm7|ttaweight|ttaweight2|tta18|gap|gap2|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
+*) echo "usage: $0 ladder|screen|screen2|screen3|confirm|screen4|screen5|screen6|confirm2|confirm3|screen7|confirm4|screen8|confirm5|screen9|screen10|confirm6|screen11|screen12|screen13|screen14|screen15|confirm8|confirm9|screen16|confirm10|screen17|screen18|screen19|confirm11|confirm12|ttareduce|round15|confirm7|ttaweight|ttaweight2|tta18|gap|gap2|resnet20|final [ARGS of the chosen row]" >&2; exit 2 ;;
 esac
