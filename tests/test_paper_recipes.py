@@ -125,6 +125,7 @@ def test_paper_optimized_trains_and_evaluates_its_five_views(tmp_path: Path) -> 
         ("speedrun-cpu-v6", "airnet-small-imagefolder-e9-s0-96936a1c3d3e"),  # row AP's (round 9)
         ("speedrun-cpu-v7", "airnet-small-imagefolder-e9-s0-96936a1c3d3e"),  # AP's, TTA weight 0.75
         ("speedrun-cpu-v8", "airnet-small-imagefolder-e9-s0-9910fcd90ad1"),  # row BA's (round 11)
+        ("speedrun-cpu-v9", "airnet-small-imagefolder-e9-s0-a4abc3029904"),  # row BU's (round 15)
     ],
 )
 def test_the_cpu_speedrun_recipes_are_the_cpu_tracks_final_rows(recipe: str, run_id: str) -> None:
