@@ -289,7 +289,7 @@ screen18)  # BJ-BK (round 13): row BA (v8) with the SGD learning rate of the hea
     done ;;
 screen19)  # BL-BO (round 14): row BA (v8) with the classifier's SGD learning rate scaled (head_lr_scale; the
            # norms and BatchNorm biases keep theirs): airbench94-Muon gives its head 12.6x the BN biases' rate,
-           # BA gives it 1/64; x4, x16, x64, seed 0 (a fourth row, x256, was stopped after x64 had diverged)
+           # BA gives it 1/64; x4, x16, x64, seed 0 (a fourth row, x256, was stopped after x64 had failed to train)
     p=("${val[@]}" "${row_n[@]}" --aug-param crop-flip.padding=1 --lr 0.2 --opt-param muon_normalize=true
        --opt-param muon_lr=0.02 --sched linear --tta multicrop18 --tta-param weight=0.75)
     for seed in ${SEEDS:-0}; do
