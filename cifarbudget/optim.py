@@ -444,8 +444,8 @@ def muon(
     )
 
 
-# options added after the CPU compute track's Muon runs were recorded: at these values it steps as before, so those
-# runs keep their ids (cifarbudget.identity)
+# options added after the CPU compute track's Muon runs were recorded: at these values it steps as
+# before, so those runs keep their ids (cifarbudget.identity)
 muon.identity_neutral = {"muon_normalize": False, "head_lr_scale": 1.0}  # type: ignore[attr-defined]
 
 

@@ -224,8 +224,8 @@ def speedrun_cpu_v9() -> dict[str, Any]:
     difference); the same 9 epochs, 28.9T training MACs on all 50,000 images. Measured: 88.00%
     mean test accuracy over 5 seeds (std 0.19; 86.84% without TTA) on CIFAR-10 (JPEG q75 copy),
     at the track's 88.0% goal with 0.002 points to spare, and the same as ``-v8``'s 87.96 (Welch
-    t = 0.4): the validation gain (+0.09) is within noise on test too. About 3.8 minutes per seed (training and
-    18-view evaluation) on 2 AMD EPYC cores.
+    t = 0.4): the validation gain (+0.09) is within noise on test too. About 3.8 minutes per
+    seed (training and 18-view evaluation) on 2 AMD EPYC cores.
     """
     v8 = speedrun_cpu_v8()
     return {**v8, "aug_params": {**v8["aug_params"], "crop-flip": {"padding": 2, "flip": False}}}
