@@ -166,7 +166,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     if config.getoption("--quick") or not _COLLECTED.results or config.getoption("collectonly", False):
         return
-    from cifarbudget.device import select_device
+    from cifarbudget.device import cpu_info, select_device
     from cifarbudget.io import atomic_write_json
     from cifarbudget.results import git_revision
 
@@ -179,6 +179,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "machine": {
             "device": str(device),
             "cpu_model": cpu_model(),
+            "cpu": cpu_info(),  # family/model/ISA: machines that share a model name differ by 2x
             "cpu_cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "load_average_at_start": _COLLECTED.load_at_start,  # other work on the machine skews ratios

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
 
 
 def load_average() -> list[float]:
@@ -17,10 +16,6 @@ def load_average() -> list[float]:
 
 def cpu_model() -> str:
     """The CPU model as /proc/cpuinfo names it (else what platform knows)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    from cifarbudget.device import cpu_info
+
+    return cpu_info().get("model_name") or platform.processor() or "unknown"

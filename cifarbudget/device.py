@@ -176,11 +176,45 @@ def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo (``platform.processor()`` elsewhere)."""
     import platform
 
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
+    return cpu_info().get("model_name") or platform.processor() or "cpu"
+
+
+# vector extensions that change CPU kernel speed, in the order they are reported
+_CPU_ISA = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "asimd", "sve")
+
+
+def cpu_info(cpuinfo: str | None = None) -> dict[str, Any]:
+    """What tells two CPUs with the same model name apart, from /proc/cpuinfo's first processor.
+
+    Virtual machines often report a generic name (``AMD EPYC``) for different CPU generations,
+    whose speeds differ by 2x (docs/performance.md): ``family``/``model``/``stepping`` (x86: e.g. 25/17 is AMD Zen 4), the vector
+    extensions among ``avx2``, ``avx512f``, ``avx512_bf16``, ``amx_tile`` (x86) and ``asimd``,
+    ``sve`` (Arm), the cache size and the clock at the time of the call tell them apart. Empty
+    where /proc/cpuinfo is missing (macOS, Windows); keys absent where the kernel omits them.
+
+    :param cpuinfo: the text to parse instead of reading /proc/cpuinfo.
+    """
+    text = cpuinfo
+    if text is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                text = f.read()
+        except OSError:
+            return {}
+    fields: dict[str, str] = {}
+    for line in text.split("\n\n", 1)[0].splitlines():  # the first processor's block
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    names = {
+        "model name": "model_name",
+        "cpu family": "family",
+        "model": "model",
+        "stepping": "stepping",
+        "cache size": "cache",
+        "cpu MHz": "mhz",
+    }
+    info: dict[str, Any] = {new: fields[old] for old, new in names.items() if fields.get(old)}
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    info["isa"] = [isa for isa in _CPU_ISA if isa in flags]
+    return info

@@ -239,7 +239,7 @@ def manifest(settings: Any, seed: int) -> dict[str, Any]:
     """
     import torch
 
-    from cifarbudget.device import DeviceSettings, backend_flags, device_name
+    from cifarbudget.device import DeviceSettings, backend_flags, cpu_info, device_name
 
     device = settings.device if isinstance(settings, DeviceSettings) else torch.device(str(settings))
     return {
@@ -259,6 +259,7 @@ def manifest(settings: Any, seed: int) -> dict[str, Any]:
         "torchinfo": _version("torchinfo"),
         "numpy": _version("numpy"),
         "cpu_count": os.cpu_count(),
+        "cpu": cpu_info(),
         "backend": backend_flags(device),
         "seed": seed,
         "command": " ".join(sys.argv),

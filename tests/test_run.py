@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import cifarbudget
+from cifarbudget.device import cpu_info
 from cifarbudget.errors import BudgetError, DataError
 from cifarbudget.results import load_result, validate_result
 from cifarbudget.runner import resolve_spec, run
@@ -62,6 +63,7 @@ def test_run_learns_and_writes_a_complete_record(tmp_path: Path) -> None:
     assert [h["epoch"] for h in data["history"]] == [1, 2, 3]
     assert all(h["val_acc"] is not None for h in data["history"])
     assert data["manifest"]["torch"] == torch.__version__
+    assert data["manifest"]["cpu"] == cpu_info()  # the CPU's fingerprint, not only its model name
     assert data["pipeline"][0]["name"] == "crop-flip"
     assert sum(map(sum, data["final"]["confusion_matrix"])) == data["data"]["n_test"]
     csv_lines = (run_dir / "metrics.csv").read_text().splitlines()
