@@ -218,6 +218,18 @@ def _legacy_config_id(spec: dict[str, Any]) -> str:
 _SOURCE_ROOT = re.compile(r"^[a-z0-9_.\-]+:(.+):(?:train|test)$")
 
 
+def _device_name(manifest: dict[str, Any]) -> str | None:
+    """The recorded device name, with the CPU's family and model where the record has them
+    (``manifest.cpu``): ``AMD EPYC (2 threads; family 25 model 17)``. Machines that report the same
+    model name can differ by 2x in speed; this keeps their runs apart in the report's devices."""
+    name = manifest.get("device_name")
+    cpu = manifest.get("cpu") or {}
+    if not name or manifest.get("device") != "cpu" or "family" not in cpu or "model" not in cpu:
+        return name
+    fingerprint = f"family {cpu['family']} model {cpu['model']}"
+    return f"{name[:-1]}; {fingerprint})" if name.endswith(")") else f"{name} ({fingerprint})"
+
+
 def _data_dir(data: dict[str, Any], manifest: dict[str, Any]) -> str | None:
     """The data folder the run read (for its rerun command): recorded, or read off the data source."""
     recorded = (manifest.get("settings") or {}).get("data_dir")
@@ -274,7 +286,7 @@ def flatten_result(data: Any, path: str = "") -> list[dict[str, Any]]:
         train_seconds=timing.get("train_seconds"),
         train_images_per_s=timing.get("train_images_per_s"),
         error=data.get("error"),
-        device_name=manifest.get("device_name"),
+        device_name=_device_name(manifest),
         git_revision=manifest.get("git_revision"),
         started_at=manifest.get("started_at"),
         data_dir=_data_dir(data.get("data") or {}, manifest),

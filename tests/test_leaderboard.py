@@ -79,6 +79,17 @@ def test_load_results_one_flat_row_per_run(grid_dir: Path) -> None:
     assert runs.groupby("config_id")["seed"].apply(sorted).tolist() == [[1, 2]] * 4
 
 
+def test_cpu_runs_name_their_cpu_family_and_model() -> None:
+    """Two VMs that both say ``AMD EPYC`` ran the track at 2x different speeds: a record's
+    ``manifest.cpu`` keeps them apart in the leaderboard (and the report's devices)."""
+    record = make_record()
+    assert lb.flatten_result(record)[0]["device_name"] == "test cpu"  # records without manifest.cpu
+    record["manifest"].update(device_name="AMD EPYC (2 threads)", cpu={"family": "25", "model": "17"})
+    assert lb.flatten_result(record)[0]["device_name"] == "AMD EPYC (2 threads; family 25 model 17)"
+    record["manifest"].update(device="cuda:0", device_name="NVIDIA H200")  # a GPU run: the GPU's name
+    assert lb.flatten_result(record)[0]["device_name"] == "NVIDIA H200"
+
+
 # --- aggregation ---------------------------------------------------------------------------------
 def test_four_configurations_of_two_seeds(grid_dir: Path) -> None:
     board = board_of(grid_dir)
