@@ -187,10 +187,11 @@ def cpu_info(cpuinfo: str | None = None) -> dict[str, Any]:
     """What tells two CPUs with the same model name apart, from /proc/cpuinfo's first processor.
 
     Virtual machines often report a generic name (``AMD EPYC``) for different CPU generations,
-    whose speeds differ by 2x (docs/performance.md): ``family``/``model``/``stepping`` (x86: e.g. 25/17 is AMD Zen 4), the vector
-    extensions among ``avx2``, ``avx512f``, ``avx512_bf16``, ``amx_tile`` (x86) and ``asimd``,
-    ``sve`` (Arm), the cache size and the clock at the time of the call tell them apart. Empty
-    where /proc/cpuinfo is missing (macOS, Windows); keys absent where the kernel omits them.
+    whose speeds can differ by 2x (results/cpu-track/README.md, "Reproducing a recorded run").
+    ``family``, ``model`` and ``stepping`` (x86: 25/17 is AMD Zen 4), the vector extensions among
+    ``avx2``, ``avx512f``, ``avx512_bf16``, ``amx_tile`` (x86), ``asimd`` and ``sve`` (Arm), and
+    the cache size tell them apart; the clock is left out (/proc/cpuinfo gives the moment's).
+    Empty where there is no /proc/cpuinfo (macOS, Windows); keys absent where the kernel omits them.
 
     :param cpuinfo: the text to parse instead of reading /proc/cpuinfo.
     """
@@ -212,7 +213,6 @@ def cpu_info(cpuinfo: str | None = None) -> dict[str, Any]:
         "model": "model",
         "stepping": "stepping",
         "cache size": "cache",
-        "cpu MHz": "mhz",
     }
     info: dict[str, Any] = {new: fields[old] for old, new in names.items() if fields.get(old)}
     flags = set((fields.get("flags") or fields.get("Features") or "").split())

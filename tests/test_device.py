@@ -38,7 +38,6 @@ def test_cpu_info_tells_cpus_with_the_same_name_apart() -> None:
         "model": "17",
         "stepping": "1",
         "cache": "1024 KB",
-        "mhz": "2596.144",
         "isa": ["avx2", "avx512f", "avx512_bf16"],  # the second processor's amx_tile is not read
     }
     # a Zen 3 VM that reports the same name: family 25, model 1, no AVX-512
@@ -56,4 +55,4 @@ def test_cpu_info_reads_arm_features_and_omits_what_the_kernel_does_not_list() -
 
 def test_cpu_model_is_a_name_on_every_machine() -> None:
     assert isinstance(cpu_model(), str) and cpu_model()
-    assert set(cpu_info()) <= {"model_name", "family", "model", "stepping", "cache", "mhz", "isa"}
+    assert set(cpu_info()) <= {"model_name", "family", "model", "stepping", "cache", "isa"}
