@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
-import platform
+
+from cifarbudget.device import cpu_model  # re-exported: the name the records give the CPU
+
+__all__ = ["cpu_model", "load_average"]
 
 
 def load_average() -> list[float]:
@@ -12,10 +15,3 @@ def load_average() -> list[float]:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return []
-
-
-def cpu_model() -> str:
-    """The CPU model as /proc/cpuinfo names it (else what platform knows)."""
-    from cifarbudget.device import cpu_info
-
-    return cpu_info().get("model_name") or platform.processor() or "unknown"
