@@ -23,6 +23,7 @@ from cifarbudget.augment.batch import (
     RandomErasing,
     VerticalFlip,
     box_mask,
+    gather_pixels,
 )
 from cifarbudget.augment.pipeline import BatchContext, Compose, compose, soft_targets, stage_of
 from cifarbudget.builtin.augmentations import AUGMENTATIONS
@@ -122,6 +123,55 @@ def test_registered_augmentation_honours_the_contract(name: str) -> None:
     assert type(aug).__name__ in repr(aug)
     for key in params:
         assert key in repr(aug)
+
+
+IN_PLACE = {"vflip", "cutmix", "mixup", "blur", "erasing", "cutout", "flip-alternating"}
+
+
+def test_the_normalised_stage_builtins_can_work_in_place() -> None:
+    """Every builtin that works on the normalised batch has ``apply_`` (crop-flip makes a new batch anyway)."""
+    registry = cifarbudget.get_registry("augmentations")
+    have = {n for n in AUGMENTATIONS if callable(getattr(registry.create(n), "apply_", None))}
+    assert have == IN_PLACE
+
+
+@pytest.mark.parametrize("channels_last", [True, False], ids=["channels_last", "contiguous"])
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("vflip", {"p": 0.5}),
+        ("cutmix", {"p": 0.7}),
+        ("cutmix", {"p": 1.0, "mode": "batch"}),
+        ("mixup", {"p": 0.6}),
+        ("blur", {"p": 0.4}),
+        ("blur", {"p": 1.0, "sigma": (0.5, 1.5), "kernel_size": None}),
+        ("erasing", {"mode": "pixel"}),
+        ("erasing", {"mode": "rand"}),
+        ("erasing", {"mode": "const", "p": 1.0}),
+        ("cutout", {}),
+        ("flip-alternating", {"seed": 3}),
+    ],
+)
+def test_apply_in_place_gives_exactly_what_the_call_gives(
+    name: str, params: dict, channels_last: bool
+) -> None:
+    """``apply_`` overwrites its input with the same values (same draws) that ``aug(...)`` returns."""
+    aug = cifarbudget.get_registry("augmentations").create(name, **params)
+    images, targets = batch(32)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    context = {"context": BatchContext(1, torch.arange(32))} if aug.wants_context else {}
+    torch.manual_seed(5)
+    expected, expected_targets = aug(images, targets, **context)
+    next_draws = torch.rand(4)
+    work = images.clone(memory_format=torch.preserve_format)
+    torch.manual_seed(5)
+    out, out_targets = aug.apply_(work, targets, **context)
+    assert torch.equal(out, expected) and torch.equal(out_targets, expected_targets)
+    assert torch.equal(torch.rand(4), next_draws)  # the same random draws
+    assert not torch.equal(expected, images)  # something changed, so the comparison means something
+    whole_batch_blur = name == "blur" and params["p"] == 1.0  # a new batch: nothing to copy back
+    assert (out.data_ptr() == work.data_ptr()) != whole_batch_blur  # written into the batch it was given
 
 
 @pytest.mark.parametrize("name", AUG_NAMES)
@@ -519,26 +569,37 @@ def test_crop_flip_on_uint8_gives_exactly_the_float_path(mode: str, channels_las
 @pytest.mark.usefixtures("single_thread")
 @pytest.mark.parametrize("mode", ["black", "reflect", "replicate", "zeros"])
 @pytest.mark.parametrize(("padding", "flip"), [(4, True), (2, False), (0, True)])
-def test_crop_flip_copies_rows_of_a_channels_last_batch_exactly_as_the_pixel_gather(
+def test_crop_flip_copies_rows_exactly_as_the_pixel_gather(
     mode: str, padding: int, flip: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The row gather (channels_last batches: the engine's) == the per-pixel gather, draw for draw,
-    on the CPU (only flipped images mirrored) and on the accelerator path (the whole batch)."""
+    """The row gather == the per-pixel gather (``gather_pixels``), draw for draw, in both layouts
+    (channels_last: whole pixel rows; contiguous: rows of a channel plane, e.g. the engine's uint8
+    batch), on the CPU (only flipped crops mirrored) and on the accelerator path (the whole batch)."""
     import cifarbudget.augment.batch as batch_module
 
     images, targets = uint8_batch(96, seed=5)
     if mode == "zeros":
         images = normalize(images, channels_last=False)
+    n, p = images.shape[0], padding
+    torch.manual_seed(4)  # the draws CropFlip makes: offsets, then flips
+    dy, dx = torch.randint(0, 2 * p + 1, (n,)), torch.randint(0, 2 * p + 1, (n,))
+    flips = torch.rand(n) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
+    rows = dy[:, None] + torch.arange(32)
+    cols = dx[:, None] + torch.arange(32)
+    cols = torch.where(flips[:, None], cols.flip(1), cols)
+    pad = {"value": 0} if mode in ("black", "zeros") else {"mode": mode}
+    expected = gather_pixels(F.pad(images, (p, p, p, p), **pad) if p else images, rows, cols)
     aug = CropFlip(padding=padding, padding_mode=mode, flip=flip)
-    torch.manual_seed(4)
-    expected, _ = aug(images, targets)  # contiguous batch: the pixel gather
-    channels_last = images.contiguous(memory_format=torch.channels_last)
-    torch.manual_seed(4)
-    rows, _ = aug(channels_last, targets)
-    assert rows.is_contiguous(memory_format=torch.channels_last) and torch.equal(rows, expected)
-    monkeypatch.setattr(batch_module, "syncs_freely", lambda device: False)
-    torch.manual_seed(4)
-    assert torch.equal(aug(channels_last, targets)[0], expected)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        batch_in = images.contiguous(memory_format=layout)
+        for accelerator in (False, True):
+            if accelerator:
+                monkeypatch.setattr(batch_module, "syncs_freely", lambda device: False)
+            torch.manual_seed(4)
+            out, _ = aug(batch_in, targets)
+            assert torch.equal(out, expected), (layout, accelerator)
+            assert out.is_contiguous(memory_format=layout)
+            monkeypatch.undo()
 
 
 @pytest.mark.usefixtures("single_thread")
@@ -574,9 +635,11 @@ def test_compose_runs_pixel_moving_augmentations_first_on_uint8_without_reorderi
             super().__init__(p=0.5)
             self.label, self.stage = label, stage
 
-        def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def transform(
+            self, images: torch.Tensor, targets: torch.Tensor, inplace: bool
+        ) -> tuple[torch.Tensor, torch.Tensor]:
             seen.append((self.label, images.dtype))
-            return super().__call__(images, targets)
+            return super().transform(images, targets, inplace)
 
     images, targets = uint8_batch(32)
     pipeline = Compose(
@@ -588,6 +651,67 @@ def test_compose_runs_pixel_moving_augmentations_first_on_uint8_without_reorderi
     # the result is exactly that of normalising first (the order of the draws is unchanged)
     torch.manual_seed(0)
     assert torch.equal(out, Compose(pipeline.augs)(normalize(images), targets)[0])
+
+
+def test_compose_works_in_place_only_on_batches_it_owns() -> None:
+    """``apply_`` runs on the batch normalisation made and what ``apply_`` made of it; never on the
+    caller's batch, nor after a third-party augmentation returned a tensor of unknown ownership."""
+    calls: list[tuple[str, bool]] = []
+
+    class Spy(Cutout):
+        def __init__(self, label: str) -> None:
+            super().__init__(size=8)
+            self.label = label
+
+        def transform(
+            self, images: torch.Tensor, targets: torch.Tensor, inplace: bool
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            calls.append((self.label, inplace))
+            return super().transform(images, targets, inplace)
+
+    kept = torch.randn(32, 3, 32, 32)
+
+    def returns_its_input(images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return images, targets
+
+    def returns_a_tensor_of_its_own(
+        images: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return kept, targets  # e.g. a cached batch: the pipeline must not overwrite it
+
+    images, targets = uint8_batch(32)
+    augs = [Spy("a"), returns_its_input, Spy("b"), returns_a_tensor_of_its_own, Spy("c")]
+    before = kept.clone()
+    Compose(augs, normalize=normalize)(images, targets)
+    assert calls == [("a", True), ("b", True), ("c", False)]
+    assert torch.equal(kept, before)
+    # called on a float batch, nothing is done in place and the batch is left alone
+    calls.clear()
+    floats = normalize(images)
+    original = floats.clone()
+    torch.manual_seed(0)
+    out, _ = Compose(augs[:3], normalize=normalize)(floats, targets)
+    assert calls == [("a", False), ("b", False)] and torch.equal(floats, original)
+    assert not torch.equal(out, floats)
+
+
+def test_in_place_pipeline_gives_the_same_batches_as_before() -> None:
+    """The notebook's float stage through Compose (in place) equals the chain of calls, value for value,
+    also on a contiguous (not channels_last) batch."""
+    images, targets = uint8_batch(64)
+    augs = [Mixup(p=0.5), Cutout(), VerticalFlip(), Blur(p=0.5), RandomErasing(mode="pixel"), CutMix()]
+    for channels_last in (True, False):
+
+        def norm(x: torch.Tensor, cl: bool = channels_last) -> torch.Tensor:
+            return normalize(x, channels_last=cl)
+
+        torch.manual_seed(7)
+        out, mixed = Compose(augs, normalize=norm)(images, targets)
+        torch.manual_seed(7)
+        x, t = norm(images), targets
+        for aug in augs:
+            x, t = aug(x, t)
+        assert torch.equal(out, x) and torch.equal(mixed, t)
 
 
 def test_compose_keeps_uint8_policies_before_crop_flip_as_before() -> None:

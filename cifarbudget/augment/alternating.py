@@ -93,6 +93,17 @@ class AlternatingFlip(BatchAugmentation):
     def __call__(  # type: ignore[override]
         self, images: torch.Tensor, targets: torch.Tensor, context: BatchContext | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._flip(images, targets, context, inplace=False)
+
+    def apply_(
+        self, images: torch.Tensor, targets: torch.Tensor, context: BatchContext | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same flips, written into ``images`` (what the pipeline calls on a batch it owns)."""
+        return self._flip(images, targets, context, inplace=True)
+
+    def _flip(
+        self, images: torch.Tensor, targets: torch.Tensor, context: BatchContext | None, inplace: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         indices = context.indices if context is not None else None
         check(
             indices is not None,
@@ -105,4 +116,5 @@ class AlternatingFlip(BatchAugmentation):
             f"flip-alternating: {images.shape[0]} images but indices of shape {tuple(indices.shape)}",
         )
         flip = self.flips(indices.to(images.device), context.epoch)
-        return torch.where(flip[:, None, None, None], images.flip(-1), images), targets
+        out = images if inplace else None  # where reads each value before writing it: the same values
+        return torch.where(flip[:, None, None, None], images.flip(-1), images, out=out), targets

@@ -25,7 +25,10 @@ are built in the batch's own layout (:func:`box_weight`) and applied with ``torc
 vectorised kernel; ``where``/``masked_fill`` run scalar loops on the CPU). A 0/1 ``lerp`` weight
 selects exactly one of its two inputs, so the results equal those of ``torch.where`` value for
 value. On the CPU, where reading a count costs no device sync, blur, vertical flip and pixel
-erasing compute only the images they change; on a GPU they stay sync-free.
+erasing compute only the images they change; on a GPU they stay sync-free. Every
+normalised-stage one here is an :class:`~cifarbudget.augment.pipeline.InPlaceAugmentation`: in a
+pipeline, on the batch normalisation made, it writes into that batch instead of copying the whole
+batch (``out=images``; the values are the same either way).
 """
 
 from __future__ import annotations
@@ -37,7 +40,13 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from cifarbudget.augment.pipeline import BatchAugmentation, check, check_prob, check_range
+from cifarbudget.augment.pipeline import (
+    BatchAugmentation,
+    InPlaceAugmentation,
+    check,
+    check_prob,
+    check_range,
+)
 
 __all__ = [
     "Blur",
@@ -74,6 +83,15 @@ def syncs_freely(device: torch.device) -> bool:
     """Whether reading a tensor's value on the host is free here (the CPU): then an op may count
     or select the images it changes; on an accelerator it stays one sync-free batched op."""
     return device.type == "cpu"
+
+
+def _out(images: torch.Tensor, inplace: bool) -> torch.Tensor | None:
+    """The ``out=`` of an elementwise op that may overwrite ``images``: itself, or ``None`` (a new tensor).
+
+    An elementwise op may write into an input it reads at the same positions (every value is read
+    before it is written), so the in-place result equals the out-of-place one value for value.
+    """
+    return images if inplace else None
 
 
 def is_channels_last(images: torch.Tensor) -> bool:
@@ -144,10 +162,8 @@ class CropFlip(BatchAugmentation):
     """Pad by ``padding``, take a random ``H x W`` crop and flip horizontally with probability 1/2.
 
     The standard CIFAR augmentation (He et al. 2016, sec. 4.2). Per image offsets and flips;
-    implemented as one gather, so each output image is an exact translated (and possibly
-    mirrored) copy of the padded input: of whole rows of pixels for a channels_last batch (the
-    engine's; :func:`crop_rows`), of per-image pixel indices otherwise (reflect and replicate
-    padding folded into the indices, no padded copy made).
+    implemented as one pad and one row gather (:func:`crop_rows`), so each output image is an
+    exact translated (and possibly mirrored) copy of the padded input.
 
     :param padding: pixels added on every side (the crop offset is uniform in ``[0, 2*padding]``).
     :param padding_mode: where the padded pixels come from:
@@ -205,64 +221,51 @@ class CropFlip(BatchAugmentation):
         dy = torch.randint(0, 2 * p + 1, (n,), device=dev)
         dx = torch.randint(0, 2 * p + 1, (n,), device=dev)
         flip = torch.rand(n, device=dev) < 0.5 if self.flip else None
-        if is_channels_last(images):  # the engine's batches: copy whole rows of pixels
-            pad = {"value": 0} if mode in ("black", "zeros") else {"mode": mode}
-            padded = F.pad(images, (p, p, p, p), **pad) if p else images
-            return crop_rows(padded, dy, dx, flip, h, w), targets
-        rows = dy[:, None] + torch.arange(h, device=dev)  # (N, H) rows of the padded image
-        cols = dx[:, None] + torch.arange(w, device=dev)  # (N, W)
-        if flip is not None:
-            cols = torch.where(flip[:, None], cols.flip(1), cols)
-        if mode in ("black", "zeros"):
-            padded = F.pad(images, (p, p, p, p), value=0) if p else images
-            return gather_pixels(padded, rows, cols), targets
-        # reflect / replicate: padded coordinate k is source coordinate k - p, folded back inside
-        return gather_pixels(images, _fold(rows - p, h, mode), _fold(cols - p, w, mode)), targets
+        pad = {"value": 0} if mode in ("black", "zeros") else {"mode": mode}
+        padded = F.pad(images, (p, p, p, p), **pad) if p else images
+        return crop_rows(padded, dy, dx, flip, h, w), targets  # copies whole rows, in either layout
 
 
 def crop_rows(
     padded: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor | None, h: int, w: int
 ) -> torch.Tensor:
-    """Per-image ``h x w`` crops at ``(dy, dx)`` of a channels_last batch, mirrored where ``flip``.
+    """Per-image ``h x w`` crops at ``(dy, dx)`` of a padded batch, mirrored where ``flip``.
 
-    In channels_last memory every output row is ``w * C`` consecutive values of a padded row, so
-    the crop is one ``index_select`` of ``N * h`` rows from an overlapping-window view of the
-    batch (a copy of whole rows; gathering pixel by pixel moves 3-value rows and was about 2-10x
-    slower on the CPU). A mirrored image is cropped from a mirrored copy of its padded image
-    (crop offset ``2p - dx`` there); on the CPU only the images that flip are mirrored, on an
-    accelerator the whole batch (no host sync). The result is channels_last, value for value
-    what :func:`gather_pixels` gives with the same offsets.
+    Every output row is a run of consecutive values of a padded row: ``w * C`` of them in a
+    channels_last batch (whole pixels), ``w`` of one channel plane in a contiguous one. So the crop
+    is one ``index_select`` of rows from an overlapping-window view of the batch (a copy of whole
+    rows; gathering value by value moved 3-value rows and was about 2-10x slower on the CPU). A
+    flipped image is cropped the same way, then mirrored (the mirror of a crop is the crop of the
+    mirror, at offset ``2p - dx``); on the CPU only the crops that flip are mirrored, on an
+    accelerator the whole batch is (no host sync). The result keeps the layout (channels_last, or contiguous for any other
+    input), value for value what :func:`gather_pixels` gives with the same offsets.
     """
     n, c, sh, sw = padded.shape
     dev = padded.device
-    pixels = padded.permute(0, 2, 3, 1)  # (N, SH, SW, C), contiguous
-    source = torch.arange(n, device=dev)  # which image of ``pixels`` each output image is cut from
-    col = dx
-    if flip is not None:
+    if is_channels_last(padded):  # memory (N, SH, SW, C): one plane per image, C values per pixel
+        planes, unit = 1, c
+        pixels = padded.permute(0, 2, 3, 1).reshape(n, 1, sh, sw, c)
+    else:  # memory (N, C, SH, SW): C planes per image, one value per pixel
+        planes, unit = c, 1
+        pixels = padded.contiguous().view(n, c, sh, sw, 1)
+    flat = pixels.reshape(-1)
+    windows = flat.as_strided((flat.numel() // unit - w + 1, w * unit), (unit, 1))  # a window per pixel
+    # first pixel of output row y of plane k of image i: ((i * planes + k) * SH + dy + y) * SW + dx
+    plane = (torch.arange(n, device=dev)[:, None] * planes + torch.arange(planes, device=dev)) * sh
+    start = (plane[:, :, None] + dy[:, None, None] + torch.arange(h, device=dev)) * sw + dx[:, None, None]
+    out = windows.index_select(0, start.view(-1)).view(n, planes, h, w, unit)
+    if flip is not None:  # mirror the crops of the images that flip, whole pixels at a time
         if syncs_freely(dev):
             flipped = flip.nonzero()[:, 0]
-            mirrored = pixels.index_select(0, flipped).flip(2)
-            source = torch.where(flip, n + torch.cumsum(flip, 0) - 1, source)
+            out.index_copy_(0, flipped, out.index_select(0, flipped).flip(3))
         else:
-            mirrored = pixels.flip(2)
-            source = source + n * flip
-        pixels = torch.cat([pixels, mirrored])
-        col = torch.where(flip, (sw - w) - dx, dx)
-    flat = pixels.reshape(-1)
-    windows = flat.as_strided((flat.numel() // c - w + 1, w * c), (c, 1))  # a window per pixel
-    start = (source * (sh * sw) + dy * sw + col)[:, None] + torch.arange(h, device=dev) * sw  # (N, h)
-    return windows.index_select(0, start.view(-1)).view(n, h, w, c).permute(0, 3, 1, 2)
+            out = torch.where(flip[:, None, None, None, None], out.flip(3), out)
+    if planes == 1:
+        return out.view(n, h, w, c).permute(0, 3, 1, 2)
+    return out.view(n, c, h, w)
 
 
-def _fold(index: torch.Tensor, size: int, mode: str) -> torch.Tensor:
-    """Coordinates in ``[-p, size + p)`` mapped inside ``[0, size)`` as ``F.pad``'s reflect/replicate do."""
-    if mode == "replicate":
-        return index.clamp(0, size - 1)
-    index = index.abs()  # reflect about 0 (the edge pixel is not repeated) ...
-    return torch.where(index > size - 1, 2 * (size - 1) - index, index)  # ... and about size - 1
-
-
-class VerticalFlip(BatchAugmentation):
+class VerticalFlip(InPlaceAugmentation):
     """Mirror each image upside down with probability ``p`` (torchvision's ``RandomVerticalFlip``).
 
     Not a label-preserving symmetry of natural images, so usually rare: the reference paper's
@@ -279,20 +282,24 @@ class VerticalFlip(BatchAugmentation):
     def params(self) -> dict[str, Any]:
         return {"p": self.p}
 
-    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def transform(
+        self, images: torch.Tensor, targets: torch.Tensor, inplace: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         flip = torch.rand(images.shape[0], device=images.device) < self.p
         if not syncs_freely(images.device):  # no host sync
-            return torch.where(flip[:, None, None, None], images.flip(2), images), targets
+            return torch.where(
+                flip[:, None, None, None], images.flip(2), images, out=_out(images, inplace)
+            ), targets
         index = flip.nonzero()[:, 0]
         if index.numel() == 0:
             return images, targets
-        out = images.clone()
-        out[index] = images[index].flip(2)
+        out = images if inplace else images.clone()
+        out[index] = images[index].flip(2)  # the right side is a copy
         return out, targets
 
 
 # --- CutMix and mixup: mix each image with a partner from the same batch ------------------------
-class CutMix(BatchAugmentation):
+class CutMix(InPlaceAugmentation):
     """CutMix (Yun et al. 2019, arXiv:1905.04899): paste a box from a batch partner.
 
     ``mode="image"`` (default): per image, ``lam ~ Beta(alpha, alpha)``; a box of side ratio
@@ -321,7 +328,9 @@ class CutMix(BatchAugmentation):
         mode = {"mode": self.mode} if self.mode != "image" else {}
         return {"alpha": self.alpha, "p": self.p, **mode}
 
-    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def transform(
+        self, images: torch.Tensor, targets: torch.Tensor, inplace: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         n, _, h, w = images.shape
         dev = images.device
         draws = 1 if self.mode == "batch" else n
@@ -344,18 +353,19 @@ class CutMix(BatchAugmentation):
             y0, y1, x0, x1 = (int(v) for v in (top[0], bottom[0], left[0], right[0]))
             if y0 == y1 or x0 == x1:
                 return images, targets
-            out = images.clone()
-            out[:, :, y0:y1, x0:x1] = images[:, :, y0:y1, x0:x1][perm]
+            out = images if inplace else images.clone()
+            out[:, :, y0:y1, x0:x1] = images[:, :, y0:y1, x0:x1][perm]  # the right side is a copy
         else:
             if self.mode == "batch":
                 top, bottom, left, right = (v.expand(n) for v in (top, bottom, left, right))
                 area = area.expand(n)
-            out = torch.lerp(images, images[perm], box_weight(images, top, bottom, left, right))
+            weight = box_weight(images, top, bottom, left, right)
+            out = torch.lerp(images, images[perm], weight, out=_out(images, inplace))
         targets = (1.0 - area[:, None]) * targets + area[:, None] * targets[perm]
         return out, targets
 
 
-class Mixup(BatchAugmentation):
+class Mixup(InPlaceAugmentation):
     """mixup (Zhang et al. 2018, arXiv:1710.09412): a convex blend with a batch partner.
 
     Per image: ``lam ~ Beta(alpha, alpha)``, ``x = lam * x + (1 - lam) * x[partner]`` and the same
@@ -373,20 +383,23 @@ class Mixup(BatchAugmentation):
     def params(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "p": self.p}
 
-    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def transform(
+        self, images: torch.Tensor, targets: torch.Tensor, inplace: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         n, dev = images.shape[0], images.device
         lam = beta(self.alpha, n, dev)
         apply = torch.rand(n, device=dev) < self.p
         perm = torch.randperm(n, device=dev)
         lam = torch.where(apply, lam, torch.ones_like(lam))
         # lerp(partner, own, lam) = lam * own + (1 - lam) * partner, in one pass; lam = 1 gives own exactly
-        images = torch.lerp(images[perm], images, lam.to(images.dtype)[:, None, None, None])
+        weight = lam.to(images.dtype)[:, None, None, None]
+        images = torch.lerp(images[perm], images, weight, out=_out(images, inplace))
         targets = torch.lerp(targets[perm], targets, lam.to(targets.dtype)[:, None])
         return images, targets
 
 
 # --- Gaussian blur ------------------------------------------------------------------------------
-class Blur(BatchAugmentation):
+class Blur(InPlaceAugmentation):
     """Gaussian blur with a per-image random sigma, applied to each image with probability ``p``.
 
     ``sigma ~ U(sigma[0], sigma[1])`` per image, as torchvision's ``GaussianBlur``: a sampled
@@ -427,7 +440,9 @@ class Blur(BatchAugmentation):
     def params(self) -> dict[str, Any]:
         return {"sigma": list(self.sigma), "p": self.p, "kernel_size": self.kernel_size}
 
-    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def transform(
+        self, images: torch.Tensor, targets: torch.Tensor, inplace: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         n, _, h, w = images.shape
         dev = images.device
         lo, hi = self.sigma
@@ -441,13 +456,16 @@ class Blur(BatchAugmentation):
         kernel = torch.exp(-0.5 * (taps[None, :] / sigma[:, None]) ** 2)
         kernel = (kernel / kernel.sum(dim=1, keepdim=True)).to(images.dtype)  # (N, K), rows sum to 1
         if not syncs_freely(dev):  # the whole batch, no host sync
-            return torch.where(apply[:, None, None, None], separable_blur(images, kernel), images), targets
+            blurred = separable_blur(images, kernel)
+            return torch.where(
+                apply[:, None, None, None], blurred, images, out=_out(images, inplace)
+            ), targets
         index = apply.nonzero()[:, 0]
         if index.numel() == 0:
             return images, targets
         if index.numel() == n:
             return separable_blur(images, kernel), targets
-        out = images.clone()
+        out = images if inplace else images.clone()
         if is_channels_last(images):  # whole images are contiguous (H, W, C) blocks: copy them as such
             blurred = separable_blur(
                 images.permute(0, 2, 3, 1).index_select(0, index).permute(0, 3, 1, 2), kernel[index]
@@ -498,7 +516,7 @@ def _reflect_pad(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
 
 
 # --- random erasing and Cutout ------------------------------------------------------------------
-class RandomErasing(BatchAugmentation):
+class RandomErasing(InPlaceAugmentation):
     """Random erasing (Zhong et al. 2020, arXiv:1708.04896), batched.
 
     With probability ``p`` per image, one box of area ``U(area)`` x image area and aspect ratio
@@ -543,7 +561,9 @@ class RandomErasing(BatchAugmentation):
             "attempts": self.attempts,
         }
 
-    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def transform(
+        self, images: torch.Tensor, targets: torch.Tensor, inplace: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         n, c, h, w = images.shape
         dev, k = images.device, self.attempts
         a_lo, a_hi = self.area
@@ -562,19 +582,24 @@ class RandomErasing(BatchAugmentation):
         if self.mode == "pixel" and not syncs_freely(dev):
             # on a GPU: one fused where, no host sync (counting the erased pixels would need one)
             mask = box_mask(top, top + box_h, left, left + box_w, h, w)[:, None]
-            return torch.where(mask, torch.randn_like(images), images), targets
+            return torch.where(mask, torch.randn_like(images), images, out=_out(images, inplace)), targets
         if self.mode == "pixel":
-            return _erase_with_noise(images, top, left, box_h, box_w), targets
+            return _erase_with_noise(images, top, left, box_h, box_w, inplace), targets
         if self.mode == "rand":
             fill = per_image_colour(images, torch.randn(n, c, device=dev, dtype=images.dtype))
         else:
             fill = torch.zeros((), device=dev, dtype=images.dtype)
         weight = box_weight(images, top, top + box_h, left, left + box_w)
-        return torch.lerp(images, fill, weight), targets
+        return torch.lerp(images, fill, weight, out=_out(images, inplace)), targets
 
 
 def _erase_with_noise(
-    images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, box_h: torch.Tensor, box_w: torch.Tensor
+    images: torch.Tensor,
+    top: torch.Tensor,
+    left: torch.Tensor,
+    box_h: torch.Tensor,
+    box_w: torch.Tensor,
+    inplace: bool = False,
 ) -> torch.Tensor:
     """Fill each box with standard normals drawn for its values only (the CPU path of ``mode="pixel"``).
 
@@ -582,6 +607,7 @@ def _erase_with_noise(
     ``masked_scatter`` with the box mask does on its memory): ``(image, row, column, channel)``
     for a channels_last batch, written as whole pixels by one ``index_copy_``;
     ``(image, channel, row, column)`` for a contiguous one. No scan of every value of the batch.
+    With ``inplace`` the values are written into ``images`` when its layout allows (one of those two).
     """
     n, c, h, w = images.shape
     dev = images.device
@@ -602,20 +628,22 @@ def _erase_with_noise(
     # flat pixel in the batch: image, then (row, column) = corner + row * w + (rank - row * width)
     pixel = image * (h * w) + corner + row * (w - width) + rank
     if is_channels_last(images):  # memory order (image, row, column, channel): whole pixels
-        out = images.clone()
+        out = images if inplace else images.clone()
         out.permute(0, 2, 3, 1).view(-1, c).index_copy_(0, pixel, values.view(-1, c))
         return out
     # memory order (image, channel, row, column): image i's values are channel 0's box, then
     # channel 1's, ...; they start after c * start[i]
     channel = torch.arange(c, device=dev)
     source = (c * start_ + rank)[:, None] + channel * area_[:, None]  # (M, C) positions in values
-    out = images.clone(memory_format=torch.contiguous_format)
+    out = (
+        images if inplace and images.is_contiguous() else images.clone(memory_format=torch.contiguous_format)
+    )
     target = (pixel + image * ((c - 1) * h * w))[:, None] + channel * (h * w)
     out.view(-1).scatter_(0, target.view(-1), values.take(source.view(-1)))
     return out
 
 
-class Cutout(BatchAugmentation):
+class Cutout(InPlaceAugmentation):
     """Cutout (DeVries & Taylor 2017, arXiv:1708.04552): zero a ``size x size`` square.
 
     Per image the square's centre is uniform over the image and the square is clipped at the
@@ -633,7 +661,9 @@ class Cutout(BatchAugmentation):
     def params(self) -> dict[str, Any]:
         return {"size": self.size, "p": self.p}
 
-    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def transform(
+        self, images: torch.Tensor, targets: torch.Tensor, inplace: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         n, _, h, w = images.shape
         dev = images.device
         cy = torch.randint(0, h, (n,), device=dev)
@@ -644,4 +674,5 @@ class Cutout(BatchAugmentation):
         left, right = (cx - half).clamp(0, w), (cx - half + self.size).clamp(0, w)
         bottom = torch.where(apply, bottom, top)  # an empty box when not applied
         weight = box_weight(images, top, bottom, left, right)
-        return torch.lerp(images, torch.zeros((), device=dev, dtype=images.dtype), weight), targets
+        zero = torch.zeros((), device=dev, dtype=images.dtype)
+        return torch.lerp(images, zero, weight, out=_out(images, inplace)), targets

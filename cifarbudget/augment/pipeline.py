@@ -21,6 +21,13 @@ An augmentation that needs to know *which* images it gets and in which epoch (th
 alternating flip) sets ``wants_context = True``; it is then called as
 ``aug(images, targets, context=BatchContext(epoch, indices))``, where ``indices`` are the images'
 positions in the training split (int64, on the device). Others never see the context.
+
+Called as ``aug(images, targets)`` an augmentation never modifies ``images``. One that can do its
+work in place may also have ``apply_(images, targets)``: the same transformation with the same
+random draws, allowed to overwrite ``images`` and return them (or to return a new tensor of its
+own). :class:`Compose` calls ``apply_`` on the float batches it owns: the one normalisation made,
+and what ``apply_`` calls made of it; so a pipeline of in-place augmentations allocates and writes
+one batch, not one per augmentation (:class:`InPlaceAugmentation` is the base of the builtin ones).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ __all__ = [
     "BatchAugmentation",
     "BatchContext",
     "Compose",
+    "InPlaceAugmentation",
     "check",
     "check_prob",
     "check_range",
@@ -114,6 +122,27 @@ class BatchAugmentation:
         return f"{type(self).__name__}({args})"
 
 
+class InPlaceAugmentation(BatchAugmentation):
+    """An augmentation that can overwrite its input: implement :meth:`transform`.
+
+    ``aug(images, targets)`` leaves ``images`` alone; ``aug.apply_(images, targets)`` (what
+    :class:`Compose` calls on a batch it owns) may write the result into ``images``. Both draw
+    the same random numbers and give exactly the same values.
+    """
+
+    def transform(
+        self, images: torch.Tensor, targets: torch.Tensor, inplace: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The augmentation; with ``inplace`` it may write into ``images`` and return them."""
+        raise NotImplementedError
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(images, targets, inplace=False)
+
+    def apply_(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(images, targets, inplace=True)
+
+
 def _aug_name(aug: object) -> str:
     return str(getattr(aug, "name", None) or getattr(aug, "__name__", None) or type(aug).__name__)
 
@@ -169,6 +198,7 @@ class Compose(BatchAugmentation):
             check(self.normalize is not None, "compose: a uint8 batch needs a normalize function")
             assert self.normalize is not None
             images = self.normalize(images)
+            owned = True  # a new batch, ours: in-place augmentations may overwrite it
         else:
             check(
                 not self.uint8_augs,
@@ -176,8 +206,12 @@ class Compose(BatchAugmentation):
             )
             for aug in self.before_normalize_augs:  # stage "any": the same result on the normalised batch
                 images, targets = _apply(aug, images, targets, context)
+            owned = False  # the caller's batch (or a view of it)
         for aug in self.float_augs:
-            images, targets = _apply(aug, images, targets, context)
+            in_place = owned and callable(getattr(aug, "apply_", None))
+            result, targets = _apply(aug, images, targets, context, in_place=in_place)
+            # what apply_ returns is ours; what __call__ returns stays ours only if it is the same tensor
+            owned, images = in_place or (owned and result is images), result
         return images, targets
 
     def __len__(self) -> int:
@@ -191,11 +225,17 @@ class Compose(BatchAugmentation):
 
 
 def _apply(
-    aug: Augmentation, images: torch.Tensor, targets: torch.Tensor, context: BatchContext | None
+    aug: Augmentation,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    context: BatchContext | None,
+    *,
+    in_place: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    call = aug.apply_ if in_place else aug  # type: ignore[attr-defined]
     if getattr(aug, "wants_context", False):
-        return aug(images, targets, context=context or BatchContext())  # type: ignore[call-arg]
-    return aug(images, targets)
+        return call(images, targets, context=context or BatchContext())  # type: ignore[call-arg]
+    return call(images, targets)
 
 
 AugSpec = str | tuple[str, Mapping[str, Any]] | Augmentation
