@@ -279,3 +279,62 @@ def test_bench_input_pipeline(
         ours_prefix_images_per_s={label: round(v) for label, v in prefix_ips.items()},
         ours_stage_us_per_image=stage_us,
     )
+
+
+class _Copying:
+    """An augmentation seen without its ``apply_``: the pipeline then calls it as before in-place
+    augmentations existed (each one writes a new batch)."""
+
+    def __init__(self, aug: Any) -> None:
+        self.aug = aug
+        self.stage = getattr(aug, "stage", "normalized")
+        self.wants_context = getattr(aug, "wants_context", False)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.aug(*args, **kwargs)
+
+
+@pytest.mark.parametrize("name", list(PIPELINES))
+def test_bench_in_place_augmentations(
+    name: str, paired: Any, record_ratio: Any, quick: bool, device: torch.device, shared_data: Path | None
+) -> None:
+    """What in-place augmentation buys: the same pipeline with ``apply_`` (the batch normalisation
+    made is overwritten) against the same augmentation objects called as ``aug(images, targets)``
+    (each writes a new batch), on the same batches; the values are the same (tests/test_augmentations.py)."""
+    split, source = load_images(shared_data, quick)
+    mean, std = normalization_stats(split.images)
+    if device.type == "cpu":
+        keep_freed_memory()
+    data = DeviceSplit.from_split(split, device, mean, std, run_defaults(device)[1])
+    augs = recipe_augs() if name == "input pipeline" else PREVIOUS_AUGS
+    in_place = build_pipeline(augs, data)
+    copying = Compose([_Copying(a) for a in in_place.augs], in_place.names, normalize=data.normalize)
+
+    def measure(stages: Compose) -> float:
+        sync(device)
+        start, seen = time.perf_counter(), 0
+        for idx in data.index_batches(BATCH, shuffle=True, drop_last=True):
+            y = data.labels[idx]
+            stages(data.images.index_select(0, idx), soft_targets(y, NUM_CLASSES))
+            seen += len(y)
+        sync(device)
+        return seen / (time.perf_counter() - start)
+
+    ours_ips, base_ips = paired(lambda: measure(in_place), lambda: measure(copying), rounds=1 if quick else 7)
+    ratios = [o / b for o, b in zip(ours_ips, base_ips, strict=True)]
+    record_ratio(
+        f"{name}, in place",
+        median(ratios),
+        what=f"images/s, batched pipeline ({PIPELINES[name]}) with in-place augmentations / the same "
+        "augmentations each writing a new batch",
+        images=len(split),
+        source=source,
+        device=str(device),
+        cpu_model=cpu_model(),
+        torch_threads=torch.get_num_threads(),
+        batch_size=BATCH,
+        augmentations=in_place.params()["augs"],
+        in_place_images_per_s=round(median(ours_ips)),
+        copying_images_per_s=round(median(base_ips)),
+        round_ratios=[round(r, 3) for r in ratios],
+    )
