@@ -158,7 +158,8 @@ class Compose(BatchAugmentation):
     The order matters and is kept within each stage: the usual one is ``crop-flip`` first, then a
     mixing augmentation (``cutmix`` or ``mixup``), then ``blur`` and ``erasing``/``cutout``.
     ``normalize`` maps a uint8 batch to the model's float input; it is needed only when the
-    pipeline is called on uint8 images (the engine passes the training split's).
+    pipeline is called on uint8 images (the engine passes the training split's). It must return a
+    new tensor: the augmentations with ``apply_`` overwrite it.
     """
 
     name = "compose"
