@@ -237,8 +237,9 @@ def crop_rows(
     rows; gathering value by value moved 3-value rows and was about 2-10x slower on the CPU). A
     flipped image is cropped the same way, then mirrored (the mirror of a crop is the crop of the
     mirror, at offset ``2p - dx``); on the CPU only the crops that flip are mirrored, on an
-    accelerator the whole batch is (no host sync). The result keeps the layout (channels_last, or contiguous for any other
-    input), value for value what :func:`gather_pixels` gives with the same offsets.
+    accelerator the whole batch is (no host sync). The result keeps the layout (channels_last,
+    or contiguous for any other input), value for value what :func:`gather_pixels` gives with the
+    same offsets.
     """
     n, c, sh, sw = padded.shape
     dev = padded.device
