@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from cifarbudget.augment.pipeline import BatchAugmentation, BatchContext, check
+from cifarbudget.augment.pipeline import BatchContext, InPlaceAugmentation, check
 
 __all__ = ["AlternatingFlip", "hash32"]
 
@@ -44,7 +44,7 @@ def hash32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-class AlternatingFlip(BatchAugmentation):
+class AlternatingFlip(InPlaceAugmentation):
     """Alternating horizontal flip (Jordan 2024, arXiv:2404.00498, sec. 3.6): a pure flip.
 
     Image ``i`` (its index in the training split) is mirrored in epoch ``e`` iff
@@ -90,19 +90,12 @@ class AlternatingFlip(BatchAugmentation):
         bits = self.first_epoch_flips(indices)
         return ~bits if int(epoch) % 2 else bits
 
-    def __call__(  # type: ignore[override]
-        self, images: torch.Tensor, targets: torch.Tensor, context: BatchContext | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._flip(images, targets, context, inplace=False)
-
-    def apply_(
-        self, images: torch.Tensor, targets: torch.Tensor, context: BatchContext | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The same flips, written into ``images`` (what the pipeline calls on a batch it owns)."""
-        return self._flip(images, targets, context, inplace=True)
-
-    def _flip(
-        self, images: torch.Tensor, targets: torch.Tensor, context: BatchContext | None, inplace: bool
+    def transform(  # type: ignore[override]
+        self,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        inplace: bool,
+        context: BatchContext | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         indices = context.indices if context is not None else None
         check(

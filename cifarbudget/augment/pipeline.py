@@ -127,7 +127,8 @@ class InPlaceAugmentation(BatchAugmentation):
 
     ``aug(images, targets)`` leaves ``images`` alone; ``aug.apply_(images, targets)`` (what
     :class:`Compose` calls on a batch it owns) may write the result into ``images``. Both draw
-    the same random numbers and give exactly the same values.
+    the same random numbers and give exactly the same values. Keyword arguments (the
+    ``context`` of an augmentation with ``wants_context``) are passed on to :meth:`transform`.
     """
 
     def transform(
@@ -136,11 +137,15 @@ class InPlaceAugmentation(BatchAugmentation):
         """The augmentation; with ``inplace`` it may write into ``images`` and return them."""
         raise NotImplementedError
 
-    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(images, targets, inplace=False)
+    def __call__(
+        self, images: torch.Tensor, targets: torch.Tensor, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(images, targets, inplace=False, **kwargs)
 
-    def apply_(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(images, targets, inplace=True)
+    def apply_(
+        self, images: torch.Tensor, targets: torch.Tensor, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(images, targets, inplace=True, **kwargs)
 
 
 def _aug_name(aug: object) -> str:
