@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,11 +102,11 @@ def atomic_torch_save(path: Path | str, obj: Any) -> None:
 def read_toml(path: Path | str, error: type[Exception] = ValueError) -> dict[str, Any]:
     """A TOML file as a dict (``tomllib``; ``tomli`` on Python 3.10); a missing file or bad TOML is
     one line, raised as ``error`` (the caller's own user error)."""
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
+    else:  # Python 3.10
         try:
-            import tomli as tomllib  # type: ignore[no-redef]
+            import tomli as tomllib
         except ModuleNotFoundError:
             raise error("reading a TOML file needs Python 3.11+ or 'pip install tomli'") from None
     path = Path(path)
