@@ -166,7 +166,7 @@ def bench_model(
     model = model.to(dev, memory_format=memory_format)
     forward: Callable[[torch.Tensor], torch.Tensor] = model
     if compile:
-        forward = torch.compile(model)  # type: ignore[assignment]
+        forward = torch.compile(model)
     x = torch.randn(batch_size, 3, 32, 32, device=dev).contiguous(memory_format=memory_format)
     y = torch.randint(0, num_classes, (batch_size,), device=dev)
     # the run's default optimiser (SGD 0.1, momentum 0.9, weight decay 5e-4)

@@ -28,7 +28,7 @@ class LazyGroup(click.Group):
         module = COMMANDS.get(name)
         if module is None:
             return None
-        return importlib.import_module(f"cifarbudget.commands.{module}").command  # type: ignore[no-any-return]
+        return importlib.import_module(f"cifarbudget.commands.{module}").command
 
 
 class _Formatter(logging.Formatter):

@@ -143,7 +143,7 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 def evaluated_state(ckpt: dict[str, Any], *, ema: bool) -> dict[str, torch.Tensor]:
     """The weights a run evaluated: the EMA copy's when the run used EMA, else the model's."""
     if not ema:
-        return ckpt["model"]  # type: ignore[no-any-return]
+        return ckpt["model"]
     if not ckpt.get("ema"):
         raise RunError("the run used EMA but its checkpoint holds no EMA weights")
     # timm's ModelEmaV3 keeps the averaged model as ``module``
@@ -219,7 +219,7 @@ class Engine:
             self.ema = ModelEmaV3(self.model, decay=plan.ema, use_warmup=True, device=settings.device)
         self.forward: Callable[[torch.Tensor], torch.Tensor] = self.model
         if settings.compile:
-            self.forward = torch.compile(self.model)  # type: ignore[assignment]
+            self.forward = torch.compile(self.model)
         self.state = TrainState()
 
     @property

@@ -274,7 +274,7 @@ def _optimizer_factory(name: Any) -> Callable[..., Optimizer]:
 
     if "optimizers" in KINDS:
         try:
-            return get_registry("optimizers").get(name).factory  # type: ignore[no-any-return]
+            return get_registry("optimizers").get(name).factory
         except UnknownNameError as exc:
             raise RunError(str(exc)) from None
     if name not in BUILTIN_OPTIMIZERS:

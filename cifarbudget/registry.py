@@ -173,7 +173,7 @@ class LazyFactory:
         obj: Any = importlib.import_module(module)
         for part in attr.split("."):
             obj = getattr(obj, part)
-        return obj  # type: ignore[no-any-return]
+        return obj
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.resolve()(*self.args, *args, **{**self.kwargs, **kwargs})

@@ -667,7 +667,7 @@ def build_optimizer(spec: RunSpec, model: torch.nn.Module) -> torch.optim.Optimi
 
     factory = get_registry("optimizers").get(spec.optimizer).factory
     check_params(f"optimizer {spec.optimizer!r}", factory, spec.opt_params, RUN_SUPPLIED["optimizers"])
-    return factory(  # type: ignore[no-any-return]
+    return factory(
         model,
         lr=spec.lr,
         momentum=spec.momentum,

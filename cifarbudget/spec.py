@@ -299,7 +299,7 @@ class SpecField:
 
 def current_spec_class() -> type[RunSpec]:
     """``RunSpec`` as this module holds it now (tests may replace it with an extended class)."""
-    return sys.modules[__name__].RunSpec  # type: ignore[no-any-return]
+    return sys.modules[__name__].RunSpec
 
 
 def spec_fields() -> list[SpecField]:
@@ -307,7 +307,12 @@ def spec_fields() -> list[SpecField]:
     out = []
     for f in dataclasses.fields(current_spec_class()):
         meta = f.metadata.get("cifarbudget", {})
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:  # every RunSpec field has a default
+            raise TypeError(f"RunSpec field {f.name!r} has no default")
         kind = dict if isinstance(default, dict) else tuple if isinstance(default, tuple) else type(default)
         out.append(
             SpecField(
@@ -393,7 +398,7 @@ def _as_number(value: Any, kind: type) -> int | float | None:
         return None
     try:
         if isinstance(value, str):
-            return kind(value)  # type: ignore[no-any-return]
+            return kind(value)
     except ValueError:
         return None
     if kind is float and isinstance(value, int | float):

@@ -90,7 +90,7 @@ class AlternatingFlip(InPlaceAugmentation):
         bits = self.first_epoch_flips(indices)
         return ~bits if int(epoch) % 2 else bits
 
-    def transform(  # type: ignore[override]
+    def transform(
         self,
         images: torch.Tensor,
         targets: torch.Tensor,
