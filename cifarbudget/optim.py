@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -475,7 +475,7 @@ class _Wrapper(_Composite):
         self.state: defaultdict[torch.Tensor, Any] = defaultdict(dict)
         self._init_optimizer()
 
-    @property  # type: ignore[override]
+    @property
     def param_groups(self) -> list[dict[str, Any]]:
         return self.base.param_groups
 
@@ -483,7 +483,7 @@ class _Wrapper(_Composite):
     def param_groups(self, groups: list[dict[str, Any]]) -> None:
         self.base.param_groups = groups
 
-    @property  # type: ignore[override]
+    @property
     def defaults(self) -> dict[str, Any]:
         return self.base.defaults
 
@@ -525,7 +525,7 @@ class Lookahead(_Wrapper):
         self._slow: list[torch.Tensor] | None = None  # one per parameter of param_groups, in order
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         params = self._params()
         if self._slow is None:
             self._slow = [p.detach().clone() for p in params]
@@ -537,7 +537,7 @@ class Lookahead(_Wrapper):
             torch._foreach_copy_(params, self._slow)
         return loss
 
-    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+    def state_dict(self) -> dict[str, Any]:
         return {
             "kind": "lookahead",
             "base": self.base.state_dict(),
@@ -545,7 +545,7 @@ class Lookahead(_Wrapper):
             "slow": None if self._slow is None else list(self._slow),
         }
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._load_base(state_dict, "lookahead")
         params = self._params()
         slow = state_dict.get("slow")
@@ -613,7 +613,7 @@ class SAM(_Wrapper):
                 buf = self._saved[id(p)] = torch.empty_like(p)
             saved.append(buf)
         torch._foreach_copy_(saved, params)
-        grads = [p.grad for p in params]
+        grads = [p.grad for p in params if p.grad is not None]  # all of them: params have a gradient
         if self.adaptive:  # T = |w| + eta for weights, 1 for biases
             scale = [None if id(p) in self._biases else p.abs().add_(self.eta) for p in params]
             scaled = [g if t is None else g * t for g, t in zip(grads, scale, strict=True)]  # T g
@@ -626,7 +626,7 @@ class SAM(_Wrapper):
         torch._foreach_add_(params, [s * factor.to(s.device) for s in step])
         return params, saved
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         if closure is None:
             raise RuntimeError("SAM needs a closure: optimizer.step(closure) (see needs_closure)")
         with torch.enable_grad():
@@ -645,16 +645,17 @@ class SAM(_Wrapper):
                 for m, momentum, count in zip(norms, momenta, counts, strict=True):
                     m.momentum = momentum
                     if count is not None:
+                        assert m.num_batches_tracked is not None  # count is its clone
                         m.num_batches_tracked.copy_(count)
                 if params:
                     torch._foreach_copy_(params, saved)
         self.base.step()
         return loss
 
-    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+    def state_dict(self) -> dict[str, Any]:
         return {"kind": "sam", "base": self.base.state_dict()}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._load_base(state_dict, "sam")
 
     def __repr__(self) -> str:
@@ -704,7 +705,7 @@ class MuonHybrid(_Composite):
 
     def __init__(
         self,
-        matrices: list[torch.Tensor],
+        matrices: Sequence[torch.Tensor],
         aux: Optimizer | None,
         *,
         lr: float = 0.02,
@@ -740,7 +741,7 @@ class MuonHybrid(_Composite):
         self.state: defaultdict[torch.Tensor, Any] = defaultdict(dict)
         self._init_optimizer()
 
-    @property  # type: ignore[override]
+    @property
     def param_groups(self) -> list[dict[str, Any]]:
         return [self._muon_group, *(self.aux.param_groups if self.aux is not None else [])]
 
@@ -748,9 +749,13 @@ class MuonHybrid(_Composite):
     def param_groups(self, groups: list[dict[str, Any]]) -> None:
         raise AttributeError("MuonHybrid.param_groups cannot be replaced; change the groups in place")
 
-    @property  # type: ignore[override]
+    @property
     def defaults(self) -> dict[str, Any]:
         return {**self.muon.defaults, **(self.aux.defaults if self.aux is not None else {})}
+
+    @defaults.setter
+    def defaults(self, values: dict[str, Any]) -> None:
+        raise AttributeError("MuonHybrid.defaults cannot be replaced; they are its optimizers' defaults")
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         raise RunError("optimizer muon: parameter groups cannot be added after it is built")
@@ -762,7 +767,7 @@ class MuonHybrid(_Composite):
                 inner[key] = value
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -781,7 +786,7 @@ class MuonHybrid(_Composite):
             self.aux.step()
         return loss
 
-    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+    def state_dict(self) -> dict[str, Any]:
         return {
             "kind": "muon",
             "muon": self.muon.state_dict(),
@@ -789,7 +794,7 @@ class MuonHybrid(_Composite):
             "aux": None if self.aux is None else self.aux.state_dict(),
         }
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not isinstance(state_dict, Mapping) or state_dict.get("kind") != "muon":
             raise RunError("the optimizer state to load is not a muon state (was the optimizer changed?)")
         if (state_dict["aux"] is None) != (self.aux is None):
