@@ -25,6 +25,7 @@ from cifarbudget.errors import BudgetError
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 DEFAULT_BUDGET = 5_000_000
@@ -150,7 +151,7 @@ def _counts_no_macs(op: str) -> bool:
 
 def unique_trainable_parameters(model: nn.Module) -> int:
     """Trainable parameters, each tensor once even when several modules share it (or views of it)."""
-    seen: set[tuple[int, int, tuple[int, ...], tuple[int, ...]]] = set()
+    seen: set[tuple[int, int | torch.SymInt, tuple[int, ...], tuple[int, ...]]] = set()
     total = 0
     for p in model.parameters():
         if not p.requires_grad:

@@ -118,7 +118,7 @@ def planned_training(spec: RunSpec, macs: int, n_train_total: int, num_classes: 
     per_epoch = images_per_epoch(n_train, spec.batch_size)
     passes = passes_per_step(spec)
     epoch_macs = forward_macs_per_epoch(spec, macs, num_classes)
-    plan = {
+    plan: dict[str, Any] = {
         "train_images": per_epoch * spec.epochs,
         "passes_per_step": passes,
         "forward_macs": macs,

@@ -102,7 +102,7 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path, titl
                 ax.text(
                     j,
                     i,
-                    int(m[i, j]),
+                    str(int(m[i, j])),
                     ha="center",
                     va="center",
                     fontsize=7,

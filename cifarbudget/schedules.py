@@ -210,6 +210,6 @@ def onecycle(
         pct_start=float(pct_start),
         div_factor=div_factor,
         final_div_factor=final_div_factor,
-        anneal_strategy=anneal_strategy,
+        anneal_strategy="linear" if anneal_strategy == "linear" else "cos",  # checked above
         cycle_momentum=cycle_momentum,
     )

@@ -182,8 +182,8 @@ class DeviceSplit:
             return
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
-            idx = slice(start, min(start + batch_size, n))
-            yield self.normalize(self.images[idx]), self.labels[idx]
+            rows = slice(start, min(start + batch_size, n))
+            yield self.normalize(self.images[rows]), self.labels[rows]
 
     def index_batches(self, batch_size: int, *, shuffle: bool, drop_last: bool) -> Iterator[torch.Tensor]:
         """The positions (int64, on the device) of each batch's images: the engine's training order.

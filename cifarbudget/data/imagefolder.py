@@ -11,6 +11,7 @@ warning; one that cannot be written only costs time. The data folder itself is o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -57,12 +58,16 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _constant(value: str) -> Callable[[], str]:
+    return lambda: value
+
+
 def _folder_items(split_dir: Path) -> list[Item]:
     items: list[Item] = []
     for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
         for f in sorted(class_dir.iterdir()):
             if f.suffix.lower() in IMAGE_EXTENSIONS:
-                items.append(Item(class_dir.name, str(f), f.read_bytes, lambda f=f: _file_digest(f)))
+                items.append(Item(class_dir.name, str(f), f.read_bytes, functools.partial(_file_digest, f)))
     return items
 
 
@@ -81,8 +86,8 @@ def _zip_items(archives: list[Path], split: str) -> list[Item]:
                     Item(
                         m.group(2),
                         f"{archive}:{info.filename}",
-                        lambda zf=zf, name=info.filename: zf.read(name),
-                        lambda key=key: key,
+                        functools.partial(zf.read, info.filename),
+                        _constant(key),
                     )
                 )
     return items

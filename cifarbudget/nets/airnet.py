@@ -129,7 +129,7 @@ class AirNet(nn.Module):
                     "airnet: whiten_freeze needs whiten=true (it keeps the whitening filters fixed)"
                 )
             self.stem.weight.requires_grad_(False)  # set once by init_from_data, never trained
-        groups = []
+        groups: list[ConvGroup] = []
         c_in = stem
         for w in widths:
             groups.append(ConvGroup(c_in, w, bn_weight=bn_weight, act=self.act))
@@ -140,7 +140,7 @@ class AirNet(nn.Module):
         init_weights(self)
         if identity_init:
             with torch.no_grad():
-                for group in self.groups:
+                for group in groups:  # the modules of self.groups
                     for conv in (group.conv1, group.conv2):
                         nn.init.dirac_(conv.weight[: conv.in_channels])
 

@@ -221,7 +221,9 @@ def run_sweep(
     if on_start is not None:
         on_start(executor.describe())
     started, settled = time.perf_counter(), 0
-    pending, deferred, running = deque(tasks), [], {}
+    pending = deque(tasks)
+    deferred: list[dict[str, Any]] = []  # runs another process holds
+    running: dict[Any, dict[str, Any]] = {}  # executor handle -> task
     try:
         while pending or running or deferred:
             if not pending and not running:  # only runs that other processes hold are left: wait for them

@@ -56,7 +56,10 @@ def record_failure(
         except Exception:  # the device itself may be what failed
             info = manifest("cpu", spec.seed)
         # Nothing was loaded: the counts are zero and the normalisation is the identity.
-        data = {"dataset": spec.dataset, "source": "not loaded (the run failed before its data loaded)"}
+        data: dict[str, Any] = {
+            "dataset": spec.dataset,
+            "source": "not loaded (the run failed before its data loaded)",
+        }
         data.update(classes=[], n_train=0, n_val=0, n_test=0, mean=[0.0] * 3, std=[1.0] * 3)
         record = RunResult(spec.run_id, FAILED, spec.to_dict(), budget, data=data, manifest=info)
     record.status = FAILED
