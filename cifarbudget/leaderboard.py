@@ -376,11 +376,11 @@ def _read_one(path: Path) -> tuple[list[dict[str, Any]], str | None]:
 PARALLEL_MIN_FILES = 2000  # below this, a process pool costs more than it saves
 
 
-def _read_many(files: list[Path]) -> list[tuple[dict[str, Any] | None, str | None]]:
+def _read_many(files: list[Path]) -> list[tuple[list[dict[str, Any]], str | None]]:
     return [_read_one(f) for f in files]
 
 
-def _read_parallel(files: list[Path], workers: int) -> list[tuple[dict[str, Any] | None, str | None]]:
+def _read_parallel(files: list[Path], workers: int) -> list[tuple[list[dict[str, Any]], str | None]]:
     """Parse in ``workers`` forked processes: ``json.loads`` holds the GIL, so threads do not help."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -529,8 +529,9 @@ def load_board(
     budget = DEFAULT_BUDGET if budget is None else budget
     names = ", ".join(str(p) for p in paths)
     runs, warnings = load_results(paths)
-    for warning in warnings if warn is not None else ():
-        warn(warning)
+    if warn is not None:
+        for warning in warnings:
+            warn(warning)
     if runs.empty:
         raise CifarBudgetError(f"no run results found in {names}")
     n_read = runs["run_id"].nunique()

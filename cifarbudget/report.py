@@ -353,9 +353,9 @@ def build_report(
     from cifarbudget import __version__
     from cifarbudget.results import now
 
-    paths = [str(p) for p in paths]
+    folders = [str(p) for p in paths]
     loaded = lb.load_board(
-        paths, budget=budget, compute_budget=compute_budget, datasets=datasets, models=models, ttas=ttas
+        folders, budget=budget, compute_budget=compute_budget, datasets=datasets, models=models, ttas=ttas
     )
     runs, board, left_out, warnings, n_files = (
         loaded.runs,
@@ -430,7 +430,7 @@ def build_report(
     provenance = {
         "generated at": now(),
         "cifarbudget version": __version__,
-        "result folders": ", ".join(paths),
+        "result folders": ", ".join(folders),
         "runs": f"{n_runs} ({n_files - n_runs} filtered out); {len(runs)} rows (a run evaluated with "
         f"several TTA policies has one row per policy), {int(lb.ranked_mask(runs).sum())} "
         f"ranked in {len(board)} configurations, {len(left_out)} not ranked",
@@ -459,7 +459,7 @@ def build_report(
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{title}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-        f'<h1>{title}</h1>\n<p class="sub">{len(runs)} runs from {_e(", ".join(paths))}. {best_line}</p>\n'
+        f'<h1>{title}</h1>\n<p class="sub">{len(runs)} runs from {_e(", ".join(folders))}. {best_line}</p>\n'
         + "\n".join(sections)
         + "\n</body>\n</html>\n"
     )
