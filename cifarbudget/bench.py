@@ -163,7 +163,7 @@ def bench_model(
     memory_format = settings.memory_format
     memory = _Memory(dev)
     memory.start()
-    model = model.to(dev, memory_format=memory_format)
+    model = model.to(dev, memory_format=memory_format)  # type: ignore[call-overload]  # torch's stubs omit Module.to(device, memory_format=...)
     forward: Callable[[torch.Tensor], torch.Tensor] = model
     if compile:
         forward = torch.compile(model)

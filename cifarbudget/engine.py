@@ -206,7 +206,7 @@ class Engine:
         )
         self.pipeline, self.targets, self.loss, self.settings = pipeline, targets, loss, settings
         self.checkpoint, self.show_progress = checkpoint, progress
-        self.model = model.to(settings.device, memory_format=settings.memory_format)
+        self.model = model.to(settings.device, memory_format=settings.memory_format)  # type: ignore[call-overload]  # torch's stubs omit Module.to(device, memory_format=...)
         self.optimizer, self.scheduler = optimizer, scheduler
         self.drop_last = drop_last(len(train), plan.batch_size)
         self.steps_per_epoch = steps_per_epoch(len(train), plan.batch_size)
@@ -327,7 +327,7 @@ class Engine:
                     first.append((loss.detach(), logits.detach()))
                 return loss
 
-            self.optimizer.step(closure)
+            self.optimizer.step(closure)  # type: ignore[arg-type]  # torch types the closure's loss as a float; a tensor is what its optimizers take
             return first[0]
         with autocast(self.settings):
             logits = self.forward(x)

@@ -67,6 +67,9 @@ class NormalizedModel(nn.Module):
     rounding) of the trainer's normalisation, so its logits equal the run's bit for bit.
     """
 
+    mean: torch.Tensor  # buffers (register_buffer), already scaled by 255
+    std: torch.Tensor
+
     def __init__(self, model: nn.Module, mean: list[float], std: list[float]) -> None:
         super().__init__()
         if len(mean) != 3 or len(std) != 3:
@@ -239,7 +242,7 @@ def _onnx_bytes(wrapper: NormalizedModel, example: torch.Tensor, meta: dict[str,
         torch.onnx.export(
             wrapper,
             (example,),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # torch types f as a path; the legacy exporter also writes to a BytesIO
             **_legacy_exporter(),
             input_names=["images"],
             output_names=["logits"],

@@ -239,7 +239,7 @@ def predict(
     model = load_model(result, checkpoint)
     settings = _settings_like_the_run(result, device, amp)
     configure_backends(settings)
-    model = model.to(settings.device, memory_format=settings.memory_format)
+    model = model.to(settings.device, memory_format=settings.memory_format)  # type: ignore[call-overload]  # torch's stubs omit Module.to(device, memory_format=...)
     classes = list(result.data.get("classes") or [])
     num_classes = int(result.spec.get("num_classes") or len(classes))
     targets = map_labels(data, classes, num_classes)

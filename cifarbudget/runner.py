@@ -338,7 +338,7 @@ def add_tta_evaluation(
         )
     model = create_model(spec.model, num_classes=spec.num_classes or len(data.classes), **spec.model_params)
     load_weights(model, run_dir / CHECKPOINT, run_id=spec.run_id, ema=spec.ema > 0)
-    model = model.to(device.device, memory_format=device.memory_format)
+    model = model.to(device.device, memory_format=device.memory_format)  # type: ignore[call-overload]  # torch's stubs omit Module.to(device, memory_format=...)
     entry = evaluate_tta(model, data, spec.tta, report, device, params=spec.tta_params)
     # an evaluation added to a finished record carries its own provenance (the record's manifest
     # is the training's): when, with which code, on what
@@ -626,7 +626,7 @@ def build(
         {"name": name, "params": aug.params() if hasattr(aug, "params") else {}}
         for name, aug in zip(spec.augs, augs, strict=True)
     ]
-    model = model.to(device.device, memory_format=device.memory_format)
+    model = model.to(device.device, memory_format=device.memory_format)  # type: ignore[call-overload]  # torch's stubs omit Module.to(device, memory_format=...)
     init_from_data(model, data.train)
     optimizer = build_optimizer(spec, model)
     scheduler = build_scheduler(spec, optimizer, steps_per_epoch(len(data.train), spec.batch_size))
