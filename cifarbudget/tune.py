@@ -614,6 +614,7 @@ class _Objective:
             run_ids.append(spec.run_id)
             trial.set_user_attr("run_ids", run_ids)
             reporter = _Reporter(trial, k, curves, reported, self.prune)
+            live_callbacks: dict[str, Any] = {"callbacks": (reporter,)} if live else {}
             settings = RunSettings(
                 data_dir=root if shared.data_dir else None,
                 download=shared.download,
@@ -625,7 +626,7 @@ class _Objective:
                 deterministic=shared.deterministic,
                 progress=self.progress,
                 track=tuple(shared.track),
-                **({"callbacks": (reporter,)} if live else {}),
+                **live_callbacks,
             )
             # one process trains a run at a time: other tune workers wait, then find it finished
             settled = _settled(load_or_none(results_dir / spec.run_id))

@@ -495,6 +495,16 @@ def test_muon_groups_on_resnet20():
     assert sum(len(g["params"]) for g in with_linear.param_groups) == 59 == len(list(model.parameters()))
 
 
+def test_muon_groups_and_defaults_cannot_be_replaced():
+    opt = muon(TinyNet(), **RUN)
+    defaults = opt.defaults
+    with pytest.raises(AttributeError, match="param_groups cannot be replaced"):
+        opt.param_groups = []
+    with pytest.raises(AttributeError, match="defaults cannot be replaced"):
+        opt.defaults = {}
+    assert opt.defaults == defaults and len(opt.param_groups) > 1
+
+
 def test_muon_update_is_torch_muon_on_the_flattened_filter_and_nearly_orthogonal():
     torch.manual_seed(0)
     model = TinyNet()

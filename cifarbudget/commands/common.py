@@ -25,7 +25,8 @@ class UserError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        # click types exit_code as a ClassVar; click reads it from the instance (sys.exit(e.exit_code))
+        self.exit_code = exit_code  # type: ignore[misc]
 
 
 def one_line(exc: BaseException) -> str:

@@ -3,6 +3,8 @@ predicted labels (thin over :func:`cifarbudget.explain.gradcam_grid`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import click
 
 from cifarbudget.commands.common import echo_json, json_option, output_option, user_errors
@@ -81,7 +83,7 @@ def command(
             return None
         return grid.classes[index] if 0 <= index < len(grid.classes) else str(index)
 
-    labels = grid.labels or [None] * len(grid.indices)
+    labels: Sequence[int | None] = grid.labels or [None] * len(grid.indices)
     images = [
         {
             "index": i,
