@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shlex
 import types
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -231,6 +232,35 @@ def test_a_truncated_cache_file_is_rebuilt_with_one_warning(
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert (
         len(warnings) == 1 and "is unreadable" in warnings[0] and "decoding the images again" in warnings[0]
+    )
+
+
+def _zip_of(folder: Path, archive: Path) -> Path:
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted(folder.rglob("*.png")):
+            zf.write(f, f.relative_to(folder).as_posix())
+    return archive.parent
+
+
+def test_a_zip_of_the_folder_loads_the_same_images_and_its_content_keys_the_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cifarbudget.data.imagefolder import imagefolder_metadata, load_imagefolder
+
+    monkeypatch.setenv("CIFARBUDGET_CACHE", str(tmp_path / "cache"))
+    folder = _image_folder(tmp_path / "folder", 10)
+    zipped = _zip_of(folder, tmp_path / "zipped" / "data.zip")
+    for train in (True, False):
+        a, b = load_imagefolder(folder, train=train), load_imagefolder(zipped, train=train)
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels) and a.classes == b.classes
+    meta = imagefolder_metadata(zipped)
+    assert (meta["classes"], meta["n_train"], meta["n_test"]) == (["cat", "dog"], 60, 20)
+    assert imagefolder_metadata(_zip_of(folder, tmp_path / "again" / "data.zip")) == meta
+    Image.new("RGB", (32, 32), (255, 255, 255)).save(folder / "train" / "cat" / "0.png")  # edit one image
+    assert (
+        imagefolder_metadata(_zip_of(folder, tmp_path / "edited" / "data.zip"))["fingerprint"]
+        != meta["fingerprint"]
     )
 
 
