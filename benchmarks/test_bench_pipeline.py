@@ -338,3 +338,73 @@ def test_bench_in_place_augmentations(
         copying_images_per_s=round(median(base_ips)),
         round_ratios=[round(r, 3) for r in ratios],
     )
+
+
+BATCH_SIZES = (8, 32, 128, 512, 1024)
+
+
+@pytest.mark.parametrize("name", list(PIPELINES))
+def test_bench_pipeline_batch_size(
+    name: str, paired: Any, record_ratio: Any, quick: bool, device: torch.device, shared_data: Path | None
+) -> None:
+    """Where the batched pipeline's time goes: a cost per batch and a cost per image.
+
+    The same pipeline on the same images at several batch sizes; the time per batch is fitted as
+    ``fixed + per_image * batch_size`` (least squares over the sizes' medians). The fixed part is
+    what every batch pays whatever its size: a few hundred small torch operations (sampling boxes,
+    kernels, masks; launches on a GPU). The ratio is images/s at batch 1024 over batch 128 (the
+    recipes' size), in alternating rounds: what amortising that fixed part over 8x more images
+    would buy. No goal: it explains the input-pipeline ratio, it is not a target.
+    """
+    split, source = load_images(shared_data, quick)
+    mean, std = normalization_stats(split.images)
+    if device.type == "cpu":
+        keep_freed_memory()
+    data = DeviceSplit.from_split(split, device, mean, std, run_defaults(device)[1])
+    augs = recipe_augs() if name == "input pipeline" else PREVIOUS_AUGS
+    pipeline = build_pipeline(augs, data)
+    images = len(split)
+
+    def us_per_batch(batch_size: int) -> float:
+        sync(device)
+        start, batches = time.perf_counter(), 0
+        for idx in data.index_batches(batch_size, shuffle=True, drop_last=True):
+            y = data.labels[idx]
+            pipeline(data.images.index_select(0, idx), soft_targets(y, NUM_CLASSES))
+            batches += 1
+        sync(device)
+        return 1e6 * (time.perf_counter() - start) / batches
+
+    sizes = [s for s in BATCH_SIZES if s <= images // 2]  # at least two batches of each
+    big, recipe = max(sizes), BATCH
+    big_us, recipe_us = paired(
+        lambda: us_per_batch(big), lambda: us_per_batch(recipe), rounds=1 if quick else 5
+    )
+    ratios = [(big / b) / (recipe / r) for b, r in zip(big_us, recipe_us, strict=True)]
+    per_size: dict[int, list[float]] = {s: [] for s in sizes}
+    for _ in range(1 if quick else 3):  # alternating over the sizes, so a slow spell hits them all
+        for s in sizes:
+            per_size[s].append(us_per_batch(s))
+    medians = {s: median(v) for s, v in per_size.items()}
+    xs, ys = list(medians), list(medians.values())
+    x_mean, y_mean = sum(xs) / len(xs), sum(ys) / len(ys)
+    per_image = sum((x - x_mean) * (y - y_mean) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - x_mean) ** 2 for x in xs
+    )
+    fixed = y_mean - per_image * x_mean
+    record_ratio(
+        f"{name}, batch {big} / batch {recipe}",
+        median(ratios),
+        what=f"images/s of the batched pipeline ({PIPELINES[name]}) at batch {big} / at batch {recipe}",
+        images=images,
+        source=source,
+        device=str(device),
+        cpu_model=cpu_model(),
+        torch_threads=torch.get_num_threads(),
+        augmentations=pipeline.params()["augs"],
+        round_ratios=[round(r, 3) for r in ratios],
+        us_per_batch_median={str(s): round(v, 1) for s, v in medians.items()},
+        us_per_image_median={str(s): round(v / s, 2) for s, v in medians.items()},
+        fit_fixed_us_per_batch=round(fixed, 1),
+        fit_us_per_image=round(per_image, 3),
+    )
