@@ -33,7 +33,6 @@ batch (``out=images``; the values are the same either way).
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -64,7 +63,6 @@ __all__ = [
     "gather_pixels",
     "is_channels_last",
     "per_image_colour",
-    "reflect_index",
     "separable_blur",
     "syncs_freely",
 ]
@@ -488,30 +486,34 @@ def separable_blur(images: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """
     taps = kernel.shape[1]
     r = taps // 2
-    weights = kernel[:, :, None, None, None].unbind(1)  # K of (N, 1, 1, 1): broadcast over a plane
+    weights = kernel[:, :, None, None, None]  # (N, K, 1, 1, 1): broadcast over a (C,H,W)-like plane
     channels_last = is_channels_last(images)
     planes = images.permute(0, 2, 3, 1) if channels_last else images.contiguous()
     hdim, wdim = (1, 2) if channels_last else (2, 3)
     h, w = planes.shape[hdim], planes.shape[wdim]
     # horizontal pass over the image rows (reflect-padding columns), then the vertical pass over
     # the result (reflect-padding rows): padding rows after a row-wise pass equals padding first
-    padded = planes.index_select(wdim, reflect_index(w, r, images.device))
-    horiz = weights[0] * padded.narrow(wdim, 0, w)
+    padded = _reflect_pad(planes, r, wdim)
+    horiz = weights[:, 0] * padded.narrow(wdim, 0, w)
     for t in range(1, taps):
-        horiz.addcmul_(weights[t], padded.narrow(wdim, t, w))
-    padded = horiz.index_select(hdim, reflect_index(h, r, images.device))
-    out = weights[0] * padded.narrow(hdim, 0, h)
+        horiz.addcmul_(weights[:, t], padded.narrow(wdim, t, w))
+    padded = _reflect_pad(horiz, r, hdim)
+    out = weights[:, 0] * padded.narrow(hdim, 0, h)
     for t in range(1, taps):
-        out.addcmul_(weights[t], padded.narrow(hdim, t, h))
+        out.addcmul_(weights[:, t], padded.narrow(hdim, t, h))
     return out.permute(0, 3, 1, 2) if channels_last else out
 
 
-@functools.lru_cache(maxsize=64)
-def reflect_index(size: int, r: int, device: torch.device) -> torch.Tensor:
-    """Positions ``-r .. size - 1 + r`` reflected into ``[0, size)`` (the edge is not repeated, as
-    ``F.pad``'s reflect): ``index_select`` with it pads a dimension in one op. Cached per size."""
-    position = torch.arange(-r, size + r, device=device).abs()
-    return torch.where(position > size - 1, 2 * (size - 1) - position, position)
+def _reflect_pad(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    """``x`` reflect-padded by ``r`` along ``dim`` (the edge value is not repeated), as ``F.pad``.
+
+    One ``cat`` of single slices (``x[r], ..., x[1], x, x[-2], ..., x[-1-r]``): cheaper than
+    flipping the borders, and than ``F.pad``'s reflect on a channels_last batch.
+    """
+    size = x.shape[dim]
+    left = [x.narrow(dim, k, 1) for k in range(r, 0, -1)]
+    right = [x.narrow(dim, size - 1 - k, 1) for k in range(1, r + 1)]
+    return torch.cat([*left, x, *right], dim)
 
 
 # --- random erasing and Cutout ------------------------------------------------------------------
