@@ -37,7 +37,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import torch
@@ -83,6 +83,46 @@ def build_pipeline(augs: list[tuple[str, dict[str, Any]]], data: DeviceSplit) ->
     registry = get_registry("augmentations")
     built = [registry.create(name, **params) for name, params in augs]
     return Compose(built, [name for name, _ in augs], normalize=data.normalize)
+
+
+class Prepared(NamedTuple):
+    """A benchmark's inputs: the images, where they come from, their statistics, the resident split
+    the engine would build from them, and the augmentations of the pipeline measured."""
+
+    split: Split
+    source: str
+    mean: list[float]
+    std: list[float]
+    data: DeviceSplit
+    augs: list[tuple[str, dict[str, Any]]]
+
+
+def prepare(name: str, quick: bool, device: torch.device, shared_data: Path | None) -> Prepared:
+    split, source = load_images(shared_data, quick)
+    mean, std = normalization_stats(split.images)
+    if device.type == "cpu":  # the heap setting a CPU run makes (configure_backends); workers inherit it
+        keep_freed_memory()
+    channels_last = run_defaults(device)[1]  # the batches come out as the engine gets them
+    data = DeviceSplit.from_split(split, device, mean, std, channels_last)
+    augs = recipe_augs() if name == "input pipeline" else PREVIOUS_AUGS
+    return Prepared(split, source, mean, std, data, augs)
+
+
+def epoch(
+    data: DeviceSplit, stages: Compose, device: torch.device, batch_size: int = BATCH
+) -> tuple[int, int, float]:
+    """The engine's loop over one epoch: index the resident uint8 split, augment + normalise, soft
+    targets. Returns (images, batches, seconds); checks the last batch's shapes."""
+    sync(device)
+    start, seen, batches = time.perf_counter(), 0, 0
+    for idx in data.index_batches(batch_size, shuffle=True, drop_last=True):
+        y = data.labels[idx]
+        x, targets = stages(data.images.index_select(0, idx), soft_targets(y, NUM_CLASSES))
+        seen, batches = seen + len(y), batches + 1
+    sync(device)
+    assert x.shape == (batch_size, 3, 32, 32) and x.dtype == torch.float32
+    assert targets.shape == (batch_size, NUM_CLASSES)
+    return seen, batches, time.perf_counter() - start
 
 
 def load_images(shared_data: Path | None, quick: bool) -> tuple[Split, str]:
@@ -208,27 +248,12 @@ def torchvision_loader(
 def test_bench_input_pipeline(
     name: str, paired: Any, record_ratio: Any, quick: bool, device: torch.device, shared_data: Path | None
 ) -> None:
-    split, source = load_images(shared_data, quick)
-    mean, std = normalization_stats(split.images)
-    channels_last = run_defaults(device)[1]  # the batches come out as the engine gets them
-    if device.type == "cpu":  # the heap setting a CPU run makes (configure_backends); workers inherit it
-        keep_freed_memory()
-    data = DeviceSplit.from_split(split, device, mean, std, channels_last)
-    augs = recipe_augs() if name == "input pipeline" else PREVIOUS_AUGS
+    split, source, mean, std, data, augs = prepare(name, quick, device, shared_data)
     pipeline = build_pipeline(augs, data)
 
     def ours(stages: Compose = pipeline) -> float:
-        """The engine's loop: index the resident uint8 split, augment + normalise, soft targets."""
-        sync(device)
-        start, seen = time.perf_counter(), 0
-        for idx in data.index_batches(BATCH, shuffle=True, drop_last=True):
-            y = data.labels[idx]
-            x, targets = stages(data.images.index_select(0, idx), soft_targets(y, NUM_CLASSES))
-            seen += len(y)
-        sync(device)
-        assert x.shape == (BATCH, 3, 32, 32) and x.dtype == torch.float32
-        assert targets.shape == (BATCH, NUM_CLASSES)
-        return seen / (time.perf_counter() - start)
+        seen, _, seconds = epoch(data, stages, device)
+        return seen / seconds
 
     loader = torchvision_loader(split, augs, mean, std)
 
@@ -270,7 +295,7 @@ def test_bench_input_pipeline(
         torch_threads=torch.get_num_threads(),
         environment={key: os.environ.get(key) for key in ENVIRONMENT},
         load_average_before_after=[load_before, load_after],
-        channels_last=channels_last,
+        channels_last=run_defaults(device)[1],
         batch_size=BATCH,
         augmentations=pipeline.params()["augs"],
         ours_images_per_s=round(median(ours_ips)),
@@ -301,24 +326,13 @@ def test_bench_in_place_augmentations(
     """What in-place augmentation buys: the same pipeline with ``apply_`` (the batch normalisation
     made is overwritten) against the same augmentation objects called as ``aug(images, targets)``
     (each writes a new batch), on the same batches; the values are the same (tests/test_augmentations.py)."""
-    split, source = load_images(shared_data, quick)
-    mean, std = normalization_stats(split.images)
-    if device.type == "cpu":
-        keep_freed_memory()
-    data = DeviceSplit.from_split(split, device, mean, std, run_defaults(device)[1])
-    augs = recipe_augs() if name == "input pipeline" else PREVIOUS_AUGS
+    split, source, _, _, data, augs = prepare(name, quick, device, shared_data)
     in_place = build_pipeline(augs, data)
     copying = Compose([_Copying(a) for a in in_place.augs], in_place.names, normalize=data.normalize)
 
     def measure(stages: Compose) -> float:
-        sync(device)
-        start, seen = time.perf_counter(), 0
-        for idx in data.index_batches(BATCH, shuffle=True, drop_last=True):
-            y = data.labels[idx]
-            stages(data.images.index_select(0, idx), soft_targets(y, NUM_CLASSES))
-            seen += len(y)
-        sync(device)
-        return seen / (time.perf_counter() - start)
+        seen, _, seconds = epoch(data, stages, device)
+        return seen / seconds
 
     ours_ips, base_ips = paired(lambda: measure(in_place), lambda: measure(copying), rounds=1 if quick else 7)
     ratios = [o / b for o, b in zip(ours_ips, base_ips, strict=True)]
@@ -356,24 +370,13 @@ def test_bench_pipeline_batch_size(
     recipes' size), in alternating rounds: what amortising that fixed part over 8x more images
     would buy. No goal: it explains the input-pipeline ratio, it is not a target.
     """
-    split, source = load_images(shared_data, quick)
-    mean, std = normalization_stats(split.images)
-    if device.type == "cpu":
-        keep_freed_memory()
-    data = DeviceSplit.from_split(split, device, mean, std, run_defaults(device)[1])
-    augs = recipe_augs() if name == "input pipeline" else PREVIOUS_AUGS
+    split, source, _, _, data, augs = prepare(name, quick, device, shared_data)
     pipeline = build_pipeline(augs, data)
     images = len(split)
 
     def us_per_batch(batch_size: int) -> float:
-        sync(device)
-        start, batches = time.perf_counter(), 0
-        for idx in data.index_batches(batch_size, shuffle=True, drop_last=True):
-            y = data.labels[idx]
-            pipeline(data.images.index_select(0, idx), soft_targets(y, NUM_CLASSES))
-            batches += 1
-        sync(device)
-        return 1e6 * (time.perf_counter() - start) / batches
+        _, batches, seconds = epoch(data, pipeline, device, batch_size)
+        return 1e6 * seconds / batches
 
     sizes = [s for s in BATCH_SIZES if s <= images // 2]  # at least two batches of each
     big, recipe = max(sizes), BATCH
