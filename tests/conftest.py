@@ -77,6 +77,16 @@ def single_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def single_thread_module() -> Iterator[None]:
+    """:func:`single_thread` for a whole module, its module-scoped fixtures (trained runs) included:
+    ``pytestmark = pytest.mark.usefixtures("single_thread_module")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def budget_report() -> Callable[[str], BudgetReport]:
     """``budget_report("resnet20")``: ``check_budget`` of a builtin model, computed once per session.

@@ -11,7 +11,7 @@ import json
 import pickle
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +24,7 @@ import cifarbudget
 Invoke = Callable[..., Result]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread_module")  # many small CPU ops: one thread is faster
 
 
 @pytest.fixture(scope="module")

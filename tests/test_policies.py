@@ -17,7 +17,6 @@ assert exact equality (stricter than the <= 1 the issue allows).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -112,13 +111,8 @@ def reference(
     return torch.stack(out)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Many small per-image reference calls: one thread is faster on a shared CPU; restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# many small per-image reference calls: one thread is faster on a shared CPU (restored after)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> int:

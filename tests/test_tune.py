@@ -15,12 +15,11 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from click.testing import Result
 
 optuna = pytest.importorskip("optuna")
@@ -46,12 +45,7 @@ batch_size = 64
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread_module")  # many small CPU ops: one thread is faster
 
 
 def _invoke(args: list[str]) -> Result:
