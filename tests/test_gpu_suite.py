@@ -11,6 +11,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
+import re
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +22,8 @@ from types import ModuleType
 
 import pytest
 import torch
+
+from cifarbudget.io import read_toml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SUITE_PATH = REPO_ROOT / "benchmarks" / "gpu_suite.py"
@@ -203,3 +209,62 @@ def test_data_dir_check_refuses_a_folder_without_images(
     with pytest.raises(SystemExit):
         suite.check_data_dir(suite.build_parser(), tmp_path)
     assert "--data-dir" in capsys.readouterr().err
+
+
+def _bash_array(script: str, name: str) -> list[str]:
+    """The words of a bash array ``name=(...)`` (possibly over several lines) in ``script``."""
+    match = re.search(rf"^{name}=\(([^)]*)\)", script, flags=re.MULTILINE)
+    assert match, f"{name}=(...) not found"
+    words = [line.split("#")[0] for line in match.group(1).splitlines()]
+    return " ".join(words).split()
+
+
+def _dist_name(requirement: str) -> str:
+    """``'fvcore>=0.1.5; python_version < "3.11"'`` -> ``fvcore`` (PEP 503 normalised)."""
+    name = re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_device_scripts_carry_every_runtime_dependency_the_image_lacks() -> None:
+    """A GPU machine without network runs the suite with its image's packages plus the wheels
+    ``gpu_prepare.sh`` collects: every runtime dependency (for Python 3.12, the machine's) must be
+    in one of the two lists, so a new dependency cannot strand a lent GPU on an import error."""
+    script = (REPO_ROOT / "benchmarks" / "gpu_prepare.sh").read_text()
+    image = {_dist_name(word) for word in _bash_array(script, "image_has")}
+    carried = {
+        _dist_name(word) for word in _bash_array(script, "pure_sdists") + _bash_array(script, "wheels")
+    }
+    assert not image & carried, "a package is both in the image and carried"
+    dependencies = read_toml(REPO_ROOT / "pyproject.toml")["project"]["dependencies"]
+    needed = {_dist_name(dep) for dep in dependencies if "python_version < '3.11'" not in dep}
+    assert needed, "no dependencies parsed"
+    assert needed <= image | carried, sorted(needed - image - carried)
+    # fvcore's and jsonschema's own dependencies that the image lacks travel too
+    assert {"iopath", "yacs", "termcolor", "referencing", "rpds-py", "jsonschema-specifications"} <= carried
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+@pytest.mark.parametrize("name", ["gpu_prepare.sh", "gpu_device.sh"])
+def test_device_scripts_parse(name: str) -> None:
+    result = subprocess.run(
+        ["bash", "-n", str(REPO_ROOT / "benchmarks" / name)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_device_script_stops_on_a_missing_wheel_folder(tmp_path: Path) -> None:
+    """Without the carried wheels the device script fails at once, with one line, before the suite."""
+    result = subprocess.run(
+        ["bash", str(REPO_ROOT / "benchmarks" / "gpu_device.sh"), "abc1234", "--smoke"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OUT": str(tmp_path / "out")},
+        timeout=120,
+    )
+    assert result.returncode == 3
+    assert result.stderr.strip().splitlines() == [
+        "gpu_device: no wheels in .wheels/ (run benchmarks/gpu_prepare.sh here, carry .data and .wheels)"
+    ]
+    assert not (tmp_path / "out" / "log.txt").exists()  # the suite never started
