@@ -210,7 +210,15 @@ def test_identity_init_makes_each_group_conv_pass_its_first_input_channels_throu
     assert [p.shape for p in model.parameters()] == [p.shape for p in plain.parameters()]
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "muon"])
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        "sgd",
+        pytest.param(
+            "muon", marks=pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch >= 2.9")
+        ),
+    ],
+)
 def test_frozen_whitening_keeps_the_stem_filters_and_leaves_them_out_of_the_budget(
     normalized_images: torch.Tensor, optimizer: str
 ) -> None:
@@ -583,7 +591,15 @@ def test_airnet_switches_take_only_true_or_false(option: str, value: object) -> 
         AirNet(**{option: value})
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "muon"])
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        "sgd",
+        pytest.param(
+            "muon", marks=pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch >= 2.9")
+        ),
+    ],
+)
 def test_fixed_batchnorm_scales_stay_one_and_leave_the_budget(
     normalized_images: torch.Tensor, optimizer: str
 ) -> None:
