@@ -30,13 +30,19 @@ CUBLAS_WORKSPACE = ":4096:8"  # what torch.use_deterministic_algorithms needs fo
 
 @dataclass(frozen=True)
 class DeviceSettings:
-    """How a model runs (never what it learns: none of these is part of a run's identity)."""
+    """How a model runs (never what it learns: none of these is part of a run's identity).
+
+    ``aug_chunk`` is how many training batches are augmented at once; it changes which random draw
+    each image gets (not their distribution), so it is recorded with the run (``manifest.engine``).
+    """
 
     device: torch.device
     amp: bool = False  # bf16 autocast
     channels_last: bool = False
     compile: bool = False
     deterministic: bool = False
+    # training batches augmented at once (cifarbudget.engine.augmented_batches): 1 = each on its own
+    aug_chunk: int = 1
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -78,8 +84,11 @@ def resolve(
     channels_last: bool | None = None,
     compile: bool = False,
     deterministic: bool = False,
+    aug_chunk: int = 1,
 ) -> DeviceSettings:
     """The settings for ``device`` with the module's defaults for every option left ``None``."""
+    if isinstance(aug_chunk, bool) or not isinstance(aug_chunk, int) or aug_chunk < 1:
+        raise RunError(f"--aug-chunk must be a whole number of batches >= 1, got {aug_chunk!r}")
     dev = device if isinstance(device, torch.device) else select_device(device)
     return DeviceSettings(
         device=dev,
@@ -87,6 +96,7 @@ def resolve(
         channels_last=dev.type in ("cuda", "cpu") if channels_last is None else bool(channels_last),
         compile=bool(compile),
         deterministic=bool(deterministic),
+        aug_chunk=aug_chunk,
     )
 
 

@@ -1,7 +1,8 @@
 """The training loop, its checkpoints, and evaluation.
 
 :class:`Engine` trains a built model on data already resident on the training device (see
-:class:`cifarbudget.data.DeviceSplit`): per step the augmentation pipeline, the forward pass
+:class:`cifarbudget.data.DeviceSplit`): per step the augmentation pipeline (:func:`augmented_batches`,
+optionally on several batches at once), the forward pass
 under autocast, the loss, the optimizer step (with a closure for optimizers that need one, such
 as SAM), the scheduler step and the EMA update. After every epoch it validates and writes a
 checkpoint atomically with everything needed to continue bit-for-bit: model, optimizer,
@@ -15,10 +16,11 @@ place that knows the checkpoint layout from the reading side.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,43 @@ class TrainState:
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, **_: Any) -> torch.Tensor:
     """Cross-entropy against soft targets (one-hot, smoothed or mixed), averaged over the batch."""
     return -(targets * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
+
+
+def augmented_batches(
+    train: DeviceSplit,
+    pipeline: Pipeline,
+    targets: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int,
+    *,
+    epoch: int,
+    drop_last: bool,
+    chunk: int = 1,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """One epoch of training batches as the engine trains on them: ``(labels, images, targets)``.
+
+    The resident split is shuffled and cut into batches; each batch's uint8 images go through the
+    pipeline with their soft targets and a :class:`BatchContext` (the epoch, the images' indices).
+    With ``chunk > 1`` and a pipeline that has ``batches`` (:class:`~cifarbudget.augment.pipeline.Compose`),
+    ``chunk`` batches are augmented at once: the per-image augmentations and the normalisation run
+    on all of them together, the ones that mix the images of a batch (CutMix, Mixup) on each
+    batch (:meth:`Compose.batches`). Same batches, same distribution of augmentations, fewer and
+    larger operations; with ``chunk == 1`` exactly the per-batch path and its random draws.
+    """
+    batches = train.index_batches(batch_size, shuffle=True, drop_last=drop_last)
+    run_chunk = getattr(pipeline, "batches", None)
+    if chunk <= 1 or not callable(run_chunk):
+        for idx in batches:
+            y = train.labels[idx]
+            context = BatchContext(epoch=epoch, indices=idx)
+            x, soft = pipeline(train.images.index_select(0, idx), targets(y), context)
+            yield y, x, soft
+        return
+    while group := list(itertools.islice(batches, chunk)):
+        idx = torch.cat(group)
+        contexts = [BatchContext(epoch=epoch, indices=i) for i in group]
+        augmented = run_chunk(train.images.index_select(0, idx), targets(train.labels[idx]), contexts)
+        for i, (x, soft) in zip(group, augmented, strict=True):
+            yield train.labels[i], x, soft
 
 
 def drop_last(n_train: int, batch_size: int) -> bool:
@@ -349,11 +388,16 @@ class Engine:
         synchronize(device)
         start = time.perf_counter()
         first_step = self.state.epoch * self.steps_per_epoch
-        batches = train.index_batches(plan.batch_size, shuffle=True, drop_last=self.drop_last)
-        for step, idx in enumerate(batches, 1):
-            y = train.labels[idx]
-            context = BatchContext(epoch=self.state.epoch, indices=idx)
-            x, targets = self.pipeline(train.images.index_select(0, idx), self.targets(y), context)
+        batches = augmented_batches(
+            train,
+            self.pipeline,
+            self.targets,
+            plan.batch_size,
+            epoch=self.state.epoch,
+            drop_last=self.drop_last,
+            chunk=self.settings.aug_chunk,
+        )
+        for step, (y, x, targets) in enumerate(batches, 1):
             loss, logits = self._step(x, targets)
             self.scheduler.step()
             if self.ema is not None:

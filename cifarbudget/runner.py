@@ -89,12 +89,17 @@ class RunSettings:
     channels_last: bool | None = None
     compile: bool = False
     deterministic: bool = False
+    aug_chunk: int = 1  # training batches augmented at once (engine.augmented_batches)
     restart: bool = False
     progress: bool = True
     track: tuple[str, ...] = ()  # run callbacks (trackers) by name: --track tensorboard --track mlflow
     callbacks: tuple[
         Any, ...
     ] = ()  # run callback objects (e.g. tune's pruning reporter), after the named ones
+
+    def __post_init__(self) -> None:  # a mistake is one line before any work, not after the data load
+        if isinstance(self.aug_chunk, bool) or not isinstance(self.aug_chunk, int) or self.aug_chunk < 1:
+            raise RunError(f"--aug-chunk must be a whole number of batches >= 1, got {self.aug_chunk!r}")
 
 
 def run(
@@ -109,6 +114,7 @@ def run(
     channels_last: bool | None = None,
     compile: bool = False,
     deterministic: bool = False,
+    aug_chunk: int = 1,
     restart: bool = False,
     progress: bool = True,
     track: tuple[str, ...] | list[str] = (),
@@ -119,7 +125,9 @@ def run(
 
     ``options`` are :class:`RunSpec` fields (``dataset``, ``augs``, ``sched``, ``tta``, ``epochs``,
     ``lr``, ...); ``None`` values fall back to the recipe's, then to the defaults. ``track`` names
-    registered run callbacks (trackers); ``callbacks`` are callback objects (the same protocol). An identical
+    registered run callbacks (trackers); ``callbacks`` are callback objects (the same protocol).
+    ``aug_chunk`` augments that many training batches at once (the same distribution of
+    augmentations in fewer, larger operations; not part of the run's identity). An identical
     spec that already finished is returned without training; an unfinished one resumes from its
     last checkpoint unless ``restart``.
     """
@@ -141,6 +149,7 @@ def run(
         channels_last=channels_last,
         compile=compile,
         deterministic=deterministic,
+        aug_chunk=aug_chunk,
         restart=restart,
         progress=progress,
         track=tuple(track),
@@ -160,10 +169,11 @@ def run(
         return run_spec(spec, settings, report=report)
 
 
-def recorded_run_options(source: str | Path) -> tuple[dict[str, Any], str | None]:
-    """The options that rerun a recorded run exactly (``run --from``): its spec, and the data folder
-    it read. The data's identity is computed again from the folder: when the data differ from the
-    recorded run's, the rerun gets another id (and a warning says why)."""
+def recorded_run_options(source: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The options that rerun a recorded run exactly (``run --from``): its spec, and the settings
+    it ran with that change its numbers: the data folder it read (``data_dir``) and, when it was
+    not 1, ``aug_chunk``. The data's identity is computed again from the folder: when the data
+    differ from the recorded run's, the rerun gets another id (and a warning says why)."""
     from cifarbudget.spec import spec_fields
 
     record = load_result(source)
@@ -177,7 +187,11 @@ def recorded_run_options(source: str | Path) -> tuple[dict[str, Any], str | None
     recorded_id = record.spec.get("data_id")
     if recorded_id:
         options["_recorded_data_id"] = recorded_id
-    return options, data_dir
+    settings: dict[str, Any] = {"data_dir": data_dir}
+    aug_chunk = (record.manifest.get("engine") or {}).get("aug_chunk", 1)
+    if aug_chunk != 1:  # the same batches drawn the same way
+        settings["aug_chunk"] = aug_chunk
+    return options, settings
 
 
 def run_spec(spec: RunSpec, settings: RunSettings, *, report: BudgetReport | None = None) -> RunResult:
@@ -211,6 +225,7 @@ def run_spec(spec: RunSpec, settings: RunSettings, *, report: BudgetReport | Non
         channels_last=settings.channels_last,
         compile=settings.compile,
         deterministic=settings.deterministic,
+        aug_chunk=settings.aug_chunk,
     )
     backend = configure_backends(device)
     data = load_data(spec, root, settings.download, device)
@@ -723,6 +738,16 @@ def _resume_if_possible(engine: Engine, record: RunResult, run_dir: Path, spec: 
             {k: v for k, v in earlier.items() if k != "segments"},
         ]
         record.manifest["started_at"] = earlier.get("started_at", record.manifest["started_at"])
+        before = (earlier.get("engine") or {}).get("aug_chunk", 1)
+        now = (record.manifest.get("engine") or {}).get("aug_chunk", 1)
+        if before != now:
+            log.warning(
+                "%s: resuming with --aug-chunk %s after starting with %s: the remaining epochs draw "
+                "other augmentations than an uninterrupted run would (the same distribution)",
+                spec.run_id,
+                now,
+                before,
+            )
     record.manifest["resumed_at_epoch"] = engine.state.epoch
     record.history = list(engine.state.history)  # the record written next keeps the epochs done
     log.info("%s: resuming after epoch %d of %d", spec.run_id, engine.state.epoch, spec.epochs)

@@ -624,6 +624,7 @@ class _Objective:
                 channels_last=shared.channels_last,
                 compile=shared.compile,
                 deterministic=shared.deterministic,
+                aug_chunk=shared.aug_chunk,
                 progress=self.progress,
                 track=tuple(shared.track),
                 **live_callbacks,

@@ -64,6 +64,7 @@ class AlternatingFlip(InPlaceAugmentation):
 
     name = "flip-alternating"
     wants_context = True
+    per_image = True  # a function of each image's index and the epoch
 
     def __init__(self, seed: int | None = None) -> None:
         if seed is None:

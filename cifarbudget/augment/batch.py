@@ -179,6 +179,7 @@ class CropFlip(BatchAugmentation):
     """
 
     name = "crop-flip"
+    per_image = True
     _STAGES: ClassVar[dict[str, str]] = {
         "reflect": "any",
         "replicate": "any",
@@ -275,6 +276,7 @@ class VerticalFlip(InPlaceAugmentation):
     """
 
     name = "vflip"
+    per_image = True
     stage = "any"
 
     def __init__(self, p: float = 0.5) -> None:
@@ -425,6 +427,7 @@ class Blur(InPlaceAugmentation):
     """
 
     name = "blur"
+    per_image = True
 
     def __init__(
         self, sigma: Sequence[float] = (0.1, 2.0), p: float = 0.5, kernel_size: int | None = 3
@@ -531,6 +534,7 @@ class RandomErasing(InPlaceAugmentation):
     """
 
     name = "erasing"
+    per_image = True
     _FILL_MODES = ("pixel", "rand", "const")
 
     def __init__(
@@ -654,6 +658,7 @@ class Cutout(InPlaceAugmentation):
     """
 
     name = "cutout"
+    per_image = True
 
     def __init__(self, size: int = 16, p: float = 1.0) -> None:
         check(int(size) == size and size >= 1, f"cutout: size must be an int >= 1, got {size!r}")

@@ -22,6 +22,14 @@ alternating flip) sets ``wants_context = True``; it is then called as
 ``aug(images, targets, context=BatchContext(epoch, indices))``, where ``indices`` are the images'
 positions in the training split (int64, on the device). Others never see the context.
 
+An augmentation that transforms each image on its own (its result for an image depends only on
+that image, its own random draws and, with ``wants_context``, its own index and the epoch) may say
+so with ``per_image = True``. :meth:`Compose.batches` then runs it once on several batches
+concatenated (the engine's ``aug_chunk`` setting), which pays its fixed cost per call once for all
+of them; augmentations that mix images of a batch (CutMix, Mixup) keep ``per_image = False``, the
+default, and run on each batch. The distribution of the augmented batches is the same; which
+random draw each image gets is not.
+
 Called as ``aug(images, targets)`` an augmentation never modifies ``images``. One that can do its
 work in place may also have ``apply_(images, targets)``: the same transformation with the same
 random draws, allowed to overwrite ``images`` and return them (or to return a new tensor of its
@@ -109,6 +117,7 @@ class BatchAugmentation:
     name: str = "augmentation"
     stage: str = "normalized"
     wants_context: bool = False
+    per_image: bool = False  # True: each image's result depends on that image alone (Compose.batches)
 
     def params(self) -> dict[str, Any]:
         """The settings of this augmentation (JSON-friendly), recorded in a run's result."""
@@ -198,27 +207,98 @@ class Compose(BatchAugmentation):
     def __call__(
         self, images: torch.Tensor, targets: torch.Tensor, context: BatchContext | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        images, targets, owned = self._normalized(images, targets, context)
+        images, targets, _ = self._run_float(self.float_augs, images, targets, context, owned)
+        return images, targets
+
+    def chunkable(self) -> int:
+        """How many of the normalised-stage augmentations :meth:`batches` runs on a whole chunk:
+        those at the head of the pipeline with ``per_image = True``, when every augmentation before
+        normalisation has it too (else 0, and with ``-1`` nothing runs on the chunk at all)."""
+        if not all(getattr(a, "per_image", False) for a in self.uint8_augs + self.before_normalize_augs):
+            return -1
+        lead = 0
+        while lead < len(self.float_augs) and getattr(self.float_augs[lead], "per_image", False):
+            lead += 1
+        return lead
+
+    def batches(
+        self, images: torch.Tensor, targets: torch.Tensor, contexts: Sequence[BatchContext]
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Augment several batches at once: ``images`` and ``targets`` are the batches concatenated,
+        ``contexts`` each batch's context in order (``indices`` required: their lengths split the
+        chunk). The augmentations before normalisation, normalisation and the normalised-stage
+        ``per_image`` ones at the head (:meth:`chunkable`) run once on the whole chunk, with the
+        chunk's indices; the rest run on each batch, with its own context. Yields each batch's
+        ``(images, targets)``. With one batch the result and the random draws are exactly those of
+        ``self(images, targets, context)``; with more, the same distribution of augmented batches,
+        but each image gets other draws than it would per batch."""
+        indices: list[torch.Tensor] = []
+        for context in contexts:
+            check(context.indices is not None, "compose.batches: every batch context needs its indices")
+            assert context.indices is not None
+            indices.append(context.indices)
+        sizes = [len(i) for i in indices]
+        check(
+            sum(sizes) == images.shape[0] == targets.shape[0],
+            f"compose.batches: the contexts' indices cover {sum(sizes)} images, the chunk has {images.shape[0]}",
+        )
+        lead = self.chunkable()
+        if len(contexts) == 1 or lead < 0:  # one batch, or an augmentation before normalisation mixes images
+            start = 0
+            for size, context in zip(sizes, contexts, strict=True):
+                yield self(images[start : start + size], targets[start : start + size], context)
+                start += size
+            return
+        chunk = BatchContext(epoch=contexts[0].epoch, indices=torch.cat(indices))
+        images, targets, owned = self._normalized(images, targets, chunk)
+        images, targets, owned = self._run_float(self.float_augs[:lead], images, targets, chunk, owned)
+        start = 0
+        for size, context in zip(sizes, contexts, strict=True):
+            # a slice of a chunk the pipeline owns is its own memory: in-place augmentations may write it
+            batch, batch_targets, _ = self._run_float(
+                self.float_augs[lead:],
+                images[start : start + size],
+                targets[start : start + size],
+                context,
+                owned,
+            )
+            yield batch, batch_targets
+            start += size
+
+    def _normalized(
+        self, images: torch.Tensor, targets: torch.Tensor, context: BatchContext | None
+    ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """The stages up to normalisation; returns (images, targets, whether the pipeline owns images)."""
         if images.dtype == torch.uint8:
             for aug in self.uint8_augs + self.before_normalize_augs:
                 images, targets = _apply(aug, images, targets, context)
             check(self.normalize is not None, "compose: a uint8 batch needs a normalize function")
             assert self.normalize is not None
-            images = self.normalize(images)
-            owned = True  # a new batch, ours: in-place augmentations may overwrite it
-        else:
-            check(
-                not self.uint8_augs,
-                "compose: this pipeline has uint8-stage augmentations; call it on the uint8 batch",
-            )
-            for aug in self.before_normalize_augs:  # stage "any": the same result on the normalised batch
-                images, targets = _apply(aug, images, targets, context)
-            owned = False  # the caller's batch (or a view of it)
-        for aug in self.float_augs:
+            return self.normalize(images), targets, True  # a new batch, ours: apply_ may overwrite it
+        check(
+            not self.uint8_augs,
+            "compose: this pipeline has uint8-stage augmentations; call it on the uint8 batch",
+        )
+        for aug in self.before_normalize_augs:  # stage "any": the same result on the normalised batch
+            images, targets = _apply(aug, images, targets, context)
+        return images, targets, False  # the caller's batch (or a view of it)
+
+    @staticmethod
+    def _run_float(
+        augs: Sequence[Augmentation],
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        context: BatchContext | None,
+        owned: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Normalised-stage augmentations in order, in place while the pipeline owns the batch."""
+        for aug in augs:
             in_place = owned and callable(getattr(aug, "apply_", None))
             result, targets = _apply(aug, images, targets, context, in_place=in_place)
             # what apply_ returns is ours; what __call__ returns stays ours only if it is the same tensor
             owned, images = in_place or (owned and result is images), result
-        return images, targets
+        return images, targets, owned
 
     def __len__(self) -> int:
         return len(self.augs)

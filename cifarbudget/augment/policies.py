@@ -525,6 +525,7 @@ class PolicyAugmentation(BatchAugmentation):
     :meth:`apply`, which runs a :class:`Plan` step by step, grouped by operation."""
 
     stage = "uint8"
+    per_image = True  # each image draws its own operations (Plan)
     space: ClassVar[str] = "standard"
 
     def __init__(self, num_bins: int, fill: float | Sequence[float] | None, interpolation: str) -> None:

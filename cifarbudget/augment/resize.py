@@ -46,6 +46,7 @@ class ProgressiveResize(BatchAugmentation):
 
     name = "progressive-resize"
     wants_context = True
+    per_image = True  # every image resized alike, by the epoch
 
     def __init__(self, size: int = 24, epochs: int = 5) -> None:
         check(

@@ -72,6 +72,16 @@ SETTINGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
             "help": "Deterministic GPU kernels (cuDNN, cuBLAS, torch.use_deterministic_algorithms); slower.",
         },
     ),
+    (
+        ("--aug-chunk",),
+        {
+            "type": click.IntRange(min=1),
+            "default": None,
+            "metavar": "N",
+            "help": "Augment N training batches at once: per-image augmentations run on all N, CutMix/Mixup "
+            "on each; the same distribution of augmentations, other draws per image [default: 1].",
+        },
+    ),
 )
 
 

@@ -74,11 +74,12 @@ def command(
     if from_run is not None:
         if model is not None or settings.get("recipe") is not None:
             raise click.UsageError("--from reruns a recorded run: give no MODEL and no --recipe with it")
-        recorded, data_dir = recorded_run_options(from_run)
+        recorded, recorded_settings = recorded_run_options(from_run)
         options = {**recorded, **options}
         model = options.pop("model")
-        if settings.get("data_dir") is None:
-            settings["data_dir"] = data_dir
+        for key, value in recorded_settings.items():  # the data folder, aug_chunk: unless given here
+            if settings.get(key) is None:
+                settings[key] = value
     result = run_api(
         model,
         restart=restart,
@@ -124,6 +125,7 @@ def _with_config(
         "channels_last": base.channels_last,
         "compile": base.compile or None,
         "deterministic": base.deterministic or None,
+        "aug_chunk": base.aug_chunk if base.aug_chunk != 1 else None,
         "track": base.track or None,
     }
     merged_settings = {**file_settings, **{k: v for k, v in settings.items() if v is not None}}

@@ -33,6 +33,7 @@ SETTINGS = (
     "channels_last",
     "compile",
     "deterministic",
+    "aug_chunk",
     "track",
 )
 _SETTING_TYPES: dict[str, tuple[type, ...]] = {
@@ -45,6 +46,7 @@ _SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "channels_last": (bool,),
     "compile": (bool,),
     "deterministic": (bool,),
+    "aug_chunk": (int,),
     "track": (list, tuple),
     "executor": (str,),
     "workers": (int,),
@@ -121,6 +123,7 @@ class Sweep:
     channels_last: bool | None = None
     compile: bool = False
     deterministic: bool = False
+    aug_chunk: int = 1
     track: tuple[str, ...] = ()
     executor: str = "local"
     # local: worker processes (default 1); ray: most runs in flight at once (default: no cap)
@@ -203,6 +206,8 @@ class Sweep:
             raise SweepError(f"unknown executor {sweep.executor!r}; use one of: {', '.join(EXECUTORS)}")
         if sweep.workers is not None and sweep.workers < 1:
             raise SweepError(f"workers must be at least 1 (got {sweep.workers})")
+        if sweep.aug_chunk < 1:
+            raise SweepError(f"aug_chunk must be at least 1 (got {sweep.aug_chunk})")
         return sweep
 
     @property

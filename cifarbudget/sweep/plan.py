@@ -277,6 +277,7 @@ def _task(sweep: Sweep, planned: PlannedRun) -> dict[str, Any]:
         "channels_last": sweep.channels_last,
         "compile": sweep.compile,
         "deterministic": sweep.deterministic,
+        "aug_chunk": sweep.aug_chunk,
         "track": list(sweep.track),
         "command": " ".join(shlex.quote(a) for a in sys.argv),
         "wait": False,

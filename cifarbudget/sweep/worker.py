@@ -124,6 +124,7 @@ def _train(task: dict[str, Any], spec: RunSpec, results_dir: Path) -> RunResult:
         channels_last=task.get("channels_last"),
         compile=bool(task.get("compile")),
         deterministic=bool(task.get("deterministic")),
+        aug_chunk=int(task.get("aug_chunk") or 1),
         progress=False,
         track=tuple(task.get("track") or ()),
     )
