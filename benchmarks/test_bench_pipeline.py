@@ -454,7 +454,7 @@ def test_bench_aug_chunk(
         default_ips.append(measure(1))
         return base
 
-    chunk_ips, base_ips = paired(lambda: measure(CHUNK), baseline_then_default, rounds=1 if quick else 5)
+    chunk_ips, base_ips = paired(lambda: measure(CHUNK), baseline_then_default, rounds=1 if quick else 7)
     default_ips = default_ips[len(default_ips) - len(chunk_ips) :]  # drop the warm-up round
     ratios = [c / b for c, b in zip(chunk_ips, base_ips, strict=True)]
     gains = [c / d for c, d in zip(chunk_ips, default_ips, strict=True)]
