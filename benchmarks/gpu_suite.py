@@ -12,7 +12,9 @@ some of them (a session with little device time runs one):
    at batch 512 in four settings: fp32 with TF32 off, TF32, bf16 autocast + channels_last, and the
    same plus ``torch.compile``. ``bench_model``'s warm-up steps are untimed; ``untimed_seconds`` is a
    setting's wall time minus its timed steps, and ``compile_warmup_seconds`` the compiled setting's
-   untimed seconds minus those of the same setting without compile.
+   untimed seconds minus those of the same setting without compile. Then the input pipeline on the
+   GPU (``pipeline``): ``paper-optimized``'s augmentations through the engine's loop over 50,000
+   resident images, one batch at a time and 8 at once (``--aug-chunk 8``), 5 alternating rounds.
 2. ``speedrun``: the ``speedrun-gpu`` recipe over ``--seeds`` seeds (5), each through the library's
    run path (:func:`cifarbudget.runner.run_spec`, the body of :func:`cifarbudget.run`) with
    ``torch.compile``. Time to accuracy is the library's own measurement, ``timing.train_seconds +
@@ -72,6 +74,11 @@ DATA_NOTE = (
     "CIFAR-10 (JPEG q75 copy): accuracies on this copy run somewhat below those on the original pickles"
 )
 
+# The input pipeline measured in the throughput part: this recipe's augmentations through the
+# engine's loop, one batch at a time and PIPELINE_CHUNK batches at once (--aug-chunk).
+PIPELINE_RECIPE = "paper-optimized"
+PIPELINE_CHUNK = 8
+
 # (label, bf16 autocast, channels_last, torch.compile, TF32) of the throughput settings, in order.
 THROUGHPUT_SETTINGS: tuple[tuple[str, bool, bool, bool, bool], ...] = (
     ("fp32", False, False, False, False),
@@ -107,6 +114,7 @@ class Estimates:
     they come: a seed's estimate is 1.25 x the previous seed's wall time)."""
 
     throughput_setting: float  # one bench_model call without compile (model build, budget count, steps)
+    pipeline: float  # the input-pipeline measurement: warm-up and the rounds of both loops
     throughput_compile: float  # one bench_model call with compile (training and inference graphs)
     speedrun_warmup: float  # data decode (first time) + compile + 1 epoch + evaluation
     speedrun_seed: float  # one timed seed, wall (data from the cache, budget count, training, eval, record)
@@ -120,6 +128,7 @@ class Estimates:
 # by this suite's own measurements.
 GPU_ESTIMATES = Estimates(
     throughput_setting=20.0,
+    pipeline=30.0,
     throughput_compile=90.0,
     speedrun_warmup=120.0,
     speedrun_seed=20.0,
@@ -129,6 +138,7 @@ GPU_ESTIMATES = Estimates(
 )
 SMOKE_ESTIMATES = Estimates(
     throughput_setting=2.0,
+    pipeline=2.0,
     throughput_compile=2.0,
     speedrun_warmup=5.0,
     speedrun_seed=5.0,
@@ -155,6 +165,8 @@ class Mode:
     run_overrides: dict[str, Any] = field(default_factory=dict)
     tiny_model: dict[str, Any] | None = None  # smoke: AirNet options replacing the recipe's model
     threads: int | None = None
+    pipeline_images: int = 50_000  # resident uint8 images the input-pipeline measurement runs over
+    pipeline_rounds: int = 5
 
 
 GPU_MODE = Mode(
@@ -182,6 +194,8 @@ SMOKE_MODE = Mode(
     run_overrides={"epochs": 1, "train_subset": 512, "batch_size": 64, "val_size": 0},
     tiny_model={"widths": [8, 16, 16], "stem": 8},
     threads=1,
+    pipeline_images=512,
+    pipeline_rounds=1,
 )
 
 
@@ -458,6 +472,19 @@ def render_readme(doc: dict[str, Any]) -> str:
                 f"{_num(r.get('peak_memory_mb'), ',.0f')} | {_num(r.get('untimed_seconds'))} |"
             )
         lines += ["", f"Compile warm-up (excluded above): {_num(tp.get('compile_warmup_seconds'))} s.", ""]
+    pipe = tp.get("pipeline") or {}
+    if pipe.get("status") == "done":
+        lines += [
+            f"Input pipeline (`{pipe['recipe']}` augmentations, batch {pipe['batch_size']}, {pipe['images']:,} "
+            f"resident images, {pipe['rounds']} rounds): {_num(pipe['default_images_per_s'], ',.0f')} images/s "
+            f"one batch at a time, {_num(pipe['chunked_images_per_s'], ',.0f')} with `--aug-chunk "
+            f"{pipe['chunk']}` ({_num(pipe['chunked_over_default'], '.2f')}x; rounds "
+            + ", ".join(_num(g, ".2f") for g in pipe["round_chunked_over_default"])
+            + ").",
+            "",
+        ]
+    elif pipe:
+        lines += [f"Input pipeline: {pipe.get('status')}: {pipe.get('reason')}", ""]
     for number, key, title in ((2, "speedrun", "speedrun"), (3, "paper", "paper"), (4, "best", "best")):
         part = parts.get(key, {})
         lines += [f"## {number}. {title}: recipe `{part.get('recipe')}` ({part.get('status')})", ""]
@@ -619,7 +646,10 @@ def part_throughput(ctx: Context) -> None:
         _throughput_ratios(part)
         ctx.log("throughput", row)
         ctx.save()
-    statuses = [r["status"] for r in part["rows"]]
+    part["pipeline"] = _pipeline_or_skip(ctx)
+    ctx.log("throughput", {"setting": "input pipeline", **part["pipeline"]})
+    ctx.save()
+    statuses = [r["status"] for r in part["rows"]] + [part["pipeline"]["status"]]
     part["status"] = (
         "done"
         if all(x == "done" for x in statuses)
@@ -631,8 +661,79 @@ def part_throughput(ctx: Context) -> None:
     )
     if part["status"] != "done":
         part["reason"] = "; ".join(
-            f"{r['setting']}: {r['reason']}" for r in part["rows"] if r["status"] != "done"
+            f"{r['setting']}: {r['reason']}"
+            for r in [*part["rows"], {"setting": "input pipeline", **part["pipeline"]}]
+            if r["status"] != "done"
         )
+
+
+def _pipeline_or_skip(ctx: Context) -> dict[str, Any]:
+    need = ctx.mode.estimates.pipeline
+    if ctx.clock.left() < need:
+        return {"status": "skipped", "reason": f"{ctx.clock.left():.0f} s left, it needs about {need:.0f} s"}
+    try:
+        return {"status": "done", **pipeline_throughput(ctx.mode)}
+    except Exception as exc:  # the model rows stand on their own
+        return {"status": "failed", "reason": _one_line(exc)}
+
+
+def pipeline_throughput(mode: Mode) -> dict[str, Any]:
+    """The input pipeline on the device: ``PIPELINE_RECIPE``'s augmentations (as ``run`` resolves
+    them) through :func:`cifarbudget.engine.augmented_batches` over ``mode.pipeline_images``
+    resident random uint8 images at the recipe's batch size, one batch at a time (the default)
+    and ``PIPELINE_CHUNK`` at once, in alternating rounds after one untimed epoch of each. Images/s
+    (medians) and chunked / default per round. What a batch costs beyond its size there is kernel
+    launches and small host work; chunking pays it once per chunk."""
+    from cifarbudget.augment.pipeline import Compose, soft_targets
+    from cifarbudget.data.core import DeviceSplit
+    from cifarbudget.device import synchronize
+    from cifarbudget.engine import augmented_batches
+    from cifarbudget.plugins import get_registry
+    from cifarbudget.runner import resolve_spec
+
+    spec = resolve_spec(recipe=PIPELINE_RECIPE)
+    device = torch.device(mode.device)
+    generator = torch.Generator().manual_seed(0)
+    n = mode.pipeline_images
+    images = torch.randint(0, 256, (n, 3, 32, 32), generator=generator, dtype=torch.uint8)
+    mean, std = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
+    split = DeviceSplit.from_tensors(images, torch.arange(n) % 10, device, mean, std, channels_last=True)
+    registry = get_registry("augmentations")
+    augs = [(name, dict(spec.aug_params.get(name, {}))) for name in spec.augs]
+    pipeline = Compose(
+        [registry.create(a, **p) for a, p in augs], [a for a, _ in augs], normalize=split.normalize
+    )
+    batch = min(spec.batch_size, n // 2)
+
+    def images_per_s(chunk: int) -> float:
+        synchronize(device)
+        start, seen = time.perf_counter(), 0
+        targets = lambda y: soft_targets(y, 10)  # noqa: E731
+        for y, _, _ in augmented_batches(
+            split, pipeline, targets, batch, epoch=0, drop_last=True, chunk=chunk
+        ):
+            seen += len(y)
+        synchronize(device)
+        return seen / (time.perf_counter() - start)
+
+    images_per_s(1), images_per_s(PIPELINE_CHUNK)  # untimed: allocator, kernels' first launches
+    default, chunked = [], []
+    for _ in range(mode.pipeline_rounds):
+        default.append(images_per_s(1))
+        chunked.append(images_per_s(PIPELINE_CHUNK))
+    gains = [c / d for c, d in zip(chunked, default, strict=True)]
+    return {
+        "recipe": PIPELINE_RECIPE,
+        "augmentations": pipeline.params()["augs"],
+        "images": n,
+        "batch_size": batch,
+        "chunk": PIPELINE_CHUNK,
+        "rounds": mode.pipeline_rounds,
+        "default_images_per_s": statistics.median(default),
+        "chunked_images_per_s": statistics.median(chunked),
+        "chunked_over_default": statistics.median(gains),
+        "round_chunked_over_default": gains,
+    }
 
 
 def _bench_setting(mode: Mode, amp: bool, cl: bool, comp: bool, tf32: bool) -> dict[str, Any]:

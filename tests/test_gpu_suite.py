@@ -78,6 +78,20 @@ def test_smoke_run_reports_every_part(tmp_path: Path, suite: ModuleType) -> None
     compiled = rows["bf16+channels_last+compile"]
     assert compiled["status"] == "skipped" and "compile" in compiled["reason"]
     assert throughput["status"] == "partial"  # the compiled row is not run on the CPU
+    pipeline = throughput["pipeline"]  # paper-optimized's augmentations, one batch and 8 at a time
+    assert pipeline["status"] == "done" and pipeline["recipe"] == "paper-optimized" and pipeline["chunk"] == 8
+    assert [a["name"] for a in pipeline["augmentations"]] == [
+        "crop-flip",
+        "blur",
+        "vflip",
+        "erasing",
+        "cutmix",
+    ]
+    assert pipeline["default_images_per_s"] > 0 and pipeline["chunked_images_per_s"] > 0
+    assert pipeline["chunked_over_default"] == pytest.approx(
+        pipeline["chunked_images_per_s"] / pipeline["default_images_per_s"]
+    )  # one round in smoke mode
+    assert "Input pipeline (`paper-optimized` augmentations" in readme
 
     speedrun = doc["parts"]["speedrun"]
     assert speedrun["status"] == "done", speedrun
