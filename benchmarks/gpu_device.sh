@@ -23,7 +23,8 @@ if ((${#wheels[@]} == 0)); then
 fi
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "${wheels[@]}" \
     || { echo "gpu_device: installing the carried wheels failed" >&2; exit 3; }
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+# the tree's code first (the carried wheel of this library gives its metadata, and may be older)
+export PYTHONPATH="$PWD:/tmp/site" PYTHONUNBUFFERED=1
 python3 - <<'EOF' || exit 3
 import importlib, sys
 missing = []
@@ -36,7 +37,7 @@ for name in ("torch", "torchvision", "timm", "pluggy", "torchinfo", "fvcore.nn",
 if missing:
     sys.exit("gpu_device: cannot import " + "; ".join(missing))
 import torch, cifarbudget
-print(f"gpu_device: cifarbudget {cifarbudget.__version__}, torch {torch.__version__}, "
+print(f"gpu_device: cifarbudget {cifarbudget.__version__} from {cifarbudget.__file__}, torch {torch.__version__}, "
       f"cuda {torch.cuda.is_available()} ({torch.cuda.get_device_name() if torch.cuda.is_available() else '-'})")
 EOF
 python3 benchmarks/gpu_suite.py --data-dir .data --out /tmp/gpu-suite --git-revision "$revision" "$@" 2>&1 \
