@@ -87,6 +87,20 @@ def random_split(n: int, seed: int = 0) -> Split:
     return Split(images, labels, [str(i) for i in range(NUM_CLASSES)], source="random")
 
 
+def loader_epoch(loader: Any, device: torch.device, batch_size: int, target_shape: tuple[int, ...]) -> float:
+    """One epoch of a per-image ``DataLoader`` baseline, moved to the device as a training loop
+    would; checks the last batch's shapes (``target_shape``: int labels ``(B,)`` or soft ``(B, K)``).
+    Returns images/s."""
+    start, seen = time.perf_counter(), 0
+    for x, y in loader:
+        if device.type != "cpu":
+            x, y = x.to(device), y.to(device)
+        seen += len(x)
+    sync(device)
+    assert x.shape == (batch_size, 3, 32, 32) and tuple(y.shape) == target_shape
+    return seen / (time.perf_counter() - start)
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

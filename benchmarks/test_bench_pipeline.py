@@ -44,7 +44,7 @@ import pytest
 import torch
 from machine import cpu_model, load_average
 from PIL import Image, ImageFilter
-from reference_loop import NUM_CLASSES, median, random_split, run_defaults, sync
+from reference_loop import NUM_CLASSES, loader_epoch, median, random_split, run_defaults, sync
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from cifarbudget.augment.pipeline import Compose, soft_targets
@@ -252,6 +252,17 @@ def torchvision_loader(
     )
 
 
+def provenance(images: int, source: str, device: torch.device) -> dict[str, Any]:
+    """What every pipeline record states about its data and machine."""
+    return {
+        "images": images,
+        "source": source,
+        "device": str(device),
+        "cpu_model": cpu_model(),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
 @pytest.mark.parametrize("name", list(PIPELINES))
 def test_bench_input_pipeline(
     name: str, paired: Any, record_ratio: Any, quick: bool, device: torch.device, shared_data: Path | None
@@ -266,14 +277,7 @@ def test_bench_input_pipeline(
     loader = torchvision_loader(split, augs, mean, std)
 
     def baseline() -> float:
-        start, seen = time.perf_counter(), 0
-        for x, y in loader:
-            if device.type != "cpu":
-                x, y = x.to(device), y.to(device)
-            seen += len(x)
-        sync(device)
-        assert x.shape == (BATCH, 3, 32, 32) and y.shape == (BATCH, NUM_CLASSES)
-        return seen / (time.perf_counter() - start)
+        return loader_epoch(loader, device, BATCH, (BATCH, NUM_CLASSES))
 
     load_before = load_average()
     ours_ips, base_ips = paired(ours, baseline, rounds=1 if quick else 5, warmup=1)
@@ -296,11 +300,7 @@ def test_bench_input_pipeline(
         what=f"images/s, batched pipeline ({PIPELINES[name]}) / the same per image, torchvision + PIL, "
         "DataLoader with 2 workers",
         goal=GOAL,
-        images=len(split),
-        source=source,
-        device=str(device),
-        cpu_model=cpu_model(),
-        torch_threads=torch.get_num_threads(),
+        **provenance(len(split), source, device),
         environment={key: os.environ.get(key) for key in ENVIRONMENT},
         load_average_before_after=[load_before, load_after],
         channels_last=run_defaults(device)[1],
@@ -349,11 +349,7 @@ def test_bench_in_place_augmentations(
         median(ratios),
         what=f"images/s, batched pipeline ({PIPELINES[name]}) with in-place augmentations / the same "
         "augmentations each writing a new batch",
-        images=len(split),
-        source=source,
-        device=str(device),
-        cpu_model=cpu_model(),
-        torch_threads=torch.get_num_threads(),
+        **provenance(len(split), source, device),
         batch_size=BATCH,
         augmentations=in_place.params()["augs"],
         in_place_images_per_s=round(median(ours_ips)),
@@ -407,11 +403,7 @@ def test_bench_pipeline_batch_size(
         f"{name}, batch {big} / batch {recipe}",
         median(ratios),
         what=f"images/s of the batched pipeline ({PIPELINES[name]}) at batch {big} / at batch {recipe}",
-        images=images,
-        source=source,
-        device=str(device),
-        cpu_model=cpu_model(),
-        torch_threads=torch.get_num_threads(),
+        **provenance(images, source, device),
         augmentations=pipeline.params()["augs"],
         round_ratios=[round(r, 3) for r in ratios],
         us_per_batch_median={str(s): round(v, 1) for s, v in medians.items()},
@@ -444,13 +436,7 @@ def test_bench_aug_chunk(
         return seen / seconds
 
     def baseline_then_default() -> float:
-        start, seen = time.perf_counter(), 0
-        for x, _ in loader:
-            if device.type != "cpu":
-                x = x.to(device)
-            seen += len(x)
-        sync(device)
-        base = seen / (time.perf_counter() - start)
+        base = loader_epoch(loader, device, BATCH, (BATCH, NUM_CLASSES))
         default_ips.append(measure(1))
         return base
 
@@ -463,11 +449,7 @@ def test_bench_aug_chunk(
         median(ratios),
         what=f"images/s, batched pipeline ({PIPELINES[name]}) augmenting {CHUNK} batches at once / the same "
         "per image, torchvision + PIL, DataLoader with 2 workers",
-        images=len(split),
-        source=source,
-        device=str(device),
-        cpu_model=cpu_model(),
-        torch_threads=torch.get_num_threads(),
+        **provenance(len(split), source, device),
         batch_size=BATCH,
         chunk=CHUNK,
         augmentations=pipeline.params()["augs"],

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import torch
 from PIL import Image
-from reference_loop import NUM_CLASSES, median, random_split, run_defaults, sync
+from reference_loop import NUM_CLASSES, loader_epoch, median, random_split, run_defaults, sync
 from torch.utils.data import DataLoader, Dataset
 
 from cifarbudget.augment.pipeline import Compose, soft_targets
@@ -133,14 +133,7 @@ def test_bench_policy(
     loader = torchvision_loader(split, mean, std, policy)
 
     def baseline() -> float:
-        start, seen = time.perf_counter(), 0
-        for x, y in loader:
-            if device.type != "cpu":
-                x, y = x.to(device), y.to(device)
-            seen += len(x)
-        sync(device)
-        assert x.shape == (BATCH, 3, 32, 32) and y.shape == (BATCH,)
-        return seen / (time.perf_counter() - start)
+        return loader_epoch(loader, device, BATCH, (BATCH,))
 
     ours_ips, base_ips = paired(ours, baseline, rounds=1 if quick else 5, warmup=1)
     ratios = [o / b for o, b in zip(ours_ips, base_ips, strict=True)]

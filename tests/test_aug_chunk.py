@@ -28,6 +28,13 @@ from cifarbudget.sweep import Sweep, SweepError
 
 MEAN, STD = [0.5123, 0.4871, 0.4533], [0.25, 0.24, 0.26]  # no uint8 value normalises to exactly 0
 BATCH = 16
+# a tiny AirNet on synthetic images: a whole run in a few seconds
+TINY_RUN: dict[str, Any] = {
+    "dataset": "synthetic",
+    "batch_size": 32,
+    "model_params": {"widths": [8, 16, 16]},
+    "progress": False,
+}
 
 
 def split(n: int = 96) -> DeviceSplit:
@@ -180,15 +187,7 @@ def test_engine_chunks_keep_the_distribution_of_a_random_augmentation() -> None:
 
 
 def test_a_run_with_chunks_records_the_setting_and_keeps_its_identity(tmp_path: Path) -> None:
-    common = dict(
-        dataset="synthetic",
-        train_subset=256,
-        batch_size=32,
-        epochs=1,
-        model_params={"widths": [8, 16, 16]},
-        augs=("crop-flip", "cutmix"),
-        progress=False,
-    )
+    common = {**TINY_RUN, "train_subset": 256, "epochs": 1, "augs": ("crop-flip", "cutmix")}
     chunked = run("airnet-small", results_dir=tmp_path / "a", aug_chunk=4, **common)
     plain = run("airnet-small", results_dir=tmp_path / "b", **common)
     assert chunked.status == plain.status == "finished"
@@ -215,15 +214,7 @@ class HaltAfterFirstEpoch:
 def test_rerun_from_a_record_and_resume_keep_or_report_the_chunk(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    common = dict(
-        dataset="synthetic",
-        train_subset=128,
-        batch_size=32,
-        epochs=2,
-        model_params={"widths": [8, 16, 16]},
-        progress=False,
-        results_dir=tmp_path,
-    )
+    common = {**TINY_RUN, "train_subset": 128, "epochs": 2, "results_dir": tmp_path}
     with pytest.raises(_Halt):
         run("airnet-small", aug_chunk=2, callbacks=(HaltAfterFirstEpoch(),), **common)
     run_dir = next(tmp_path.iterdir())
