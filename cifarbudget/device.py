@@ -54,6 +54,12 @@ class DeviceSettings:
         return d
 
 
+def check_aug_chunk(aug_chunk: object) -> None:
+    """One line (:class:`RunError`) unless ``aug_chunk`` is a whole number of batches >= 1."""
+    if isinstance(aug_chunk, bool) or not isinstance(aug_chunk, int) or aug_chunk < 1:
+        raise RunError(f"--aug-chunk must be a whole number of batches >= 1, got {aug_chunk!r}")
+
+
 def select_device(requested: str | None = None) -> torch.device:
     """``cuda``, then ``mps``, then ``cpu`` (or the requested one, checked)."""
     if requested and requested != "auto":
@@ -87,8 +93,7 @@ def resolve(
     aug_chunk: int = 1,
 ) -> DeviceSettings:
     """The settings for ``device`` with the module's defaults for every option left ``None``."""
-    if isinstance(aug_chunk, bool) or not isinstance(aug_chunk, int) or aug_chunk < 1:
-        raise RunError(f"--aug-chunk must be a whole number of batches >= 1, got {aug_chunk!r}")
+    check_aug_chunk(aug_chunk)
     dev = device if isinstance(device, torch.device) else select_device(device)
     return DeviceSettings(
         device=dev,

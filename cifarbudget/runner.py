@@ -40,7 +40,7 @@ from cifarbudget.data.core import (
     stratified_split,
     subset,
 )
-from cifarbudget.device import DeviceSettings, configure_backends, device_name
+from cifarbudget.device import DeviceSettings, check_aug_chunk, configure_backends, device_name
 from cifarbudget.device import resolve as resolve_device
 from cifarbudget.engine import (
     CHECKPOINT,
@@ -98,8 +98,7 @@ class RunSettings:
     ] = ()  # run callback objects (e.g. tune's pruning reporter), after the named ones
 
     def __post_init__(self) -> None:  # a mistake is one line before any work, not after the data load
-        if isinstance(self.aug_chunk, bool) or not isinstance(self.aug_chunk, int) or self.aug_chunk < 1:
-            raise RunError(f"--aug-chunk must be a whole number of batches >= 1, got {self.aug_chunk!r}")
+        check_aug_chunk(self.aug_chunk)
 
 
 def run(
