@@ -166,7 +166,7 @@ class EngineVsHandwritten:
         sync(device)
         start = time.perf_counter()
         for idx in self.data.index_batches(self.batch_size, shuffle=True, drop_last=True):
-            raw, y = self.data.take(idx), self.data.labels[idx]
+            raw, y = self.data.images[idx], self.data.labels[idx]
             if len(self.pipeline):
                 x, target = self.pipeline(raw, soft_targets(y, NUM_CLASSES))
             else:

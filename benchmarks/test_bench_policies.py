@@ -123,7 +123,7 @@ def test_bench_policy(
         sync(device)
         start, seen = time.perf_counter(), 0
         for idx in data.index_batches(BATCH, shuffle=True, drop_last=True):
-            x, targets = stages(data.take(idx), soft_targets(data.labels[idx], NUM_CLASSES))
+            x, targets = stages(data.images[idx], soft_targets(data.labels[idx], NUM_CLASSES))
             seen += len(idx)
         sync(device)
         assert x.shape == (BATCH, 3, 32, 32) and x.dtype == torch.float32

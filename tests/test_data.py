@@ -86,24 +86,3 @@ def test_channels_last_batches_hold_the_same_numbers() -> None:
         next(cl.batches(16, shuffle=False, drop_last=False)),
     )
     assert b.is_contiguous(memory_format=torch.channels_last) and torch.equal(a, b)
-
-
-def test_a_channels_last_split_is_stored_and_gathered_channels_last() -> None:
-    """The engine's batches come from ``take``: the same images as indexing the split, in the layout
-    the model wants, without a transposing copy per batch."""
-    data = make_synthetic(40, seed=4)
-    mean, std = normalization_stats(data.images)
-    cl = DeviceSplit.from_split(data, torch.device("cpu"), mean, std, channels_last=True)
-    plain = DeviceSplit.from_split(data, torch.device("cpu"), mean, std)
-    assert cl.images.is_contiguous(memory_format=torch.channels_last) and not cl.images.is_contiguous()
-    assert plain.images.is_contiguous()
-    idx = torch.tensor([7, 0, 39, 7, 12])
-    got, expected = cl.take(idx), data.images[idx]
-    assert got.dtype == torch.uint8 and torch.equal(got, expected)
-    assert got.is_contiguous(memory_format=torch.channels_last) and not got.is_contiguous()
-    assert torch.equal(plain.take(idx), expected) and plain.take(idx).is_contiguous()
-    torch.manual_seed(0)
-    a = [(x, y) for x, y in cl.batches(16, shuffle=True, drop_last=True)]
-    torch.manual_seed(0)
-    b = [(x, y) for x, y in plain.batches(16, shuffle=True, drop_last=True)]
-    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b, strict=True))

@@ -139,10 +139,7 @@ class DeviceSplit:
         """Images and labels (``-1`` for unknown) that need not form a dataset :class:`Split`."""
         m = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
         s = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
-        images = images.to(device)
-        if channels_last:  # stored as the batches are wanted: no transposing copy per batch
-            images = images.contiguous(memory_format=torch.channels_last)
-        return cls(images, labels.long().to(device), m, s, channels_last)
+        return cls(images.to(device), labels.long().to(device), m, s, channels_last)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -174,23 +171,6 @@ class DeviceSplit:
             )
         return self._laid_out[width]
 
-    def take(self, indices: torch.Tensor) -> torch.Tensor:
-        """The uint8 images at ``indices`` (int64, on the device), in the stored layout.
-
-        A channels_last split (stored so when ``channels_last``) gives channels_last batches,
-        gathered as whole ``(H, W, C)`` images: ``index_select`` of the 4-d tensor would return a
-        contiguous batch, and making that channels_last costs a transposing copy per batch (the
-        slowest step of the CPU input pipeline before it was stored this way).
-        """
-        images = self.images
-        if (
-            images.dim() == 4
-            and not images.is_contiguous()
-            and images.is_contiguous(memory_format=torch.channels_last)
-        ):
-            return images.permute(0, 2, 3, 1).index_select(0, indices).permute(0, 3, 1, 2)
-        return images.index_select(0, indices)
-
     def batches(
         self, batch_size: int, *, shuffle: bool, drop_last: bool
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -198,7 +178,7 @@ class DeviceSplit:
         n = len(self)
         if shuffle:
             for idx in self.index_batches(batch_size, shuffle=True, drop_last=drop_last):
-                yield self.normalize(self.take(idx)), self.labels[idx]
+                yield self.normalize(self.images.index_select(0, idx)), self.labels[idx]
             return
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
