@@ -515,9 +515,10 @@ def gaussian_kernels(sigma: torch.Tensor, radius: int, dtype: torch.dtype) -> to
     return (kernel / kernel.sum(dim=1, keepdim=True)).to(dtype)
 
 
-# kernels with at least this many taps blur by matrix products: measured on the CPU (AMD EPYC, 2
-# threads, 128 images, p = 0.5), the products were 15% slower at 3 taps, the same at 5, and 1.15x,
-# 1.3x and 1.7x faster at 7, 9 and 11 taps (the reference paper's kernel)
+# kernels with at least this many taps blur by matrix products: benchmarks/test_bench_blur.py on the
+# CPU (AMD EPYC, 2 threads, the 58 images a p = 0.5 blur draws from 128; results/benchmarks/
+# cpu-2026-12-02-025717.json and -025755.json) had the products 0.68x and 0.64x as fast at 3 taps,
+# even at 5 (1.13x, 1.00x), and 1.3-1.5x, 1.7-1.9x and 2.1-2.3x as fast at 7, 9 and 11 taps
 MATMUL_MIN_TAPS = 7
 
 
