@@ -54,19 +54,20 @@ def module_at(rev: str) -> ModuleType:
         text=True,
         check=True,
     ).stdout
-    path = Path(tempfile.mkdtemp()) / "batch_at_rev.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("batch_at_rev", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "batch_at_rev.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location("batch_at_rev", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
     return module
 
 
 def with_classes_of(pipeline: Compose, module: ModuleType) -> list[str]:
     """Swap each augmentation in ``pipeline`` for the same class of ``module`` with the same state."""
     swapped: dict[int, Any] = {}
-    for name, value in vars(pipeline).items():
+    for value in vars(pipeline).values():
         if not isinstance(value, list):
             continue
         for i, aug in enumerate(value):
@@ -78,7 +79,6 @@ def with_classes_of(pipeline: Compose, module: ModuleType) -> list[str]:
                 twin.__dict__.update(aug.__dict__)
                 swapped[id(aug)] = twin
             value[i] = swapped[id(aug)]
-        setattr(pipeline, name, value)
     return sorted({type(a).__name__ for a in swapped.values()})
 
 
@@ -126,6 +126,15 @@ def main() -> int:
         "source": prep.source,
         "images": len(prep.split.labels),
         "this_tree_revision": revision("HEAD"),
+        "this_tree_has_uncommitted_changes": bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+        ),
         "rev": args.rev,
         "rev_revision": revision(args.rev),
         "classes_from_rev": swapped,

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 QUICK = ["-m", "pytest", "benchmarks", "--quick", "-q", "-p", "no:cacheprovider", "--benchmark-disable"]
 
@@ -23,12 +25,11 @@ def test_benchmarks_run_in_quick_mode() -> None:
     assert " passed" in summary and "failed" not in summary and "error" not in summary, summary
 
 
-def test_ab_augmentations_swaps_in_a_revisions_classes() -> None:
+def test_ab_augmentations_swaps_in_a_revisions_classes(monkeypatch: pytest.MonkeyPatch) -> None:
     """``benchmarks/ab_augmentations.py`` builds the same pipeline from another revision's classes."""
     import importlib
     import shutil
 
-    import pytest
     import torch
 
     from cifarbudget.augment.batch import Blur, CropFlip, CutMix
@@ -38,7 +39,7 @@ def test_ab_augmentations_swaps_in_a_revisions_classes() -> None:
 
     if shutil.which("git") is None or not (REPO_ROOT / ".git").exists():
         pytest.skip("needs the git repository")
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
     ab = importlib.import_module("ab_augmentations")
     data = make_synthetic(16, seed=1)
     split = DeviceSplit.from_split(data, torch.device("cpu"), *normalization_stats(data.images))

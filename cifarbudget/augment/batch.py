@@ -276,14 +276,14 @@ def copy_images_(out: torch.Tensor, index: torch.Tensor, source: torch.Tensor) -
     """``out.index_copy_(0, index, source)``: whole images into a batch, in place.
 
     ``index_copy_`` moves one element at a time on the CPU; contiguous uint8 images (any size a
-    multiple of 4 bytes) are moved as int32 words instead, 4x fewer elements and about 5x faster
-    (``benchmarks/test_bench_pipeline.py``'s crop-flip stage). The bytes written are the same.
+    multiple of 4 bytes) are moved as int32 words instead, 4x fewer elements. The bytes written
+    are the same.
     """
     n, m = out.shape[0], source.shape[0]
-    per_image = out[0].numel() * out.element_size() if n else 0
     if (
-        out.element_size() < 4
-        and per_image % 4 == 0
+        n > 0
+        and out.element_size() < 4
+        and out[0].numel() * out.element_size() % 4 == 0
         and out.is_contiguous()
         and source.is_contiguous()
         and source.dtype == out.dtype
@@ -437,10 +437,11 @@ class Blur(InPlaceAugmentation):
 
     ``sigma ~ U(sigma[0], sigma[1])`` per image, as torchvision's ``GaussianBlur``: a sampled
     Gaussian kernel ``exp(-t^2 / 2 sigma^2)`` over ``kernel_size`` taps, normalised to sum 1,
-    separable, reflect-padded. Each pass is one batched matrix product with per-image banded
-    matrices (:func:`separable_blur`; no per-sigma buckets, no loop over images); on the CPU only
-    the images drawn for blurring are computed. ``kernel_size=3`` (default) matches the ``GaussianBlur(3, sigma=(0.1, 2.0))``
-    common in CIFAR notebooks; ``kernel_size=None`` sizes the kernel from the largest sigma
+    separable, reflect-padded, with per-image weights (:func:`separable_blur`: tap by tap for
+    short kernels, batched matrix products from :data:`MATMUL_MIN_TAPS` taps; no per-sigma
+    buckets, no loop over images); on the CPU only the images drawn for blurring are computed.
+    ``kernel_size=3`` (default) matches the ``GaussianBlur(3, sigma=(0.1, 2.0))`` common in CIFAR
+    notebooks; ``kernel_size=None`` sizes the kernel from the largest sigma
     (``2 * ceil(3 * sigma_max) + 1``, 11 taps for 1.5).
 
     PIL's ``ImageFilter.GaussianBlur(radius)`` (the reference paper's notebook: radius
