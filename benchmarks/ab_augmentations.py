@@ -100,13 +100,22 @@ def main() -> int:
             f"ab_augmentations: no CIFAR-10 zips in {shared} (set CIFARBUDGET_SHARED_DATA)", file=sys.stderr
         )
         return 1
+    if args.rounds < 1:
+        print(f"ab_augmentations: --rounds must be at least 1, got {args.rounds}", file=sys.stderr)
+        return 2
+    try:
+        their_module = module_at(args.rev)
+    except subprocess.CalledProcessError as error:
+        reason = (error.stderr or "").strip().splitlines()[-1:] or ["git failed"]
+        print(f"ab_augmentations: cannot read {args.rev}'s augmentations: {reason[0]}", file=sys.stderr)
+        return 1
     device = torch.device("cpu")
     torch.manual_seed(0)
     load_start = load_average()
     prep = prepare(PIPELINES[args.pipeline], False, device, shared)
     ours = build_pipeline(prep.augs, prep.data)
     theirs = build_pipeline(prep.augs, prep.data)
-    swapped = with_classes_of(theirs, module_at(args.rev))
+    swapped = with_classes_of(theirs, their_module)
     epoch(prep.data, ours, device)  # warm-up, both
     epoch(prep.data, theirs, device)
     rates: dict[str, list[float]] = {"this tree": [], args.rev: []}
