@@ -286,7 +286,11 @@ def _build_base(
     wrapper: str, base: Any, model: nn.Module, run_args: dict[str, Any], params: dict[str, Any]
 ) -> Optimizer:
     factory = _optimizer_factory(base)
-    check_params(f"optimizer {base!r} (the base of {wrapper})", factory, params, run_args)
+    # the model is passed positionally; it is the run's, like the hyperparameters in run_args
+    supplied = {"model", *run_args}
+    check_params(
+        f"optimizer {base!r} (the base of {wrapper})", factory, params, supplied, flag="--opt-param "
+    )
     optimizer = factory(model, **run_args, **params)
     if not isinstance(optimizer, Optimizer):
         raise RunError(f"optimizer {base!r} did not return a torch.optim.Optimizer")

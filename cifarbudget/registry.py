@@ -208,16 +208,58 @@ def accepted_params(factory: Callable[..., Any]) -> set[str] | None:
     return {n for n, p in sig.parameters.items() if p.kind in kinds}
 
 
+def bound_params(factory: Callable[..., Any], *, positional_only: bool = False) -> dict[str, Any]:
+    """The parameters a registration binds, by name: a :class:`LazyFactory`'s arguments (empty
+    for any other factory). Those bound by position are fixed (``resnet20`` is ``cifar_resnet``
+    with ``depth=20``: a second ``depth`` cannot be passed); those bound by keyword are defaults a
+    parameter may override (``airnet-small``'s ``widths``). ``positional_only``: only the fixed."""
+    if not isinstance(factory, LazyFactory):
+        return {}
+    kwargs = {} if positional_only else factory.kwargs
+    try:
+        return dict(inspect.signature(factory.resolve()).bind_partial(*factory.args, **kwargs).arguments)
+    except (TypeError, ValueError):
+        return dict(kwargs)
+
+
+def required_params(
+    factory: Callable[..., Any], given: Collection[str] = (), supplied: Collection[str] = ()
+) -> list[str]:
+    """The keyword parameters ``factory`` cannot be called without: no default, not bound by its
+    registration (:func:`bound_params`), and neither ``given`` nor ``supplied`` by the run. Empty
+    when the signature cannot be read (the call then decides)."""
+    target = factory.resolve() if isinstance(factory, LazyFactory) else factory
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    skip = {*bound_params(factory), *given, *supplied}
+    return [
+        n for n, p in sig.parameters.items() if p.kind in kinds and p.default is p.empty and n not in skip
+    ]
+
+
 def check_params(
-    what: str, factory: Callable[..., Any], params: Mapping[str, Any], supplied: Collection[str] = ()
+    what: str,
+    factory: Callable[..., Any],
+    params: Mapping[str, Any],
+    supplied: Collection[str] = (),
+    *,
+    flag: str = "",
 ) -> None:
-    """Raise :class:`RunError` if ``factory`` has no keyword parameter for a key of ``params``.
+    """Raise :class:`RunError` if ``factory`` has no keyword parameter for a key of ``params``, or
+    needs one that ``params`` lacks.
 
     ``what`` names the factory in the message (``"optimizer 'sam'"``). ``supplied`` are the
     parameters the run passes itself (a schedule's ``epochs``, an optimizer's ``lr``: see
     :data:`cifarbudget.identity.RUN_SUPPLIED`): a key among them is an error of its own, and they
     are not listed as parameters the user can set. Factories that take ``**kwargs`` accept every
-    other name (their own check then applies). Lazy factories are resolved.
+    other name (their own check then applies). A parameter the registration binds by position
+    (``resnet20``'s ``depth``) cannot be set either. A parameter without a default that nobody passes
+    (``kd`` without ``teacher``) is named with how to pass it: ``flag`` is what precedes
+    ``NAME=VALUE`` on the command line (``"--loss-param "``, ``"--aug-param cutmix."``).
+    Lazy factories are resolved.
     """
     supplied = set(supplied)
     clash = sorted(set(params) & supplied)
@@ -226,10 +268,22 @@ def check_params(
             f"{what}: {', '.join(clash)} {'is' if len(clash) == 1 else 'are'} set by the run (its own "
             "option, or the data), not by a parameter"
         )
+    fixed = bound_params(factory, positional_only=True)
+    taken = sorted(set(params) & set(fixed))
+    if taken:
+        values = ", ".join(f"{name}={fixed[name]!r}" for name in taken)
+        raise RunError(
+            f"{what}: {', '.join(taken)} {'is' if len(taken) == 1 else 'are'} fixed by its name ({values})"
+        )
     known = accepted_params(factory)
-    if known is None:
-        return
-    unknown = sorted(set(params) - known)
-    if unknown:
-        accepted = ", ".join(sorted(known - supplied))
-        raise RunError(f"{what} has no parameter {', '.join(unknown)} (it takes: {accepted or 'none'})")
+    if known is not None:
+        unknown = sorted(set(params) - known)
+        if unknown:
+            accepted = ", ".join(sorted(known - supplied - set(fixed)))
+            raise RunError(f"{what} has no parameter {', '.join(unknown)} (it takes: {accepted or 'none'})")
+    missing = required_params(factory, params, supplied)
+    if missing:
+        how = f"; pass {' '.join(f'{flag}{name}=VALUE' for name in missing)}" if flag else ""
+        raise RunError(
+            f"{what} needs {', '.join(missing)}, which {'has' if len(missing) == 1 else 'have'} no default{how}"
+        )

@@ -380,35 +380,44 @@ def build_callbacks(names: tuple[str, ...], objects: tuple[Any, ...] = ()) -> An
 
 # --- check ---------------------------------------------------------------------------------------
 def check_component_params(spec: RunSpec) -> None:
-    """Every ``--*-param`` key is one its component accepts: a typo fails here, before any data loads."""
+    """Every ``--*-param`` key is one its component accepts, and every parameter a component needs
+    is given: a typo or an omission fails here, before any data loads."""
     from cifarbudget.registry import check_params
 
-    for kind, name, params in (
-        ("models", spec.model, spec.model_params),
-        ("optimizers", spec.optimizer, spec.opt_params),
-        ("schedulers", spec.sched, spec.sched_params),
-        ("losses", spec.loss, spec.loss_params),
+    for kind, name, params, flag in (
+        ("models", spec.model, spec.model_params, "--model-param "),
+        ("optimizers", spec.optimizer, spec.opt_params, "--opt-param "),
+        ("schedulers", spec.sched, spec.sched_params, "--sched-param "),
+        ("losses", spec.loss, spec.loss_params, "--loss-param "),
     ):
-        if params:
-            registry = get_registry(kind)
-            check_params(f"{registry.kind} {name!r}", registry.get(name).factory, params, RUN_SUPPLIED[kind])
-    for aug, params in spec.aug_params.items():
+        registry = get_registry(kind)
+        factory = registry.get(name).factory
+        check_params(f"{registry.kind} {name!r}", factory, params, RUN_SUPPLIED[kind], flag=flag)
+    for aug in spec.aug_params:
         if aug not in spec.augs:
             raise RunError(f"--aug-param {aug}.*: {aug!r} is not in the pipeline {spec.pipeline}")
+    for aug in spec.augs:
         factory = get_registry("augmentations").get(aug).factory
-        check_params(f"augmentation {aug!r}", factory, params, RUN_SUPPLIED["augmentations"])
+        params = spec.aug_params.get(aug, {})
+        check_params(
+            f"augmentation {aug!r}",
+            factory,
+            params,
+            RUN_SUPPLIED["augmentations"],
+            flag=f"--aug-param {aug}.",
+        )
     check_tta_params(spec.tta, spec.tta_params)
 
 
 def check_tta_params(name: str, params: dict[str, Any]) -> None:
-    """``params`` are parameters TTA policy ``name`` takes (and ``name`` is a registered policy)."""
+    """``params`` are parameters TTA policy ``name`` takes, and all it needs (and ``name`` is a
+    registered policy)."""
     from cifarbudget.registry import check_params
 
     factory = get_registry("tta").get(name).factory  # an unknown name: one line with close matches
-    if params:
-        if name == "none":
-            raise RunError("--tta-param needs a TTA policy (--tta NAME): the run has none")
-        check_params(f"TTA policy {name!r}", factory, params, RUN_SUPPLIED["tta"])
+    if params and name == "none":
+        raise RunError("--tta-param needs a TTA policy (--tta NAME): the run has none")
+    check_params(f"TTA policy {name!r}", factory, params, RUN_SUPPLIED["tta"], flag="--tta-param ")
 
 
 def dataset_metadata(dataset: str, root: Path) -> dict[str, Any] | None:
@@ -445,13 +454,40 @@ def check_sizes(spec: RunSpec, n_train: int) -> None:
 
 
 def validate_components(spec: RunSpec) -> None:
-    """Build the cheap components once (augmentations, TTA policy) so a bad parameter value fails
-    here, before any data is decoded; the run builds them again after seeding."""
+    """Build the cheap components once (augmentations, TTA policy, the loss, the optimizer on a
+    stand-in model) so a bad parameter value fails here, before any data is decoded; the run
+    builds them again after seeding."""
     registry = get_registry("augmentations")
     for name in spec.augs:
         registry.create(name, **spec.aug_params.get(name, {}))
     if spec.tta != "none":
         get_registry("tta").create(spec.tta, **spec.tta_params)
+    get_registry("losses").create(spec.loss, **spec.loss_params)  # kd: the teacher run is read here
+    check_optimizer(spec)
+
+
+def check_optimizer(spec: RunSpec) -> None:
+    """Build the run's optimizer on a small stand-in model (a convolution, a BatchNorm, a linear
+    head), so that a bad ``--opt-param`` value fails before any data is decoded, as
+    :func:`check_schedule` does for the schedule. Only the library's own errors are raised here:
+    a plugin's factory that needs more of the real model than the stand-in has is judged by the
+    run's own build."""
+    from torch import nn
+
+    stand_in = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
+    )
+    try:
+        build_optimizer(spec, stand_in)
+    except CifarBudgetError:
+        raise
+    except Exception as exc:  # not the user's value: the real build decides
+        log.debug("optimizer %r not checked on a stand-in model: %s", spec.optimizer, exc)
 
 
 def check_spec_budget(spec: RunSpec, root: Path) -> BudgetReport:

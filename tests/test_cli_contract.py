@@ -216,6 +216,11 @@ def test_every_command_prints_valid_json(trained: Path, invoke: Invoke, tmp_path
         (["check", "preactresnet18"], 3, "Error: preactresnet18: 11,171,146 trainable parameters"),
         (["check", "resnet2"], 1, "Error: Unknown model 'resnet2'. Did you mean: resnet20"),
         (["check", "resnet20", "--no-such-option"], 2, "Usage: "),
+        (
+            ["check", "resnet20", "--model-param", "depth=32"],
+            1,
+            "Error: model 'resnet20': depth is fixed by its name",
+        ),
         (["run", "resnet20", "--epochs", "many"], 2, "Usage: "),
         (["run", "preactresnet18", "--dataset", "synthetic"], 3, "Error: refusing to train: preactresnet18"),
         (["run", "resnet20", "--dataset", "cifar11"], 1, "Error: Unknown dataset 'cifar11'"),
@@ -229,6 +234,70 @@ def test_exit_codes(args: list[str], code: int, first_words: str, invoke: Invoke
         assert [line for line in out.stderr.splitlines() if line.startswith("Error")] == [
             out.stderr.splitlines()[-1]
         ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--loss", "kd"], "loss 'kd' needs teacher, which has no default; pass --loss-param teacher=VALUE"),
+        (
+            ["--loss", "kd", "--loss-param", "teacher=TMP/none"],
+            "no run at TMP/none: pass a run folder (result.json + checkpoint.pt) or its checkpoint",
+        ),
+        (
+            ["--optimizer", "sam", "--opt-param", "rho=abc"],
+            "optimizer sam: rho must be a finite number (got 'abc')",
+        ),
+        (
+            ["--optimizer", "sam", "--opt-param", "nosuch=1"],
+            "optimizer 'sgd' (the base of sam) has no parameter nosuch (it takes: bn_bias_lr_scale, "
+            "norm_weight_decay)",
+        ),
+        (
+            ["--optimizer", "muon", "--opt-param", "muon_lr=-1"],
+            "optimizer muon: muon_lr must be positive (got -1)",
+        ),
+    ],
+)
+def test_a_bad_loss_or_optimizer_parameter_is_one_line_before_any_data(
+    args: list[str], message: str, invoke: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A missing or bad ``--loss-param``/``--opt-param`` value: one line, exit 1, before the data
+    are read (the folder given does not even exist) and before anything is written."""
+    monkeypatch.setattr("cifarbudget.runner.load_splits", lambda *a, **k: pytest.fail("data were decoded"))
+    args = [a.replace("TMP", str(tmp_path)) for a in args]
+    runs = tmp_path / "runs"
+    out = invoke(
+        ["run", "resnet20", *args, "--data-dir", str(tmp_path / "no-data"), "--results-dir", str(runs)]
+    )
+    assert out.exit_code == 1, out.output
+    assert out.stderr.strip() == "Error: " + message.replace("TMP", str(tmp_path)), out.stderr
+    assert not runs.exists()
+
+
+def test_a_plugin_optimizer_that_needs_the_real_model_is_left_to_the_runs_own_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stand-in model of the check before the data cannot judge every plugin: an optimizer that
+    reads a part of the model the stand-in lacks is not refused there."""
+    import torch
+    from torch import nn
+
+    from cifarbudget.plugins import get_registry
+    from cifarbudget.runner import check_optimizer
+    from cifarbudget.spec import RunSpec
+
+    def head_only(
+        model: nn.Module, *, lr: float, momentum: float, weight_decay: float, nesterov: bool
+    ) -> object:
+        return torch.optim.SGD(model.head.parameters(), lr=lr)  # the stand-in has no .head
+
+    registry = get_registry("optimizers")
+    monkeypatch.setattr(registry, "_entries", dict(registry._entries))  # the addition is undone
+    registry.add("head-only", head_only, plugin="test")
+    check_optimizer(RunSpec(model="resnet20", optimizer="head-only"))  # no error
+    with pytest.raises(AttributeError, match="head"):  # what the run's own build would meet
+        head_only(nn.Linear(2, 2), lr=0.1, momentum=0.9, weight_decay=0.0, nesterov=False)
 
 
 def test_deprecated_spellings_still_work_with_a_warning(

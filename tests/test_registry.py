@@ -274,6 +274,44 @@ def test_parameter_errors_list_only_what_the_user_can_set() -> None:
         check_params("s", factory, {"epochs": 1, "steps_per_epoch": 2}, RUN_SUPPLIED["schedulers"])
 
 
+def _needs_two(depth: int, widen: int, *, dropout: float = 0.0, **extra: object) -> None:
+    """A factory with two parameters that have no default (bound by registrations below)."""
+
+
+def _needs_two_strict(depth: int, widen: int, *, dropout: float = 0.0) -> None:
+    """The same without ``**extra``: its parameters can be listed."""
+
+
+def test_a_parameter_without_a_default_is_required_unless_bound_or_supplied() -> None:
+    from cifarbudget.identity import RUN_SUPPLIED
+    from cifarbudget.registry import check_params, lazy, required_params
+
+    target = f"{__name__}:_needs_two"
+    assert required_params(_needs_two) == ["depth", "widen"]
+    assert required_params(lazy(target, 16)) == ["widen"]  # bound positionally, as resnet20's depth
+    assert required_params(lazy(target, depth=16, widen=4)) == []  # bound by name, as wrn16-4's
+    assert required_params(_needs_two, given=["widen"], supplied=["depth"]) == []
+    with pytest.raises(CifarBudgetError) as info:
+        check_params("model 'x'", lazy(target, 16), {"dropout": 0.1}, flag="--model-param ")
+    assert str(info.value) == "model 'x' needs widen, which has no default; pass --model-param widen=VALUE"
+    with pytest.raises(CifarBudgetError, match=r"needs depth, widen, which have no default$"):
+        check_params("model 'x'", _needs_two, {})
+    # a bound parameter is not the user's to set: one line that says its value
+    with pytest.raises(CifarBudgetError) as info:
+        check_params("model 'x'", lazy(target, 16, widen=4), {"depth": 32})
+    assert str(info.value) == "model 'x': depth is fixed by its name (depth=16)"
+    strict = lazy(f"{__name__}:_needs_two_strict", 16, widen=4)
+    with pytest.raises(CifarBudgetError, match=r"has no parameter bogus \(it takes: dropout, widen\)$"):
+        check_params("model 'x'", strict, {"bogus": 1})
+    check_params("model 'x'", strict, {"widen": 8})  # bound by keyword: a default, as airnet-small's widths
+    # every builtin component builds with no parameter at all, except kd (its teacher)
+    for kind in ("models", "optimizers", "schedulers", "losses", "augmentations", "tta"):
+        registry = cifarbudget.get_registry(kind)
+        for name in registry.names():
+            missing = required_params(registry.get(name).factory, (), RUN_SUPPLIED[kind])
+            assert missing == (["teacher"] if (kind, name) == ("losses", "kd") else []), (kind, name)
+
+
 def test_a_parameter_the_run_sets_is_a_one_line_error_in_check_and_run(invoke, tmp_path) -> None:  # type: ignore[no-untyped-def]
     for args in (
         ["check", "airnet-small", "--model-param", "num_classes=3"],
