@@ -59,17 +59,13 @@ def create_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name`` with fresh weights."""
     from torch import nn
 
-    from cifarbudget.errors import RunError
+    from cifarbudget.registry import call_with_params
 
     factory = models().get(name).factory
     if kwargs:
         check_model_params(name, kwargs)
-    try:
-        model = factory(num_classes=num_classes, **kwargs)
-    except TypeError as exc:
-        if kwargs:  # an option the model does not take, caught by the factory itself
-            raise RunError(f"model {name!r}: {exc}") from None
-        raise
+    # an option the model does not take, or a value it cannot use, caught by the factory itself
+    model = call_with_params(f"model {name!r}", factory, kwargs, num_classes=num_classes)
     if not isinstance(model, nn.Module):
         from cifarbudget.errors import PluginError
 

@@ -220,6 +220,28 @@ def count_macs_torch(model: nn.Module) -> int:
     return int(counter.get_total_flops()) // 2
 
 
+def check_forward(model: nn.Module, name: str, params: dict[str, Any] | None = None) -> None:
+    """Run ``model`` once on a zero image, as the counters will: a model that cannot (a plugin's
+    broken forward, or ``--model-param`` values it builds but cannot run, such as ``stem=0``) is
+    one :class:`~cifarbudget.errors.RunError` line with the model's own message, instead of a
+    counter's traceback. The model is left in the mode it was in."""
+    import torch
+
+    from cifarbudget.errors import RunError
+
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(INPUT_SHAPE))
+    except Exception as exc:  # the model's own code: whatever it raises, say it in one line
+        given = f" ({', '.join(f'{k}={v!r}' for k, v in params.items())})" if params else ""
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        shape = "x".join(map(str, INPUT_SHAPE[1:]))
+        raise RunError(f"model {name!r}{given} cannot run on a {shape} image: {reason}") from exc
+    finally:
+        model.train(was_training)
+
+
 def check_budget(
     model_or_name: nn.Module | str,
     budget: str | int | float = DEFAULT_BUDGET,
@@ -245,6 +267,7 @@ def check_budget(
         model = model_or_name
         name = name or type(model).__name__
     model = model.to("cpu")
+    check_forward(model, name, model_params if isinstance(model_or_name, str) else None)
     trainable = unique_trainable_parameters(model)
     torchinfo_trainable, total = count_parameters(model)
     macs, by_op, unsupported = _fvcore_macs(model)

@@ -173,7 +173,11 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     except FileNotFoundError:
         raise RunError(f"no checkpoint at {path}") from None
     except Exception as exc:  # truncated, corrupt, or not a torch file
-        raise RunError(f"cannot read checkpoint {path}: {type(exc).__name__}") from None
+        detail = (str(exc).strip().splitlines() or [""])[0]
+        why = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+        raise RunError(
+            f"cannot read checkpoint {path}: truncated, corrupt or not a checkpoint ({why})"
+        ) from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise RunError(f"{path} is not a cifarbudget checkpoint")
     return ckpt

@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cifarbudget.errors import DuplicateNameError, PluginError, RunError, UnknownNameError
+from cifarbudget.errors import CifarBudgetError, DuplicateNameError, PluginError, RunError, UnknownNameError
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
 
@@ -192,6 +192,31 @@ class LazyFactory:
 def lazy(target: str, *args: Any, **kwargs: Any) -> LazyFactory:
     """Shorthand for :class:`LazyFactory`."""
     return LazyFactory(target, *args, **kwargs)
+
+
+# what a factory raises on a value of the wrong type or out of its range when it does not check
+# the value itself ('<=' between a str and a float, int('abc'), 1 / 0, torch's negative dimension)
+VALUE_ERRORS = (TypeError, ValueError, ArithmeticError, RuntimeError)
+
+
+def call_with_params(
+    what: str, factory: Callable[..., Any], params: Mapping[str, Any], /, *args: Any, **run_args: Any
+) -> Any:
+    """``factory(*args, **run_args, **params)``, where ``params`` are the user's (``--*-param``).
+
+    A :data:`VALUE_ERRORS` exception from the call, when the user gave parameters, is a value the
+    factory could not use: it becomes one :class:`RunError` line naming ``what`` and the values
+    given, with the factory's own message. Without parameters it is the factory's bug and
+    propagates as it is; the library's own errors always do.
+    """
+    try:
+        return factory(*args, **run_args, **params)
+    except VALUE_ERRORS as exc:
+        if not params or isinstance(exc, CifarBudgetError):
+            raise
+        given = ", ".join(f"{key}={value!r}" for key, value in params.items())
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise RunError(f"{what}: a parameter value it cannot use ({given}): {reason}") from exc
 
 
 def accepted_params(factory: Callable[..., Any]) -> set[str] | None:

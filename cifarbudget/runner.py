@@ -457,12 +457,18 @@ def validate_components(spec: RunSpec) -> None:
     """Build the cheap components once (augmentations, TTA policy, the loss, the optimizer on a
     stand-in model) so a bad parameter value fails here, before any data is decoded; the run
     builds them again after seeding."""
+    from cifarbudget.registry import call_with_params
+
     registry = get_registry("augmentations")
     for name in spec.augs:
-        registry.create(name, **spec.aug_params.get(name, {}))
+        factory = registry.get(name).factory
+        call_with_params(f"augmentation {name!r}", factory, spec.aug_params.get(name, {}))
     if spec.tta != "none":
-        get_registry("tta").create(spec.tta, **spec.tta_params)
-    get_registry("losses").create(spec.loss, **spec.loss_params)  # kd: the teacher run is read here
+        call_with_params(
+            f"TTA policy {spec.tta!r}", get_registry("tta").get(spec.tta).factory, spec.tta_params
+        )
+    loss = get_registry("losses").get(spec.loss).factory
+    call_with_params(f"loss {spec.loss!r}", loss, spec.loss_params)  # kd: the teacher run is read here
     check_optimizer(spec)
 
 
@@ -483,7 +489,7 @@ def check_optimizer(spec: RunSpec) -> None:
         nn.Linear(8, 10),
     )
     try:
-        build_optimizer(spec, stand_in)
+        build_optimizer(spec, stand_in, stand_in=True)
     except CifarBudgetError:
         raise
     except Exception as exc:  # not the user's value: the real build decides
@@ -711,44 +717,62 @@ def init_from_data(model: torch.nn.Module, train: DeviceSplit) -> None:
             init(train.normalize(train.images[:INIT_IMAGES]))
 
 
-def build_optimizer(spec: RunSpec, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """The registered optimizer with the run's hyperparameters and ``--opt-param`` values."""
-    from cifarbudget.registry import check_params
+def build_optimizer(
+    spec: RunSpec, model: torch.nn.Module, *, stand_in: bool = False
+) -> torch.optim.Optimizer:
+    """The registered optimizer with the run's hyperparameters and ``--opt-param`` values.
+
+    A value the factory cannot use is one line (:func:`~cifarbudget.registry.call_with_params`);
+    on a ``stand_in`` model (:func:`check_optimizer`) the factory's own exceptions propagate."""
+    from cifarbudget.registry import call_with_params, check_params
 
     factory = get_registry("optimizers").get(spec.optimizer).factory
     check_params(f"optimizer {spec.optimizer!r}", factory, spec.opt_params, RUN_SUPPLIED["optimizers"])
-    return factory(
-        model,
-        lr=spec.lr,
-        momentum=spec.momentum,
-        weight_decay=spec.weight_decay,
-        nesterov=spec.nesterov,
-        **spec.opt_params,
-    )
+    run_args = {
+        "lr": spec.lr,
+        "momentum": spec.momentum,
+        "weight_decay": spec.weight_decay,
+        "nesterov": spec.nesterov,
+    }
+    if stand_in:
+        return factory(model, **run_args, **spec.opt_params)
+    return call_with_params(f"optimizer {spec.optimizer!r}", factory, spec.opt_params, model, **run_args)
 
 
 def build_scheduler(spec: RunSpec, optimizer: torch.optim.Optimizer, steps: int) -> Any:
     """The registered schedule, stepped once per optimizer step; ``--warmup`` only when asked."""
-    from cifarbudget.registry import check_params
+    from cifarbudget.registry import accepted_params, call_with_params, check_params
 
     factory = get_registry("schedulers").get(spec.sched).factory
     warmup = {"warmup_epochs": spec.warmup_epochs} if spec.warmup_epochs else {}
     check_params(f"scheduler {spec.sched!r}", factory, spec.sched_params, RUN_SUPPLIED["schedulers"])
+    no_warmup = RunError(f"scheduler {spec.sched!r} does not support a warmup; drop --warmup")
+    takes = accepted_params(factory)
+    if warmup and takes is not None and "warmup_epochs" not in takes:
+        raise no_warmup
     try:
-        return factory(optimizer, epochs=spec.epochs, steps_per_epoch=steps, **warmup, **spec.sched_params)
-    except TypeError as exc:
+        return call_with_params(
+            f"scheduler {spec.sched!r}",
+            factory,
+            spec.sched_params,
+            optimizer,
+            epochs=spec.epochs,
+            steps_per_epoch=steps,
+            **warmup,
+        )
+    except TypeError as exc:  # a factory taking **kwargs that refuses warmup_epochs itself
         if warmup and "warmup_epochs" in str(exc):
-            raise RunError(f"scheduler {spec.sched!r} does not support a warmup; drop --warmup") from None
+            raise no_warmup from None
         raise
 
 
 def build_loss(spec: RunSpec, device: DeviceSettings, data: RunData) -> Any:
     """The registered loss with ``--loss-param`` values, set up with the device and normalisation."""
-    from cifarbudget.registry import check_params
+    from cifarbudget.registry import call_with_params, check_params
 
     factory = get_registry("losses").get(spec.loss).factory
     check_params(f"loss {spec.loss!r}", factory, spec.loss_params, RUN_SUPPLIED["losses"])
-    loss = factory(**spec.loss_params)
+    loss = call_with_params(f"loss {spec.loss!r}", factory, spec.loss_params)
     setup = getattr(loss, "setup", None)
     if callable(setup):
         setup(device=device.device, mean=data.info["mean"], std=data.info["std"])
@@ -939,7 +963,9 @@ def compute_record(
 def build_tta(name: str, data_info: dict[str, Any], params: dict[str, Any] | None = None) -> Any:
     """The registered TTA policy built with ``params``, given the run's normalisation when it asks
     for it (``setup``)."""
-    policy = get_registry("tta").create(name, **(params or {}))
+    from cifarbudget.registry import call_with_params
+
+    policy = call_with_params(f"TTA policy {name!r}", get_registry("tta").get(name).factory, params or {})
     setup = getattr(policy, "setup", None)
     if callable(setup):
         setup(mean=data_info["mean"], std=data_info["std"])

@@ -208,6 +208,33 @@ def test_check_budget_num_classes() -> None:
     assert report.params == 269_722 + 64 * 90 + 90  # the head grows by 90 outputs
 
 
+class BrokenForward(nn.Module):
+    """A plugin's model whose forward fails on a CIFAR image (its linear layer expects 10 inputs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(10, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x.flatten(1))
+
+
+def test_a_model_that_cannot_run_is_one_line_and_keeps_its_mode() -> None:
+    from cifarbudget.budget import check_forward
+    from cifarbudget.errors import RunError
+
+    model = BrokenForward().train()
+    with pytest.raises(RunError) as info:
+        check_budget(model, name="broken")
+    assert str(info.value) == (
+        "model 'broken' cannot run on a 3x32x32 image: mat1 and mat2 shapes cannot be multiplied (1x3072 and 10x10)"
+    )
+    assert model.training
+    working = cifarbudget.create_model("airnet-small").eval()
+    check_forward(working, "airnet-small")
+    assert not working.training
+
+
 def test_count_macs_restores_training_mode() -> None:
     model = cifarbudget.create_model("airnet-small").train()
     count_macs(model)

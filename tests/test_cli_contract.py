@@ -275,6 +275,78 @@ def test_a_bad_loss_or_optimizer_parameter_is_one_line_before_any_data(
     assert not runs.exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--aug", "blur", "--aug-param", "blur.p=abc"],
+            "blur: p must be a probability in [0, 1], got 'abc'",
+        ),
+        (
+            ["--sched", "cosine", "--sched-param", "min_lr_factor=abc"],
+            "scheduler 'cosine': a parameter value it cannot use (min_lr_factor='abc'): '<=' not supported "
+            "between instances of 'float' and 'str'",
+        ),
+        (
+            ["--sched", "onecycle", "--sched-param", "div_factor=0"],
+            "scheduler 'onecycle': a parameter value it cannot use (div_factor=0): float division by zero",
+        ),
+        (
+            ["--tta", "multicrop", "--tta-param", "shift=abc"],
+            "TTA policy 'multicrop': a parameter value it cannot use (shift='abc'): invalid literal for int() "
+            "with base 10: 'abc'",
+        ),
+        (
+            ["--model-param", "whiten_eps=abc"],
+            "model 'airnet-small': a parameter value it cannot use (whiten_eps='abc'): could not convert "
+            "string to float: 'abc'",
+        ),
+        (
+            ["--model-param", "stem=0"],
+            "model 'airnet-small' (stem=0) cannot run on a 3x32x32 image: Given groups=1, expected weight to be "
+            "at least 1 at dimension 0, but got weight of size [0, 3, 2, 2] instead",
+        ),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")  # stem=0 builds, then cannot run
+def test_a_parameter_value_of_the_wrong_kind_is_one_line_before_any_data(
+    args: list[str], message: str, invoke: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Text where a number belongs, a zero divisor, a width of 0: the component's own error, in one
+    line that names the values given, never a traceback; found by giving every parameter of every
+    builtin component the values "abc", [1, 2], -1, true, null, {}, NaN, 1e9 and 0."""
+    monkeypatch.setattr("cifarbudget.runner.load_splits", lambda *a, **k: pytest.fail("data were decoded"))
+    runs = tmp_path / "runs"
+    out = invoke(["run", "airnet-small", *args, "--data-dir", str(tmp_path), "--results-dir", str(runs)])
+    assert out.exit_code == 1, out.output
+    assert out.stderr.strip() == "Error: " + message, out.stderr
+    assert not runs.exists()
+
+
+def test_call_with_params_reports_only_what_the_user_gave() -> None:
+    from cifarbudget.errors import CifarBudgetError, RunError
+    from cifarbudget.registry import call_with_params
+
+    def factory(*, size: int = 3, strict: bool = False) -> int:
+        if strict:
+            raise RunError("factory: its own message")
+        return int(size) + int("x" if size == 0 else 1)
+
+    assert call_with_params("thing 'f'", factory, {"size": 4}) == 5
+    with pytest.raises(CifarBudgetError) as info:
+        call_with_params("thing 'f'", factory, {"size": "abc"})
+    assert (
+        str(info.value)
+        == "thing 'f': a parameter value it cannot use (size='abc'): invalid literal for int() with base 10: 'abc'"
+    )
+    with pytest.raises(RunError, match=r"^factory: its own message$"):  # the library's own error, as it is
+        call_with_params("thing 'f'", factory, {"strict": True})
+    with pytest.raises(
+        ValueError, match="invalid literal"
+    ):  # no parameter given: the factory's bug, as it is
+        call_with_params("thing 'f'", lambda: int("x"), {})
+
+
 def test_a_plugin_optimizer_that_needs_the_real_model_is_left_to_the_runs_own_build(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -354,3 +426,81 @@ def test_a_misspelled_key_in_a_run_file_is_one_line_with_a_suggestion(tmp_path: 
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "modle" in lines[0] and "Did you mean: model?" in lines[0], lines
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+def test_every_builtin_parameter_given_text_or_nothing_is_a_library_error() -> None:
+    """Every keyword parameter of every builtin component (models, augmentations, schedules,
+    optimizers, TTA policies, losses) given ``"abc"`` or ``None`` through the checks a run makes
+    before the data: the library's one-line errors only (or a value the component accepts)."""
+    import inspect
+
+    from cifarbudget.budget import check_budget
+    from cifarbudget.errors import CifarBudgetError
+    from cifarbudget.identity import RUN_SUPPLIED
+    from cifarbudget.plugins import get_registry
+    from cifarbudget.registry import LazyFactory, bound_params
+    from cifarbudget.runner import check_component_params, check_schedule, validate_components
+    from cifarbudget.spec import RunSpec
+
+    field = {
+        "augmentations": lambda n, p: {"augs": (n,), "aug_params": {n: p}},
+        "schedulers": lambda n, p: {"sched": n, "sched_params": p},
+        "optimizers": lambda n, p: {"optimizer": n, "opt_params": p},
+        "tta": lambda n, p: {"tta": n, "tta_params": p},
+        "losses": lambda n, p: {"loss": n, "loss_params": p},
+        "models": lambda n, p: {"model": n, "model_params": p},
+    }
+    others = []
+    for kind, spec_fields in field.items():
+        registry = get_registry(kind)
+        for name in registry.names():
+            factory = registry.get(name).factory
+            target = factory.resolve() if isinstance(factory, LazyFactory) else factory
+            fixed = bound_params(factory, positional_only=True)
+            for param in inspect.signature(target).parameters.values():
+                if param.kind not in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD):
+                    continue
+                if param.name in RUN_SUPPLIED[kind] or param.name in fixed:
+                    continue
+                for value in ("abc", None):
+                    spec = RunSpec(**{"model": "resnet20", **spec_fields(name, {param.name: value})})
+                    try:
+                        check_component_params(spec)
+                        validate_components(spec)
+                        check_schedule(spec, 10)
+                        check_budget(spec.model, model_params=spec.model_params)
+                    except CifarBudgetError:
+                        pass
+                    except Exception as exc:  # what the test is for: none of these
+                        others.append(f"{kind} {name} {param.name}={value!r}: {type(exc).__name__}: {exc}")
+    assert others == []
+
+
+def test_a_schedule_without_a_warmup_is_one_line_with_warmup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plugin schedule that has no ``warmup_epochs``, by its signature or by refusing it from its
+    ``**kwargs``, is told apart from a bad value: drop --warmup."""
+    import torch
+
+    from cifarbudget.errors import RunError
+    from cifarbudget.plugins import get_registry
+    from cifarbudget.runner import build_scheduler
+    from cifarbudget.spec import RunSpec
+
+    def plain(optimizer: torch.optim.Optimizer, *, epochs: int, steps_per_epoch: int) -> object:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+    def strict(optimizer: torch.optim.Optimizer, **kwargs: object) -> object:
+        unknown = set(kwargs) - {"epochs", "steps_per_epoch"}
+        if unknown:
+            raise TypeError(f"strict() got an unexpected keyword argument {sorted(unknown)[0]!r}")
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+    registry = get_registry("schedulers")
+    monkeypatch.setattr(registry, "_entries", dict(registry._entries))
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    for name, factory in (("plain", plain), ("strict", strict)):
+        registry.add(name, factory, plugin="test")
+        assert build_scheduler(RunSpec(model="resnet20", sched=name, epochs=4), optimizer, 10) is not None
+        with pytest.raises(RunError, match=f"^scheduler '{name}' does not support a warmup; drop --warmup$"):
+            build_scheduler(RunSpec(model="resnet20", sched=name, epochs=4, warmup_epochs=1), optimizer, 10)

@@ -40,6 +40,7 @@ one batch, not one per augmentation (:class:`InPlaceAugmentation` is the base of
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -91,14 +92,23 @@ def check(ok: bool, message: str) -> None:
         raise RunError(message)
 
 
+def is_real(value: object) -> bool:
+    """A real number (an int or a float, not a bool, not text): what a numeric parameter must be."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_prob(name: str, p: float) -> float:
-    check(0.0 <= p <= 1.0, f"{name}: p must be a probability in [0, 1], got {p!r}")
+    check(is_real(p) and 0.0 <= p <= 1.0, f"{name}: p must be a probability in [0, 1], got {p!r}")
     return float(p)
 
 
 def check_range(name: str, what: str, value: Sequence[float], lo: float, hi: float) -> tuple[float, float]:
     check(
-        len(value) == 2 and lo <= value[0] <= value[1] <= hi,
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and len(value) == 2
+        and all(is_real(v) for v in value)
+        and lo <= value[0] <= value[1] <= hi,
         f"{name}: {what} must be a pair (low, high) with {lo} <= low <= high <= {hi}, got {value!r}",
     )
     return float(value[0]), float(value[1])
@@ -337,6 +347,7 @@ def compose(
     ``params()``. An empty list gives the identity (plus ``normalize`` on uint8 batches).
     """
     from cifarbudget.plugins import get_registry
+    from cifarbudget.registry import call_with_params
 
     built: list[Augmentation] = []
     names: list[str] = []
@@ -345,7 +356,8 @@ def compose(
             spec = (spec, {})
         if isinstance(spec, tuple):
             name, params = spec
-            built.append(get_registry("augmentations").create(name, **dict(params)))
+            factory = get_registry("augmentations").get(name).factory
+            built.append(call_with_params(f"augmentation {name!r}", factory, dict(params)))
             names.append(name)
         else:
             built.append(spec)

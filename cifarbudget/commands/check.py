@@ -13,7 +13,13 @@ from cifarbudget.errors import EXIT_OVER_BUDGET
 @click.command("check")
 @click.argument("models", nargs=-1, required=True)
 @click.option("--budget", default="5M", show_default=True, help="Parameter budget: 5M, 4.5M, 500k, 5000000.")
-@click.option("--num-classes", default=10, show_default=True, type=int, help="Size of the classifier head.")
+@click.option(
+    "--num-classes",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Size of the classifier head.",
+)
 @click.option(
     "--model-param",
     "model_params",

@@ -31,7 +31,9 @@ def decode_image(data: bytes, where: str = "image") -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as img:
             return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except UnidentifiedImageError:  # its message names an in-memory buffer, not the file
+        raise DataError(f"corrupt or unreadable image {where}: not an image format PIL can read") from None
+    except (OSError, ValueError) as exc:
         raise DataError(f"corrupt or unreadable image {where}: {exc}") from None
 
 
