@@ -257,27 +257,6 @@ def test_exit_codes(args: list[str], code: int, first_words: str, invoke: Invoke
             ["--optimizer", "muon", "--opt-param", "muon_lr=-1"],
             "optimizer muon: muon_lr must be positive (got -1)",
         ),
-    ],
-)
-def test_a_bad_loss_or_optimizer_parameter_is_one_line_before_any_data(
-    args: list[str], message: str, invoke: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A missing or bad ``--loss-param``/``--opt-param`` value: one line, exit 1, before the data
-    are read (the folder given does not even exist) and before anything is written."""
-    monkeypatch.setattr("cifarbudget.runner.load_splits", lambda *a, **k: pytest.fail("data were decoded"))
-    args = [a.replace("TMP", str(tmp_path)) for a in args]
-    runs = tmp_path / "runs"
-    out = invoke(
-        ["run", "resnet20", *args, "--data-dir", str(tmp_path / "no-data"), "--results-dir", str(runs)]
-    )
-    assert out.exit_code == 1, out.output
-    assert out.stderr.strip() == "Error: " + message.replace("TMP", str(tmp_path)), out.stderr
-    assert not runs.exists()
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
         (
             ["--aug", "blur", "--aug-param", "blur.p=abc"],
             "blur: p must be a probability in [0, 1], got 'abc'",
@@ -309,17 +288,21 @@ def test_a_bad_loss_or_optimizer_parameter_is_one_line_before_any_data(
     ],
 )
 @pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")  # stem=0 builds, then cannot run
-def test_a_parameter_value_of_the_wrong_kind_is_one_line_before_any_data(
+def test_a_bad_component_parameter_is_one_line_before_any_data(
     args: list[str], message: str, invoke: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Text where a number belongs, a zero divisor, a width of 0: the component's own error, in one
-    line that names the values given, never a traceback; found by giving every parameter of every
-    builtin component the values "abc", [1, 2], -1, true, null, {}, NaN, 1e9 and 0."""
+    """A missing parameter, a bad value, text where a number belongs, a zero divisor, a width of 0:
+    one line (the component's own error, naming the values given), exit 1, before the data are
+    read (the folder given does not even exist) and before anything is written. The values of the
+    second group came from giving every parameter of every builtin component "abc", [1, 2], -1,
+    true, null, {}, NaN, 1e9 and 0."""
     monkeypatch.setattr("cifarbudget.runner.load_splits", lambda *a, **k: pytest.fail("data were decoded"))
+    args = [a.replace("TMP", str(tmp_path)) for a in args]
     runs = tmp_path / "runs"
-    out = invoke(["run", "airnet-small", *args, "--data-dir", str(tmp_path), "--results-dir", str(runs)])
+    data = str(tmp_path / "no-data")
+    out = invoke(["run", "airnet-small", *args, "--data-dir", data, "--results-dir", str(runs)])
     assert out.exit_code == 1, out.output
-    assert out.stderr.strip() == "Error: " + message, out.stderr
+    assert out.stderr.strip() == "Error: " + message.replace("TMP", str(tmp_path)), out.stderr
     assert not runs.exists()
 
 
