@@ -17,6 +17,7 @@ import torch
 from click.testing import Result
 
 import cifarbudget
+from cifarbudget.errors import DataError
 from cifarbudget.predict import Inputs, Predictions, load_inputs, predict
 from cifarbudget.results import RunResult
 
@@ -192,6 +193,11 @@ def test_array_and_folder_layouts(split: Inputs, tmp_path: Path) -> None:
     assert npz.ids == [f"a{i}" for i in range(12)] and torch.equal(npz.labels, labels)
     batch = load_inputs(tmp_path / "test_batch")
     assert batch.kind == "pickle" and torch.equal(batch.labels, labels)
+    one = load_inputs(pngs / "7.png")  # one image file: its stem is its id
+    assert one.kind == "image" and one.ids == ["7"] and torch.equal(one.images, expected[6:7])
+    (pngs / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"broken\.png: not an image format PIL can read"):
+        load_inputs(pngs / "broken.png")
 
 
 def test_labeled_inputs_and_checkpoint_path(

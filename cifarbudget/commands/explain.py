@@ -108,7 +108,7 @@ def command(
             }
         )
         return
-    line = f"wrote {grid.output}: Grad-CAM of {len(images)} images at layer '{grid.target_layer}'"
+    line = f"wrote {grid.output}: Grad-CAM of {len(images)} image{'s' if len(images) != 1 else ''} at layer '{grid.target_layer}'"
     if grid.labels is not None:
         line += f"; {right}/{len(images)} predicted right"
     click.echo(line)

@@ -91,6 +91,7 @@ def command(
         WARNING: unpickling runs code from the file; use only pickles you trust
       a .npy (N x 32 x 32 x 3, N x 3 x 32 x 32 or N x 3072 uint8) or .npz ('data'/'x'/'images',
         optional 'ids', optional 'labels'/'y')
+      one image (.png, .jpg, ...; its id: the file stem)
       a folder of images (ids: file stems, natural order), or of class subfolders (labeled)
       NAME[:ROOT]: the test split of a registered dataset (cifar10, synthetic, imagefolder:DIR)
     Without ids in the input, the ids are 1..N. For labeled inputs the accuracy is printed; on
@@ -145,14 +146,16 @@ def command(
         )
         return
     tta_text = "no TTA" if result.tta == "none" else f"TTA {result.tta}"
-    click.echo(f"predicted {len(result)} images with run {result.run_id} ({tta_text}, {result.device})")
+    click.echo(
+        f"predicted {len(result)} image{'s' if len(result) != 1 else ''} with run {result.run_id} ({tta_text}, {result.device})"
+    )
     if result.accuracy is not None:
         click.echo(_accuracy_line(result.accuracy, result.recorded_accuracy, len(result), tta_text))
     if result.accuracy_no_tta is not None:
         click.echo(
             _accuracy_line(result.accuracy_no_tta, result.recorded_accuracy_no_tta, len(result), "no TTA")
         )
-    click.echo(f"wrote {out}: {len(result)} rows ({','.join(columns)})")
+    click.echo(f"wrote {out}: {len(result)} row{'s' if len(result) != 1 else ''} ({','.join(columns)})")
     if probs:
         click.echo(f"wrote {probs}: probabilities {result.probs.shape[0]} x {result.probs.shape[1]}")
 

@@ -38,7 +38,7 @@ class Inputs:
     labels: torch.Tensor | None = None  # int64 (N,): indices into ``classes`` (or the run's classes)
     classes: list[str] | None = None  # the names of the label indices, when the source names them
     source: str = ""  # a description of where the images came from
-    kind: str = ""  # pickle | npy | npz | folder | imagefolder | dataset
+    kind: str = ""  # pickle | npy | npz | image | folder | imagefolder | dataset
     dataset: str | None = None  # the registered dataset, for a split spec
 
     def __len__(self) -> int:
@@ -50,7 +50,7 @@ def load_inputs(path: Path | str, *, allow_pickle: bool = True) -> Inputs:
 
     ``path`` is a pickle (``.pkl``/``.pickle``/``.p``, or an extension-less file such as CIFAR's
     ``test_batch``) holding a dict with ``data`` (and ``ids``, ``labels``; bytes or str keys), a
-    ``.npy`` or ``.npz`` array file, a folder of images, a folder of class subfolders of images, or
+    ``.npy`` or ``.npz`` array file, one image file, a folder of images, a folder of class subfolders of images, or
     ``NAME[:ROOT]``: the test split of the registered dataset NAME (ROOT defaults to the data dir).
     Arrays must be uint8 ``N x 3072`` (CIFAR's rows: 1024 red, 1024 green, 1024 blue values),
     ``N x H x W x 3`` or ``N x 3 x H x W``. Without ids in the file, the ids are ``1..N``.
@@ -58,6 +58,8 @@ def load_inputs(path: Path | str, *, allow_pickle: bool = True) -> Inputs:
     p = Path(path).expanduser()
     if p.is_dir():
         return _load_folder(p)
+    if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:  # one image: its stem is its id
+        return Inputs(_decode_files([p], p), [p.stem], source=str(p), kind="image")
     if p.is_file():
         kind = _file_kind(p)
         if kind == "pickle":
@@ -103,8 +105,8 @@ def _file_kind(path: Path) -> str:
             return "npz"
         raise DataError(f"{path}: unknown file format (not a pickle, .npy or .npz)")
     raise DataError(
-        f"{path}: unknown extension {suffix!r}; expected {', '.join(PICKLE_SUFFIXES)}, .npy, .npz "
-        "or a folder of images"
+        f"{path}: unknown extension {suffix!r}; expected {', '.join(PICKLE_SUFFIXES)}, .npy, .npz, "
+        f"an image ({', '.join(IMAGE_EXTENSIONS)}) or a folder of images"
     )
 
 
