@@ -62,6 +62,15 @@ class RunError(CifarBudgetError):
     """A run could not start or did not finish (bad options, divergence)."""
 
 
+class UnexpectedRunError(RunError):
+    """A run stopped by an exception that is not one of the library's (a plugin's component, or a
+    bug): one line that names it and where its traceback was kept; ``cause`` is the exception."""
+
+    def __init__(self, message: str, cause: BaseException) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
 class StorageError(CifarBudgetError, OSError):
     """A file could not be written (disk full, permissions): one line naming the file and the cause.
 

@@ -33,6 +33,7 @@ SCHEMA_VERSION = 2  # 2: run ids hash the resolved training identity (cifarbudge
 SUPPORTED_SCHEMA_VERSIONS = (1, 2)  # version 1 records load with a warning: their ids hash the raw spec
 RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.csv"
+ERROR_LOG = "error.log"  # the traceback of an unexpected exception that stopped the run
 RUNNING, FINISHED, DIVERGED, FAILED = STATUSES = ("running", "finished", "diverged", "failed")
 # A record with one of these is settled: running the same spec again returns it without training.
 SETTLED = (FINISHED, DIVERGED)

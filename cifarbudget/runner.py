@@ -51,12 +51,20 @@ from cifarbudget.engine import (
     evaluate,
     steps_per_epoch,
 )
-from cifarbudget.errors import CifarBudgetError, DataError, OverBudgetError, RunError, StorageError
+from cifarbudget.errors import (
+    CifarBudgetError,
+    DataError,
+    OverBudgetError,
+    RunError,
+    StorageError,
+    UnexpectedRunError,
+)
 from cifarbudget.identity import RUN_SUPPLIED
 from cifarbudget.io import lock_path, remove_stale_temporaries, run_lock
 from cifarbudget.plugins import get_registry
 from cifarbudget.results import (
     DIVERGED,
+    ERROR_LOG,
     FAILED,
     FINISHED,
     RESULT_FILE,
@@ -205,7 +213,7 @@ def run_spec(spec: RunSpec, settings: RunSettings, *, report: BudgetReport | Non
     report = report or check_spec_budget(spec, root)
     run_dir = settings.results_dir / spec.run_id
     # left by a process killed mid-write (the caller holds the run's lock: nobody else writes here)
-    for name in (RESULT_FILE, "metrics.csv", CHECKPOINT, "curves.png", "confusion.png"):
+    for name in (RESULT_FILE, "metrics.csv", CHECKPOINT, "curves.png", "confusion.png", ERROR_LOG):
         remove_stale_temporaries(run_dir, name)
     previous = _settled_record(run_dir, settings.restart)
     if previous is not None:
@@ -263,6 +271,7 @@ def run_spec(spec: RunSpec, settings: RunSettings, *, report: BudgetReport | Non
             callbacks.on_evaluation(final)
         record.compute = compute_record(spec, report, data, state, final, engine)
         record = write_record(record, state, final, data, run_dir, started, time.perf_counter() - t_eval)
+        (run_dir / ERROR_LOG).unlink(missing_ok=True)  # an earlier attempt's failure, now resumed past
     except StorageError as exc:  # a full disk: say what survives and how to continue
         callbacks.on_run_end({**record.to_dict(), "status": FAILED}, [])
         raise StorageError(
@@ -271,13 +280,44 @@ def run_spec(spec: RunSpec, settings: RunSettings, *, report: BudgetReport | Non
             exc.errno,
             exc.strerror,
         ) from None
-    except BaseException:
+    except CifarBudgetError:
+        callbacks.on_run_end({**record.to_dict(), "status": FAILED}, [])
+        raise
+    except Exception as exc:  # a bug in a plugin's component (or in this library), mid-run
+        callbacks.on_run_end({**record.to_dict(), "status": FAILED}, [])
+        raise record_unexpected_failure(record, run_dir, exc) from exc
+    except BaseException:  # Ctrl-C, SIGTERM: the record stays "running" and resumes
         callbacks.on_run_end({**record.to_dict(), "status": FAILED}, [])
         raise
     callbacks.on_run_end(
         record.to_dict(), [p for p in (run_dir / "curves.png", run_dir / "confusion.png") if p.exists()]
     )
     return record
+
+
+def record_unexpected_failure(record: RunResult, run_dir: Path, exc: Exception) -> UnexpectedRunError:
+    """Keep what an unexpected exception left: its traceback in ``error.log``, the record marked
+    ``failed`` with the error (its history and the last checkpoint stay, so the same command
+    resumes the run once the cause is fixed). Returns the one-line error to raise instead."""
+    import traceback
+
+    from cifarbudget.io import atomic_write_text
+
+    first = (str(exc).strip().splitlines() or [""])[0]
+    what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    log_path = run_dir / ERROR_LOG
+    kept = f"the traceback is in {log_path}"
+    try:
+        atomic_write_text(log_path, "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        record.status, record.error = FAILED, f"stopped by {what} (traceback in {ERROR_LOG})"
+        record.save(run_dir)
+    except (CifarBudgetError, OSError) as write_error:  # e.g. a full disk: say so, the checkpoint stays
+        kept = f"its traceback could not be written ({write_error})"
+    return UnexpectedRunError(
+        f"{record.run_id}: stopped by an unexpected {what}; {kept}. Its records and last checkpoint are "
+        "kept: fix the cause (a plugin's component?) and run the same command again to resume",
+        exc,
+    )
 
 
 def run_identity(spec: RunSpec) -> dict[str, Any]:

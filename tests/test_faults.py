@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import Result
@@ -237,3 +238,82 @@ def test_sizes_and_values_a_run_cannot_honour_fail_before_any_data_is_decoded(
     out: Result = invoke(["run", "resnet20", "--dataset", "synthetic", *args, "--results-dir", str(tmp_path)])
     assert out.exit_code == 1
     assert out.stderr.startswith(message) and out.stderr.count("\n") == 1, out.stderr
+
+
+def test_a_plugin_that_raises_mid_run_is_one_line_keeps_the_run_and_it_resumes(
+    invoke: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plugin's augmentation that raises in epoch 2: one line naming the error and where its
+    traceback is (error.log), exit 1; the record says failed with the error, epoch 1's history
+    and checkpoint stay; once the plugin is fixed the same command resumes at epoch 2 and the
+    finished run has no error.log."""
+    from cifarbudget.plugins import get_registry
+
+    calls = {"n": 0, "fail_at": 6}  # 4 batches of 64 per epoch: the 6th call is in epoch 2
+
+    class Flaky:
+        name = "flaky"
+
+        def params(self) -> dict[str, Any]:
+            return {}
+
+        def __call__(self, images: Any, targets: Any) -> tuple[Any, Any]:
+            calls["n"] += 1
+            if calls["n"] == calls["fail_at"]:
+                raise ZeroDivisionError("flaky: division by zero inside the plugin")
+            return images, targets
+
+    registry = get_registry("augmentations")
+    monkeypatch.setattr(registry, "_entries", dict(registry._entries))
+    registry.add("flaky", Flaky, plugin="test")
+    runs = tmp_path / "runs"
+    args = ["run", "resnet20", "--dataset", "synthetic", "--epochs", "2", "--train-subset", "256"]
+    args += ["--val-size", "0", "--batch-size", "64", "--aug", "flaky", "--results-dir", str(runs), "--quiet"]
+    out = invoke(args)
+    assert out.exit_code == 1, out.output
+    (run_dir,) = [d for d in runs.iterdir() if d.name != ".locks"]
+    lines = [line for line in out.stderr.splitlines() if line.startswith("Error")]
+    assert len(lines) == 1 and out.stderr.strip().endswith(lines[0]), out.stderr  # one line, the last
+    assert "Traceback" not in out.stderr
+    assert lines[0].startswith(f"Error: {run_dir.name}: stopped by an unexpected ZeroDivisionError: flaky: ")
+    assert (
+        f"the traceback is in {run_dir / 'error.log'}" in lines[0]
+        and "run the same command again" in lines[0]
+    )
+    assert "in __call__" in (run_dir / "error.log").read_text()  # the plugin's frame
+    record = json.loads((run_dir / "result.json").read_text())
+    assert record["status"] == "failed" and record["error"].startswith("stopped by ZeroDivisionError")
+    assert [row["epoch"] for row in record["history"]] == [1] and (run_dir / "checkpoint.pt").exists()
+
+    calls["fail_at"] = -1  # the plugin fixed
+    again = invoke(args)
+    assert again.exit_code == 0, again.output
+    record = json.loads((run_dir / "result.json").read_text())
+    assert record["status"] == "finished" and record.get("error") is None
+    assert [row["epoch"] for row in record["history"]] == [1, 2]
+    assert calls["n"] == 6 + 4  # 4 + 2 calls, then epoch 2 once more: the run resumed
+    assert not (run_dir / "error.log").exists()
+
+
+def test_any_other_exception_is_one_line_and_v_shows_its_traceback(
+    invoke: Any, cli_runner: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception from outside the library's errors before a run folder exists (here the data
+    loader raises KeyError): one line, exit 1, no traceback; with ``cifarbudget -v`` it propagates."""
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise KeyError("boom")
+
+    monkeypatch.setattr("cifarbudget.runner.load_splits", broken)
+    args = ["run", "resnet20", "--dataset", "synthetic", "--epochs", "1", "--results-dir", str(tmp_path)]
+    out = invoke(args)
+    assert out.exit_code == 1
+    assert (
+        out.stderr.strip().splitlines()[-1]
+        == "Error: unexpected KeyError: 'boom' (cifarbudget -v shows the traceback)"
+    )
+    assert "Traceback" not in out.stderr
+    from cifarbudget.cli import cli
+
+    verbose = cli_runner.invoke(cli, ["-v", *args])  # not invoke(): it fails on any exception
+    assert isinstance(verbose.exception, KeyError)

@@ -35,7 +35,10 @@ def one_line(exc: BaseException) -> str:
 
 
 def user_errors(func: F) -> F:
-    """Turn library errors into one line and their exit code; Ctrl-C into exit 130 without a traceback."""
+    """Turn library errors into one line and their exit code; Ctrl-C into exit 130 without a traceback.
+
+    Any other exception (a plugin's component that raises, or a bug) is one line too, ``unexpected
+    <Type>: <message>``, exit 1; with ``cifarbudget -v`` it propagates with its traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -43,6 +46,14 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except CifarBudgetError as exc:
             raise UserError(one_line(exc), exc.exit_code) from None
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click's own: usage errors (one line, exit 2), ctx.exit(), an aborted prompt
+        except Exception as exc:
+            if logging.getLogger("cifarbudget").isEnabledFor(logging.DEBUG):
+                raise
+            text = str(exc).strip().splitlines()
+            what = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+            raise UserError(f"unexpected {what} (cifarbudget -v shows the traceback)") from None
         except KeyboardInterrupt:
             click.echo("interrupted: run the same command again to resume where it stopped", err=True)
             raise SystemExit(EXIT_SIGINT) from None

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cifarbudget.errors import CifarBudgetError
+from cifarbudget.errors import CifarBudgetError, UnexpectedRunError
 from cifarbudget.results import FAILED, SETTLED, RunResult, now
 from cifarbudget.spec import RunSpec
 from cifarbudget.sweep.store import load_or_none, lock_path, record_failure, run_lock
@@ -31,6 +31,10 @@ OUTCOME_PREFIX = "cifarbudget-outcome "  # marks the worker's answer among anyth
 
 
 def describe_error(exc: BaseException) -> str:
+    """One line for a run's record: the library's message, or ``Type: message`` of anything else
+    (of the original exception when a run wrapped it, its traceback being in the run's log)."""
+    if isinstance(exc, UnexpectedRunError):
+        exc = exc.cause
     text = str(exc).strip().splitlines()
     if isinstance(exc, CifarBudgetError):
         return text[0] if text else type(exc).__name__
