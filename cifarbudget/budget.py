@@ -227,7 +227,7 @@ def check_forward(model: nn.Module, name: str, params: dict[str, Any] | None = N
     counter's traceback. The model is left in the mode it was in."""
     import torch
 
-    from cifarbudget.errors import RunError
+    from cifarbudget.errors import RunError, describe
 
     was_training = model.training
     try:
@@ -235,8 +235,8 @@ def check_forward(model: nn.Module, name: str, params: dict[str, Any] | None = N
             model.eval()(torch.zeros(INPUT_SHAPE))
     except Exception as exc:  # the model's own code: whatever it raises, say it in one line
         given = f" ({', '.join(f'{k}={v!r}' for k, v in params.items())})" if params else ""
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         shape = "x".join(map(str, INPUT_SHAPE[1:]))
+        reason = describe(exc, with_type=False)
         raise RunError(f"model {name!r}{given} cannot run on a {shape} image: {reason}") from exc
     finally:
         model.train(was_training)

@@ -32,7 +32,7 @@ from torch import nn
 from cifarbudget.augment.pipeline import BatchContext
 from cifarbudget.data.core import DeviceSplit
 from cifarbudget.device import DeviceSettings, autocast, synchronize
-from cifarbudget.errors import RunError
+from cifarbudget.errors import RunError, describe
 from cifarbudget.io import atomic_torch_save
 from cifarbudget.progress import Progress
 from cifarbudget.results import DIVERGED, FINISHED, RUNNING
@@ -173,10 +173,8 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     except FileNotFoundError:
         raise RunError(f"no checkpoint at {path}") from None
     except Exception as exc:  # truncated, corrupt, or not a torch file
-        detail = (str(exc).strip().splitlines() or [""])[0]
-        why = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
         raise RunError(
-            f"cannot read checkpoint {path}: truncated, corrupt or not a checkpoint ({why})"
+            f"cannot read checkpoint {path}: truncated, corrupt or not a checkpoint ({describe(exc)})"
         ) from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise RunError(f"{path} is not a cifarbudget checkpoint")

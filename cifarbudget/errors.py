@@ -94,3 +94,13 @@ class Terminated(BaseException):
     """
 
     exit_code = EXIT_SIGTERM
+
+
+def describe(exc: BaseException, *, with_type: bool = True) -> str:
+    """``exc`` in one line: ``Type: <the first line of its message>``, or the first line alone
+    (``with_type=False``); the type's name when the message is empty."""
+    lines = str(exc).strip().splitlines()
+    first = lines[0].strip() if lines else ""
+    if not first:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {first}" if with_type else first

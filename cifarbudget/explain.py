@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cifarbudget.errors import CifarBudgetError, RunError
+from cifarbudget.errors import CifarBudgetError, RunError, describe
 from cifarbudget.io import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -292,7 +292,7 @@ def gradcam_grid(
     except CifarBudgetError:
         raise
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = describe(exc, with_type=False)
         raise RunError(
             f"model {result.spec['model']!r} cannot explain {size[0]}x{size[1]} images: {first}"
         ) from None

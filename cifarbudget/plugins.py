@@ -19,7 +19,7 @@ from typing import Any
 import pluggy
 
 from cifarbudget import hookspecs
-from cifarbudget.errors import DuplicateNameError, PluginError
+from cifarbudget.errors import DuplicateNameError, PluginError, describe
 from cifarbudget.registry import Registry
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
@@ -84,7 +84,7 @@ class FailedPlugin:
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+    return describe(exc)
 
 
 class PluginSystem:

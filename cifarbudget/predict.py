@@ -25,7 +25,7 @@ from cifarbudget.data.core import DeviceSplit
 from cifarbudget.data.inputs import Inputs, check_inputs, is_pickle, load_inputs
 from cifarbudget.device import DeviceSettings, configure_backends, resolve, select_device
 from cifarbudget.engine import CHECKPOINT, EVAL_BATCH_SIZE, evaluate, load_weights
-from cifarbudget.errors import CifarBudgetError, DataError, RunError
+from cifarbudget.errors import CifarBudgetError, DataError, RunError, describe
 from cifarbudget.io import atomic_write_bytes, atomic_write_text
 from cifarbudget.progress import Progress
 from cifarbudget.results import DIVERGED, FAILED, FINISHED, RESULT_FILE, RunResult, load_result
@@ -265,7 +265,7 @@ def predict(
         size = tuple(data.images.shape[-2:])
         if size == (32, 32):
             raise
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = describe(exc, with_type=False)
         raise DataError(
             f"model {result.spec['model']!r} cannot take {size[0]}x{size[1]} images: {first}"
         ) from None

@@ -15,7 +15,14 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cifarbudget.errors import CifarBudgetError, DuplicateNameError, PluginError, RunError, UnknownNameError
+from cifarbudget.errors import (
+    CifarBudgetError,
+    DuplicateNameError,
+    PluginError,
+    RunError,
+    UnknownNameError,
+    describe,
+)
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
 
@@ -215,8 +222,9 @@ def call_with_params(
         if not params or isinstance(exc, CifarBudgetError):
             raise
         given = ", ".join(f"{key}={value!r}" for key, value in params.items())
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise RunError(f"{what}: a parameter value it cannot use ({given}): {reason}") from exc
+        raise RunError(
+            f"{what}: a parameter value it cannot use ({given}): {describe(exc, with_type=False)}"
+        ) from exc
 
 
 def accepted_params(factory: Callable[..., Any]) -> set[str] | None:

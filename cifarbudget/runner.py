@@ -58,6 +58,7 @@ from cifarbudget.errors import (
     RunError,
     StorageError,
     UnexpectedRunError,
+    describe,
 )
 from cifarbudget.identity import RUN_SUPPLIED
 from cifarbudget.io import lock_path, remove_stale_temporaries, run_lock
@@ -303,8 +304,7 @@ def record_unexpected_failure(record: RunResult, run_dir: Path, exc: Exception) 
 
     from cifarbudget.io import atomic_write_text
 
-    first = (str(exc).strip().splitlines() or [""])[0]
-    what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    what = describe(exc)
     log_path = run_dir / ERROR_LOG
     kept = f"the traceback is in {log_path}"
     try:

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cifarbudget.errors import CifarBudgetError, OverBudgetError, RunError
+from cifarbudget.errors import CifarBudgetError, OverBudgetError, RunError, describe
 from cifarbudget.spec import RunSpec, SpecField, coerce, field_for_key, parse_pipeline, resolve_spec
 
 log = logging.getLogger(__name__)
@@ -432,7 +432,7 @@ def open_storage(url: str) -> Any:
     try:
         return optuna.storages.RDBStorage(url, **kwargs)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = describe(exc, with_type=False)
         raise TuneError(f"cannot open the study storage {shown_url(url)}: {first}") from None
 
 
@@ -886,7 +886,7 @@ def tune(
                 study_name=study_name, storage=rdb, direction="maximize", pruner=pruner, load_if_exists=True
             )
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = describe(exc, with_type=False)
             raise TuneError(f"cannot open study {study_name!r} in {shown_url(url)}: {first}") from None
         if study.direction != optuna.study.StudyDirection.MAXIMIZE:
             raise TuneError(

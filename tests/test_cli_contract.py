@@ -307,8 +307,13 @@ def test_a_bad_component_parameter_is_one_line_before_any_data(
 
 
 def test_call_with_params_reports_only_what_the_user_gave() -> None:
-    from cifarbudget.errors import CifarBudgetError, RunError
+    from cifarbudget.errors import CifarBudgetError, RunError, describe
     from cifarbudget.registry import call_with_params
+
+    # the one-line form every such message uses
+    assert describe(ValueError("bad value\nsecond line")) == "ValueError: bad value"
+    assert describe(ValueError("  padded  "), with_type=False) == "padded"
+    assert describe(KeyError()) == describe(KeyError(), with_type=False) == "KeyError"
 
     def factory(*, size: int = 3, strict: bool = False) -> int:
         if strict:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from cifarbudget.errors import EXIT_SIGINT, CifarBudgetError, Terminated
+from cifarbudget.errors import EXIT_SIGINT, CifarBudgetError, Terminated, describe
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("cifarbudget.cli")
@@ -30,8 +30,7 @@ class UserError(click.ClickException):
 
 
 def one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return describe(exc, with_type=False)
 
 
 def user_errors(func: F) -> F:
@@ -51,9 +50,7 @@ def user_errors(func: F) -> F:
         except Exception as exc:
             if logging.getLogger("cifarbudget").isEnabledFor(logging.DEBUG):
                 raise
-            text = str(exc).strip().splitlines()
-            what = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-            raise UserError(f"unexpected {what} (cifarbudget -v shows the traceback)") from None
+            raise UserError(f"unexpected {describe(exc)} (cifarbudget -v shows the traceback)") from None
         except KeyboardInterrupt:
             click.echo("interrupted: run the same command again to resume where it stopped", err=True)
             raise SystemExit(EXIT_SIGINT) from None

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cifarbudget.errors import CifarBudgetError, UnexpectedRunError
+from cifarbudget.errors import CifarBudgetError, UnexpectedRunError, describe
 from cifarbudget.results import FAILED, SETTLED, RunResult, now
 from cifarbudget.spec import RunSpec
 from cifarbudget.sweep.store import load_or_none, lock_path, record_failure, run_lock
@@ -35,10 +35,7 @@ def describe_error(exc: BaseException) -> str:
     (of the original exception when a run wrapped it, its traceback being in the run's log)."""
     if isinstance(exc, UnexpectedRunError):
         exc = exc.cause
-    text = str(exc).strip().splitlines()
-    if isinstance(exc, CifarBudgetError):
-        return text[0] if text else type(exc).__name__
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    return describe(exc, with_type=not isinstance(exc, CifarBudgetError))
 
 
 def outcome_dict(
