@@ -174,7 +174,7 @@ def run(
                 f"{spec.run_id} is being trained by another process (a sweep or another 'run'); "
                 "wait for it to finish, then run the same command again to see its result"
             )
-        return run_spec(spec, settings, report=report)
+        return run_spec(spec, settings, report=report, checked=True)
 
 
 def recorded_run_options(source: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -202,15 +202,20 @@ def recorded_run_options(source: str | Path) -> tuple[dict[str, Any], dict[str, 
     return options, settings
 
 
-def run_spec(spec: RunSpec, settings: RunSettings, *, report: BudgetReport | None = None) -> RunResult:
+def run_spec(
+    spec: RunSpec, settings: RunSettings, *, report: BudgetReport | None = None, checked: bool = False
+) -> RunResult:
     """Run a checked spec: the body of :func:`run` and of every sweep worker.
 
     ``report``: the spec's budget verdict when the caller has already counted it (a sweep counts
-    each model once); it is counted here otherwise.
+    each model once); it is counted here otherwise. ``checked``: the caller has already run
+    :func:`check_component_params` and :func:`validate_components` on this spec (:func:`run`
+    does, before it takes the run's lock); they run here otherwise (sweep workers, ``tune``).
     """
     root = settings.data_dir or default_data_dir()
-    check_component_params(spec)
-    validate_components(spec)
+    if not checked:  # building the components again would read a kd teacher run once more
+        check_component_params(spec)
+        validate_components(spec)
     report = report or check_spec_budget(spec, root)
     run_dir = settings.results_dir / spec.run_id
     # left by a process killed mid-write (the caller holds the run's lock: nobody else writes here)

@@ -492,3 +492,20 @@ def test_a_schedule_without_a_warmup_is_one_line_with_warmup(monkeypatch: pytest
         assert build_scheduler(RunSpec(model="resnet20", sched=name, epochs=4), optimizer, 10) is not None
         with pytest.raises(RunError, match=f"^scheduler '{name}' does not support a warmup; drop --warmup$"):
             build_scheduler(RunSpec(model="resnet20", sched=name, epochs=4, warmup_epochs=1), optimizer, 10)
+
+
+def test_run_checks_its_components_once(
+    invoke: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run`` builds the components to check them once, before its lock; ``run_spec`` does not
+    again (with ``--loss kd`` each check reads the teacher run)."""
+    import cifarbudget.runner as runner
+
+    calls = []
+    original = runner.validate_components
+    monkeypatch.setattr(
+        runner, "validate_components", lambda spec: calls.append(spec.run_id) or original(spec)
+    )
+    out = invoke(["run", "resnet20", *TINY, "--results-dir", str(tmp_path), "--quiet"])
+    assert out.exit_code == 0, out.output
+    assert len(calls) == 1
