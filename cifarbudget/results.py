@@ -191,6 +191,13 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _git(cwd: Path | str, *args: str, check: bool = True) -> str:
+    """The stripped output of ``git ARGS`` run in ``cwd`` (5 s at most)."""
+    return subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=check
+    ).stdout.strip()
+
+
 @lru_cache(maxsize=1)
 def git_revision() -> str | None:
     """The git commit of the installed cifarbudget package (``+dirty`` with uncommitted changes).
@@ -202,31 +209,12 @@ def git_revision() -> str | None:
     """
     package_dir = Path(__file__).resolve().parent
     try:
-        top = subprocess.run(
-            ["git", "rev-parse", "--show-toplevel"],
-            cwd=package_dir,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
+        top = _git(package_dir, "rev-parse", "--show-toplevel")
         if not top or not package_dir.is_relative_to(Path(top).resolve()):
             return None
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=package_dir,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
-            cwd=top,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
+        rev = _git(package_dir, "rev-parse", "HEAD")
+        changes = ("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
+        dirty = _git(top, *changes, check=False)
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
