@@ -58,7 +58,7 @@ GOAL = (12.0, None)  # issue 10: >= 12x the per-image DataLoader, on every kind 
 BATCH = 128  # the recipes' batch size
 RECIPE = "paper-optimized"
 # The augmentations paper-optimized had until the notebook's own were pinned (measured 12.27x on AMD
-# EPYC, 9.77x on an Intel Xeon with the code of 2026-11-26): kept so the series stays comparable.
+# EPYC; 9.77x on an Intel Xeon per issue 10, a run not recorded here): kept so the series stays comparable.
 PREVIOUS_AUGS: list[tuple[str, dict[str, Any]]] = [
     ("crop-flip", {"padding": 4, "padding_mode": "reflect", "flip": True}),
     ("cutmix", {"alpha": 1.0, "p": 0.5}),
