@@ -3,9 +3,9 @@
 :func:`export_run` loads the weights the run was evaluated with (the EMA weights when the run
 used EMA, via :func:`cifarbudget.predict.load_model`) and writes one file:
 
-- ``safetensors``: the registered model's ``state_dict`` (so ``create_model(name)`` +
-  ``load_state_dict`` rebuilds it, see :func:`load_exported_safetensors`); the normalisation is
-  written beside it, in the file's metadata and in a JSON sidecar ``<output>.json``.
+- ``safetensors``: the registered model's ``state_dict`` (so ``create_model(name,
+  **spec["model_params"])`` + ``load_state_dict`` rebuilds it, see
+  :func:`load_exported_safetensors`); the normalisation and the run's spec are written beside it, in the file's metadata and in a JSON sidecar ``<output>.json``.
 - ``torchscript``: :class:`NormalizedModel` (normalisation baked in) traced with
   ``torch.jit.trace``; metadata in the archive's ``_extra_files`` (``cifarbudget.json``).
 - ``onnx``: :class:`NormalizedModel` exported with PyTorch's TorchScript-based ONNX exporter
@@ -280,7 +280,8 @@ def _model_from_safetensors(data: bytes, st: Any, normalize: bool, where: str) -
     meta = decode_metadata(_safetensors_header_metadata(data, where))
     if meta.get("format") != METADATA_FORMAT:
         raise RunError(f"{where} is not a cifarbudget export (no {METADATA_FORMAT!r} metadata)")
-    model = create_model(meta["model"], num_classes=int(meta["num_classes"]))
+    model_params = (meta.get("spec") or {}).get("model_params") or {}  # the spec is the run's
+    model = create_model(meta["model"], num_classes=int(meta["num_classes"]), **model_params)
     try:
         model.load_state_dict(st.load(data))
     except RuntimeError as exc:

@@ -135,7 +135,8 @@ def load_run(run_or_checkpoint: Path | str) -> tuple[RunResult, Path]:
 
 
 def load_model(result: RunResult, checkpoint: Path) -> nn.Module:
-    """The run's model with the weights it was evaluated with (EMA weights when it used EMA)."""
+    """The run's model, built with the parameters it was trained with (``--model-param``), with
+    the weights it was evaluated with (EMA weights when it used EMA)."""
     from cifarbudget.api import create_model
 
     spec = result.spec
@@ -143,7 +144,9 @@ def load_model(result: RunResult, checkpoint: Path) -> nn.Module:
     num_classes = int(spec.get("num_classes") or len(classes))
     if not num_classes:
         raise RunError(f"run {result.run_id}: its record has neither num_classes nor the class names")
-    model = create_model(spec["model"], num_classes=num_classes)
+    # options such as an activation or a stem stride change the network without changing the
+    # state dict's keys or shapes: without them the weights would load into a different network
+    model = create_model(spec["model"], num_classes=num_classes, **(spec.get("model_params") or {}))
     try:
         return load_weights(model, checkpoint, run_id=result.run_id, ema=float(spec.get("ema") or 0) > 0)
     except RunError as exc:

@@ -30,13 +30,13 @@ from cifarbudget.predict import load_model, load_run
 pytestmark = pytest.mark.usefixtures("single_thread_module")  # many small CPU ops: one thread is faster
 
 
-def _train(root: Path, **options: object) -> Path:
+def _train(root: Path, model: str = "resnet20", train_subset: int = 512, **options: object) -> Path:
     cifarbudget.reset_plugins(autoload=False)
     result = cifarbudget.run(
-        "resnet20",
+        model,
         dataset="synthetic",
         epochs=1,
-        train_subset=512,
+        train_subset=train_subset,
         val_size=0,
         lr=0.05,
         batch_size=64,
@@ -111,6 +111,23 @@ def test_safetensors_round_trips_into_the_registered_model(
     assert report.sidecar == tmp_path / "model.safetensors.json"
     assert sidecar["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert sidecar["classes"] == result.data["classes"] and sidecar["spec"] == result.spec
+
+
+def test_safetensors_rebuilds_the_network_the_run_trained(tmp_path: Path) -> None:
+    """A run built with ``--model-param act=relu``: its weights also fit the default (GELU)
+    network, so only the parameters recorded in the file rebuild the one that was trained."""
+    run = _train(tmp_path / "runs", "airnet-small", train_subset=128, model_params={"act": "relu"})
+    result, _ = load_run(run)
+    images = load_check_images(result, None, 100)
+    out = tmp_path / "model.safetensors"
+    assert export_run(run, "safetensors", out, check_images=100).max_abs_diff == 0.0
+    default = cifarbudget.create_model("airnet-small", num_classes=10).eval()
+    default.load_state_dict(load_exported_safetensors(out, normalize=False).state_dict())
+    with torch.no_grad():
+        logits = load_exported_safetensors(out)(images.float())
+        wrong = NormalizedModel(default, result.data["mean"], result.data["std"])(images.float())
+    assert torch.equal(logits, _reference(run, images))
+    assert not torch.equal(wrong, logits)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")

@@ -1,8 +1,8 @@
 """``cifarbudget predict``: input formats, the submission CSV, exact accuracy on the run's test split.
 
-One tiny run (airnet-small on synthetic data, flip TTA, EMA) is trained once for the module; its
-own test split must give exactly the recorded accuracies and confusion matrices, with and without
-TTA. Other inputs are subsets of that split written in every supported layout.
+One tiny run (airnet-small with a ReLU instead of its GELU, on synthetic data, flip TTA, EMA) is
+trained once for the module; its own test split must give exactly the recorded accuracies and
+confusion matrices, with and without TTA. Other inputs are subsets of that split written in every supported layout.
 """
 
 from __future__ import annotations
@@ -26,10 +26,13 @@ Invoke = Callable[..., Result]
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
-    """A finished run with flip TTA and EMA weights (ema=0.5 so that they differ from the raw ones)."""
+    """A finished run with flip TTA and EMA weights (ema=0.5 so that they differ from the raw ones),
+    of a model built with a parameter that changes the network but not its state dict's keys or
+    shapes (``act``): the weights would load into the model built without it, too."""
     cifarbudget.reset_plugins(autoload=False)
     return cifarbudget.run(
         "airnet-small",
+        model_params={"act": "relu"},
         dataset="synthetic",
         epochs=1,
         train_subset=300,
@@ -91,22 +94,26 @@ def test_own_test_split_reproduces_the_record(run: RunResult, split_predictions:
 def test_ema_weights_are_the_ones_evaluated(
     run: RunResult, split: Inputs, split_predictions: Predictions
 ) -> None:
-    """predict's probabilities are the flip-TTA softmax of the EMA weights, not of the raw ones."""
+    """predict's probabilities are the flip-TTA softmax of the EMA weights, not of the raw ones, in
+    the network the run trained (its ``model_params``), not the model's default one."""
     ckpt = torch.load(run.run_dir / "checkpoint.pt", weights_only=True)
     mean = torch.tensor(run.data["mean"]).view(1, 3, 1, 1) * 255
     std = torch.tensor(run.data["std"]).view(1, 3, 1, 1) * 255
     x = (split.images[:200].float() - mean) / std
 
-    def flip_tta_probs(state: dict[str, torch.Tensor]) -> np.ndarray:
-        model = cifarbudget.create_model("airnet-small", num_classes=10).eval()
+    def flip_tta_probs(state: dict[str, torch.Tensor], **model_params: object) -> np.ndarray:
+        model = cifarbudget.create_model("airnet-small", num_classes=10, **model_params).eval()
         model.load_state_dict(state)
         with torch.no_grad():
             return torch.softmax((model(x) + model(x.flip(-1))) / 2, dim=1).numpy()
 
     ema_state = {k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k.startswith("module.")}
-    ema_probs, raw_probs = flip_tta_probs(ema_state), flip_tta_probs(ckpt["model"])
+    assert run.spec["model_params"] == {"act": "relu"}
+    ema_probs = flip_tta_probs(ema_state, act="relu")
     np.testing.assert_allclose(split_predictions.probs[:200], ema_probs, atol=1e-5)
-    assert np.abs(raw_probs - ema_probs).max() > 1e-3  # the two sets of weights are told apart
+    # what is told apart: the raw weights, and the same weights in the default (GELU) network
+    assert np.abs(flip_tta_probs(ckpt["model"], act="relu") - ema_probs).max() > 1e-3
+    assert np.abs(flip_tta_probs(ema_state) - ema_probs).max() > 1e-3
 
 
 def test_cli_own_split_without_tta(
