@@ -6,9 +6,10 @@ A loss factory is ``factory(**params) -> loss`` and a loss is called as::
 
 with ``logits`` the student's ``(N, C)`` output, ``targets`` float soft labels ``(N, C)`` (already
 smoothed or mixed by the augmentation pipeline) and ``images`` the normalised input batch the
-logits came from. Every loss has ``params() -> dict`` (JSON-friendly resolved values, part of the
-run's identity) and ``inference_macs_per_image`` (forward MACs of any extra model it runs per
-training image, 0 if none), and may have ``setup(*, device, mean, std)``, which the engine calls
+logits came from. Every builtin loss has ``params() -> dict`` (JSON-friendly resolved values, for
+logs: the run's identity is the factory's parameters, see :mod:`cifarbudget.identity`) and
+``inference_macs_per_image`` (forward MACs of any extra model it runs per training image, 0 if
+none), and may have ``setup(*, device, mean, std)``, which the engine calls
 once before training with the training device and the student's normalisation (per-channel mean
 and std in 0..1 units).
 
@@ -132,7 +133,10 @@ class DistillationLoss:
 
     @property
     def inference_macs_per_image(self) -> int:
-        """The teacher's forward MACs for one image (counted once, with fvcore)."""
+        """The teacher's forward MACs for one training image (counted once, with fvcore); 0 with
+        ``alpha=0``, where the loss never runs the teacher."""
+        if self.alpha == 0:
+            return 0
         if self._macs is None:
             from cifarbudget.budget import count_macs
 

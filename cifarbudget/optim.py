@@ -824,12 +824,15 @@ BUILTIN_OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
 
 
 def _lookahead_passes(params: Mapping[str, Any]) -> int:
-    """Lookahead adds no pass: its base's passes per step (SAM: 2)."""
+    """Lookahead adds no pass: its base's passes per step (SAM: 2), the base given the parameters
+    lookahead passes on to it (not its own ``base``, ``k``, ``alpha``: a lookahead around a
+    lookahead wraps ``sgd`` inside)."""
     from cifarbudget.plugins import get_registry
 
     base = get_registry("optimizers").get(str(params.get("base", "sgd"))).factory
     passes = getattr(base, "passes_per_step", 1)
-    return int(passes(params) if callable(passes) else passes)
+    base_params = {k: v for k, v in params.items() if k not in ("base", "k", "alpha")}
+    return int(passes(base_params) if callable(passes) else passes)
 
 
 # Training-compute accounting before any optimizer is built (cifarbudget.compute.passes_per_step).

@@ -28,6 +28,7 @@ from cifarbudget.compute import (
     TRAIN_FACTOR,
     forward_macs_per_epoch,
     images_per_epoch,
+    passes_per_step,
     planned_training,
     training_split_size,
     validation_size,
@@ -616,10 +617,10 @@ def _settled_record(run_dir: Path, restart: bool) -> RunResult | None:
 
 
 def cpu_training_seconds(spec: RunSpec, report: BudgetReport, n_train: int) -> float:
-    """A rough CPU training time: the run's training MACs (each epoch at its input size) at
-    :data:`CPU_MACS_PER_SECOND` per core."""
+    """A rough CPU training time: the run's training MACs (each epoch at its input size, and each
+    of the optimizer's passes per step: SAM's two) at :data:`CPU_MACS_PER_SECOND` per core."""
     cores = max(1, torch.get_num_threads())
-    macs = sum(forward_macs_per_epoch(spec, report.macs, report.num_classes))
+    macs = sum(forward_macs_per_epoch(spec, report.macs, report.num_classes)) * passes_per_step(spec)
     return TRAIN_FACTOR * macs * images_per_epoch(n_train, spec.batch_size) / (CPU_MACS_PER_SECOND * cores)
 
 

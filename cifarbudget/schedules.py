@@ -72,7 +72,9 @@ class MultiStepFactor:
 
 class CosineFactor:
     """LR multiplier: warmup, then a half cosine from 1 at step ``W`` towards ``min_factor`` at ``T``;
-    with ``every > 1`` the cosine moves once every ``every`` steps (once per epoch)."""
+    with ``every > 1`` the cosine moves once every ``every`` steps (once per epoch), on multiples of
+    ``every`` (epoch boundaries) even when the warmup ends inside an epoch: the rest of that epoch
+    trains at the peak."""
 
     def __init__(self, total: int, warmup: int, min_factor: float, every: int = 1) -> None:
         self.total, self.warmup, self.min_factor, self.every = total, warmup, float(min_factor), int(every)
@@ -80,7 +82,7 @@ class CosineFactor:
     def __call__(self, step: int) -> float:
         if step < self.warmup:
             return _warmup(step, self.warmup)
-        done = (step - self.warmup) // self.every * self.every
+        done = max(0, step // self.every * self.every - self.warmup)
         progress = min(1.0, done / (self.total - self.warmup))
         return self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 

@@ -89,12 +89,14 @@ def make_kd(teacher: nn.Module, *, alpha: float = 0.5, temperature: float = 4.0,
     return loss
 
 
-def test_kd_with_alpha_zero_is_soft_ce():
+def test_kd_with_alpha_zero_is_soft_ce_and_charges_no_teacher_compute():
     torch.manual_seed(1)
     x, labels = torch.randn(8, 3, 4, 4), torch.randint(0, 5, (8,))
     logits, targets = torch.randn(8, 5), soft_targets(labels, 5)
-    loss = make_kd(Recorder(), alpha=0.0)
+    teacher = Recorder()
+    loss = make_kd(teacher, alpha=0.0)
     assert torch.equal(loss(logits, targets, images=x), soft_ce()(logits, targets, images=x))
+    assert teacher.seen is None and loss.inference_macs_per_image == 0  # never ran, so not counted
 
 
 def test_kd_with_the_student_as_teacher_and_alpha_one_is_zero():

@@ -280,6 +280,18 @@ def test_lookahead_slow_weights_are_the_hand_interpolation_every_k_steps():
     assert around_sam.needs_closure and around_sam.passes_per_step == 2
 
 
+def test_planned_passes_match_the_built_lookahead_nested_or_around_sam():
+    """The compute plan (before any optimizer is built) counts the passes the built one makes; a
+    lookahead around a lookahead (which wraps sgd) is planned, not a RecursionError."""
+    from cifarbudget.compute import passes_per_step
+    from cifarbudget.spec import resolve_spec
+
+    for params, passes in (({}, 1), ({"base": "sam"}, 2), ({"base": "lookahead"}, 1)):
+        spec = resolve_spec("resnet20", dataset="synthetic", optimizer="lookahead", opt_params=params)
+        assert passes_per_step(spec) == passes
+        assert lookahead(tiny(), **RUN, **params).passes_per_step == passes
+
+
 # --- SAM ----------------------------------------------------------------------------------------
 def test_sam_first_perturbation_is_rho_g_over_norm_g_and_steps_with_the_perturbed_gradient():
     torch.manual_seed(0)

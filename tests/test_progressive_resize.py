@@ -132,7 +132,7 @@ def test_a_resized_run_trains_at_the_planned_sizes_and_records_the_compute_it_sp
     assert compute["forward_macs"] == record["budget"]["macs"] == at32  # the model's own 32x32 count
 
 
-def test_the_cpu_time_estimate_counts_the_cheaper_epochs(single_thread: None) -> None:
+def test_the_cpu_time_estimate_counts_the_cheaper_epochs_and_sams_second_pass(single_thread: None) -> None:
     from cifarbudget.budget import check_budget
     from cifarbudget.runner import CPU_MACS_PER_SECOND, cpu_training_seconds
 
@@ -141,3 +141,4 @@ def test_the_cpu_time_estimate_counts_the_cheaper_epochs(single_thread: None) ->
     assert cpu_training_seconds(spec, report, 640) == pytest.approx(expected)
     # 3 full epochs against 2 and one at a quarter of the area
     assert cpu_training_seconds(_spec(augs=("crop-flip",)), report, 640) > 1.3 * expected
+    assert cpu_training_seconds(_spec(optimizer="sam"), report, 640) == pytest.approx(2 * expected)

@@ -161,6 +161,22 @@ def test_cosine_per_epoch_matches_torch_cosineannealinglr_stepped_per_epoch() ->
     assert trace(cosine, epochs, steps) != pytest.approx(per_epoch)  # the default moves every step
 
 
+def test_cosine_per_epoch_holds_each_epoch_after_a_warmup_ending_mid_epoch() -> None:
+    """4 epochs of 4 steps, warmup 0.5 epoch (W = 2): warmup ramp, the rest of epoch 0 at the peak,
+    then one LR per epoch, at ``(1 + cos(pi * (4e - 2) / 14)) / 2`` of the peak."""
+    lrs = trace(cosine, 4, 4, per_epoch=True, warmup_epochs=0.5)
+    assert lrs[:4] == pytest.approx([PEAK / 3, 2 * PEAK / 3, PEAK, PEAK])
+    for epoch in (1, 2, 3):
+        held = lrs[4 * epoch : 4 * epoch + 4]
+        assert held == pytest.approx([held[0]] * 4)  # no change inside an epoch
+        assert held[0] == pytest.approx(PEAK * (1 + math.cos(math.pi * (4 * epoch - 2) / 14)) / 2)
+    # with a warmup of whole epochs, the same as before: the decay starts at the boundary
+    whole = trace(cosine, 4, 4, per_epoch=True, warmup_epochs=1)
+    assert whole[4:] == pytest.approx(
+        [PEAK * (1 + math.cos(math.pi * (4 * e - 4) / 12)) / 2 for e in (1, 2, 3) for _ in range(4)]
+    )
+
+
 # --- onecycle -------------------------------------------------------------------------------------
 def test_onecycle_peaks_at_pct_start() -> None:
     lrs = trace(onecycle, 10, 10)  # T = 100, pct_start = 0.3: peak at step 29
