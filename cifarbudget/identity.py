@@ -103,29 +103,6 @@ def _given_number(value: Any, default: Any = None) -> Any:
     return value
 
 
-def _wrapped_defaults(
-    kind: str, signature: inspect.Signature | None, params: Mapping[str, Any]
-) -> dict[str, Any]:
-    """For an optimizer that wraps another (``sam``, ``lookahead``: a ``base`` parameter, and
-    ``**base_params`` passed on to it), the base's resolved defaults; empty for any other factory.
-
-    Only the given base parameters equal to those defaults use them (they leave the identity, as a
-    parameter given at its default does): the base's other defaults are not hashed, so that the
-    runs recorded before this rule keep their ids. So a change of a base optimizer's default does
-    not change the ids of the runs that wrap it (docs/results.md says so)."""
-    if kind != "optimizers" or signature is None or "base" not in signature.parameters:
-        return {}
-    if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
-        return {}
-    from cifarbudget.errors import UnknownNameError
-
-    base = params.get("base")
-    try:
-        return component_params(kind, base) if isinstance(base, str) else {}
-    except UnknownNameError:  # the run's own checks name it; the identity keeps what was given
-        return {}
-
-
 def component_params(kind: str, name: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The parameters a component is built with: its factory's keyword defaults, the values its
     registration binds, then ``params``; run folders named by id (see the module docstring)."""
@@ -153,16 +130,8 @@ def component_params(kind: str, name: str, params: Mapping[str, Any] | None = No
                 resolved[pname] = bound[pname]
             elif p.default is not p.empty:
                 resolved[pname] = p.default
-    base_defaults = _wrapped_defaults(kind, signature, {**resolved, **(params or {})})
     for key, value in (params or {}).items():
-        if key in resolved:
-            resolved[key] = _given_number(value, resolved[key])
-        elif (
-            key in base_defaults and canonical(_given_number(value, base_defaults[key])) == base_defaults[key]
-        ):
-            continue  # a wrapper's base parameter given at the base's default: as if not given
-        else:
-            resolved[key] = _given_number(value)
+        resolved[key] = _given_number(value, resolved[key]) if key in resolved else _given_number(value)
     out = {k: canonical(_run_reference(v)) for k, v in resolved.items()}
     # options added after runs were recorded leave the identity while they keep the old behaviour
     for key, value in dict(getattr(target, "identity_neutral", None) or {}).items():

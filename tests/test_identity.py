@@ -98,23 +98,6 @@ def test_a_number_has_one_id_however_it_is_spelled() -> None:
     assert flip[0] == run_id() != flip[1]  # True == 1 in Python; a bool is not a number here
 
 
-def test_a_wrapped_optimizers_default_given_leaves_the_id() -> None:
-    """``--optimizer sam --opt-param bn_bias_lr_scale=1`` passes sgd's default through sam: one run."""
-
-    def run_id(optimizer: str, **opt_params: object) -> str:
-        spec = resolve_spec(
-            "resnet20", dataset="synthetic", epochs=3, optimizer=optimizer, opt_params=opt_params
-        )
-        return spec.run_id
-
-    for wrapper in ("sam", "lookahead"):
-        plain = run_id(wrapper)
-        assert run_id(wrapper, base="sgd") == run_id(wrapper, bn_bias_lr_scale=1) == plain
-        assert run_id(wrapper, norm_weight_decay=None) == plain
-        assert run_id(wrapper, bn_bias_lr_scale=64) != plain
-        assert run_id(wrapper, base="adamw") != plain
-
-
 def _aug_plugin(default_p: float) -> types.ModuleType:
     class Jitter(BatchAugmentation):
         name = "jitter"
