@@ -7,8 +7,7 @@ A run's identity is everything that changes what is trained, and nothing else:
 - every component with its *resolved* parameters: the model, each augmentation, the schedule,
   the optimizer and the loss, with every keyword default of its registered factory filled in
   (so changing a component's default changes the id: old runs are not taken for new ones) and the
-  values bound by the registration (``resnet20`` is ``cifar_resnet`` with ``depth=20``); a number
-  given is spelled one way (``1`` for a default of ``1.0`` is the default, ``4.0`` is ``4``);
+  values bound by the registration (``resnet20`` is ``cifar_resnet`` with ``depth=20``);
 - the data: ``spec.data_id``, the dataset's content fingerprint and split sizes
   (:func:`data_id`), so runs on different image folders never pool.
 
@@ -85,24 +84,6 @@ def _run_reference(value: Any) -> Any:
     return value
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _given_number(value: Any, default: Any = None) -> Any:
-    """A number the user gave, spelled one way whatever its type: the default itself when equal
-    to it (``1`` for a default of ``1.0``), an integral float as an int otherwise (``64.0`` as
-    ``64``). ``--opt-param x=1`` parses as an int and ``x=1.0`` as a float: without this, the same
-    training would get two ids. Other values are returned as they are."""
-    if not _is_number(value):
-        return value
-    if _is_number(default) and value == default:
-        return default
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
 def component_params(kind: str, name: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The parameters a component is built with: its factory's keyword defaults, the values its
     registration binds, then ``params``; run folders named by id (see the module docstring)."""
@@ -130,8 +111,7 @@ def component_params(kind: str, name: str, params: Mapping[str, Any] | None = No
                 resolved[pname] = bound[pname]
             elif p.default is not p.empty:
                 resolved[pname] = p.default
-    for key, value in (params or {}).items():
-        resolved[key] = _given_number(value, resolved[key]) if key in resolved else _given_number(value)
+    resolved.update(params or {})
     out = {k: canonical(_run_reference(v)) for k, v in resolved.items()}
     # options added after runs were recorded leave the identity while they keep the old behaviour
     for key, value in dict(getattr(target, "identity_neutral", None) or {}).items():
