@@ -310,3 +310,40 @@ def test_unknown_tta_names_close_matches(invoke: Invoke, run: RunResult, tmp_pat
     result = invoke(["predict", str(run.run_dir), "synthetic", "--tta", "flp", "-o", str(tmp_path / "s.csv")])
     assert result.exit_code == 1
     assert "Did you mean: flip" in _one_error_line(result)
+
+
+def _copy_run(run: RunResult, dest: Path, **changes: object) -> Path:
+    """A copy of the module's run folder with top-level fields of its record changed (``final`` merged)."""
+    import json
+    import shutil
+
+    assert run.run_dir is not None
+    copy = dest / run.run_dir.name
+    shutil.copytree(run.run_dir, copy)
+    record = json.loads((copy / "result.json").read_text())
+    for key, value in changes.items():
+        record[key] = {**record[key], **value} if key == "final" and isinstance(value, dict) else value
+    (copy / "result.json").write_text(json.dumps(record))
+    return copy
+
+
+def test_the_run_is_checked_before_a_pickle_is_loaded(invoke: Invoke, run: RunResult, tmp_path: Path) -> None:
+    diverged = _copy_run(run, tmp_path, status="diverged", error="loss is nan at epoch 1")
+    data = tmp_path / "images.pkl"
+    data.write_bytes(pickle.dumps({"images": np.zeros((2, 32, 32, 3), np.uint8)}))
+    result = invoke(["predict", str(diverged), str(data), "-o", str(tmp_path / "s.csv")])
+    assert result.exit_code == 1
+    assert "diverged" in _one_error_line(result) and "pickle" not in result.stderr  # never unpickled
+
+
+def test_other_tta_evaluations_of_the_run_are_named(invoke: Invoke, run: RunResult, tmp_path: Path) -> None:
+    """A run evaluated again with another policy (a sweep's --tta flip --tta multicrop): predict
+    uses the run's own and says which others exist."""
+    evals = dict(run.final["tta_evals"])
+    evals["multicrop"] = evals["flip"]  # the entry's content does not matter here, only its key
+    copy = _copy_run(run, tmp_path, final={"tta_evals": evals})
+    args = ["predict", str(copy), "synthetic", "-o", str(tmp_path / "s.csv"), "--quiet"]
+    result = invoke(args)
+    assert result.exit_code == 0, result.output
+    assert "note: used the run's own TTA (flip); it was also evaluated with multicrop" in result.stderr
+    assert "also evaluated" not in invoke([*args, "--tta", "flip"]).stderr  # chosen: nothing to say

@@ -103,7 +103,7 @@ def command(
       cifarbudget predict RUN test_images/ -o submission.csv --tta none
       cifarbudget predict RUN cifar10 --labels index --probs probs.npy
     """
-    from cifarbudget.predict import is_pickle
+    from cifarbudget.predict import is_pickle, load_run
     from cifarbudget.predict import predict as predict_api
     from cifarbudget.spec import parse_flat_params
 
@@ -111,6 +111,7 @@ def command(
     columns = tuple(c.strip() for c in header.split(","))
     if len(columns) != 2 or not all(columns):
         raise click.BadParameter(f"{header!r} is not two comma-separated column names", param_hint="--header")
+    record, _ = load_run(run_or_checkpoint)  # a run it cannot use is refused before any input is read
     if is_pickle(input_path):
         click.echo(
             f"note: {input_path} is a pickle; loading it runs any code it holds (use only files you trust)",
@@ -127,6 +128,13 @@ def command(
         progress=not quiet,
     )
     result.write_csv(out, label_format, columns)
+    others = sorted(set((record.final or {}).get("tta_evals") or {}) - {result.tta})
+    if tta is None and others:  # the run's own policy was used; say which others it was evaluated with
+        click.echo(
+            f"note: used the run's own TTA ({result.tta}); it was also evaluated with "
+            f"{', '.join(others)} (pass --tta NAME to use one)",
+            err=True,
+        )
     if probs:
         result.save_probs(probs)
     if as_json:
