@@ -30,7 +30,7 @@ from cifarbudget.sweep import Sweep, SweepError, execute_run, expand_grid, plan_
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUN_ID = re.compile(r"^(\S+-e\d+-s\d+-[0-9a-f]{12})\b", re.M)
-PLUGIN_SRC = '''"""Test plugin for the sweep tests: a tiny dataset and a model that cannot train."""
+PLUGIN_SRC = '''"""Test plugin for the sweep tests: a tiny dataset, a model that cannot train, a TTA that raises."""
 
 import os
 
@@ -59,9 +59,21 @@ class BrokenNet(nn.Module):
         return self.fc(x.flatten(1))
 
 
+class BrokenTTA:
+    n_views = 1
+
+    def __call__(self, model, images):
+        raise RuntimeError("broken-tta cannot evaluate")
+
+
 @hookimpl
 def cifarbudget_register_datasets(registry):
     registry.add("tiny-synthetic", tiny, description="600/200 synthetic images")
+
+
+@hookimpl
+def cifarbudget_register_tta_policies(registry):
+    registry.add("broken-tta", BrokenTTA, description="raises when it evaluates")
 
 
 @hookimpl
@@ -178,7 +190,7 @@ def test_local_sweep_trains_every_run_once_and_a_rerun_trains_nothing(
     again = invoke(["sweep", *SWEEP, "--results-dir", str(results_dir)])
     assert again.exit_code == 0, again.output
     assert len(re.findall(r"skipped \(already finished\), test acc", again.stderr)) == 8
-    assert "8 runs: 8 finished; 0 trained by this sweep" in again.stderr
+    assert "8 runs: 8 finished; this sweep trained 0" in again.stderr
     assert {name: (results_dir / name / "result.json").stat().st_mtime_ns for name in found} == mtimes
     assert sorted(RUN_ID.findall(again.stdout)) == sorted(found)
 
@@ -330,6 +342,29 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on_and_exits_nonzero(
         assert "Traceback" in log and "broken-net cannot train" in log  # the details stay in the run's log
     table = {m.group(1): m.group(2) for m in re.finditer(r"^(\S+)\s+(\w+)", proc.stdout, re.M)}
     assert sorted(table[run_id] for run_id in found) == ["diverged", "failed", "failed", "finished"]
+
+
+def test_tta_lines_train_once_evaluate_the_others_and_a_failed_evaluation_keeps_the_run(
+    tmp_path: Path, plugin_env: dict[str, str]
+) -> None:
+    """Three TTA lines of one run: the first trains it, the others only evaluate its checkpoint,
+    and the sweep says so; an evaluation that raises fails its line, not the finished run."""
+    args = ["--model", "airnet-small", *TINY, "--epochs", "1", "--workers", "1", "--results-dir", "runs"]
+    proc = cli(
+        ["sweep", *args, "--tta", "none", "--tta", "flip", "--tta", "broken-tta"], plugin_env, tmp_path
+    )
+    assert proc.returncode == 1, proc.stderr
+    (record,) = records(tmp_path / "runs").values()
+    assert record["status"] == "finished" and record["error"] is None  # the failed evaluation lost nothing
+    assert set(record["final"]["tta_evals"]) == {"flip"}
+    assert re.search(
+        r"^\[2/3\] \S+: evaluated TTA flip \(no training\), test acc TTA [\d.]+", proc.stderr, re.M
+    )
+    assert re.search(r"^\[3/3\] \S+: FAILED: RuntimeError: broken-tta cannot evaluate", proc.stderr, re.M)
+    assert (
+        "3 runs (1 training): 2 finished, 1 failed; this sweep trained 1 and evaluated 1 more TTA policy"
+        in proc.stderr
+    )
 
 
 def test_a_record_is_written_for_a_run_that_fails_before_its_first_epoch(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from cifarbudget.commands.common import UserError, echo_json, json_option, table
 from cifarbudget.commands.options import SpecCommand, setting_values, spec_values, sweep_options
 from cifarbudget.errors import EXIT_OVER_BUDGET
 from cifarbudget.progress import format_duration
-from cifarbudget.results import FINISHED, RUNNING
+from cifarbudget.results import FAILED, FINISHED, RUNNING
 
 
 @click.command("sweep", cls=SpecCommand, spec_options=sweep_options)
@@ -92,16 +92,16 @@ def command(
         return
 
     def progress(outcome: Any, done: int, total: int, eta: float | None) -> None:
+        took = f" in {format_duration(outcome.seconds)}" if outcome.seconds else ""
         if outcome.status == OVER_BUDGET:
             what = f"skipped (over budget): {outcome.error}"
-        elif not outcome.trained:
+        elif outcome.evaluated and outcome.status == FINISHED:
+            tta_acc = "" if outcome.test_acc_tta is None else f", test acc TTA {outcome.test_acc_tta:.4f}"
+            what = f"evaluated TTA {outcome.spec.tta_key} (no training){tta_acc}{took}"
+        elif not outcome.trained and not outcome.evaluated:
             what = f"skipped (already {outcome.status})" + _acc(outcome)
         elif outcome.status == FINISHED:
-            what = (
-                "finished"
-                + _acc(outcome)
-                + (f" in {format_duration(outcome.seconds)}" if outcome.seconds else "")
-            )
+            what = "finished" + _acc(outcome) + took
         else:
             what = f"{outcome.status.upper()}: {outcome.error}"
         tail = f"  ETA {format_duration(eta)}" if eta is not None and done < total else ""
@@ -115,7 +115,13 @@ def command(
     rows = [
         {
             "run_id": o.run_id,
-            "status": o.status if o.trained or o.status == OVER_BUDGET else f"{o.status} (skipped)",
+            "status": (
+                f"{o.status} (TTA evaluated)"
+                if o.evaluated
+                else o.status
+                if o.trained or o.status == OVER_BUDGET
+                else f"{o.status} (skipped)"
+            ),
             "test acc": "" if o.test_acc is None else f"{o.test_acc:.4f}",
             "test acc TTA": "" if o.test_acc_tta is None else f"{o.test_acc_tta:.4f}",
         }
@@ -129,9 +135,10 @@ def command(
     counts: dict[str, int] = {}
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
-    trained = sum(o.trained for o in outcomes)
     summary = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in counts.items())
-    click.echo(f"{len(outcomes)} runs: {summary}; {trained} trained by this sweep", err=True)
+    click.echo(
+        f"{_lines(len(outcomes), len({o.run_id for o in outcomes}))}: {summary}; {_work(outcomes)}", err=True
+    )
     bad = [o for o in outcomes if not o.ok]
     if bad:
         raise click.ClickException(f"{len(bad)} of {len(outcomes)} runs failed or diverged (see the table)")
@@ -145,6 +152,23 @@ def _refuse_if_nothing_fits(planned: list[Any]) -> None:
         raise UserError(
             f"every one of the {len(planned)} runs is over budget: nothing to train", EXIT_OVER_BUDGET
         )
+
+
+def _lines(lines: int, trainings: int) -> str:
+    """``8 runs``, or ``8 runs (4 trainings)`` when TTA lines share trainings."""
+    noun = "run" if lines == 1 else "runs"
+    shared = f" ({trainings} training{'' if trainings == 1 else 's'})" if trainings != lines else ""
+    return f"{lines} {noun}{shared}"
+
+
+def _work(outcomes: list[Any]) -> str:
+    """What this sweep did: trainings that ended (finished or diverged), TTA evaluations that finished."""
+    trained = sum(o.trained and o.status != FAILED for o in outcomes)
+    evaluated = sum(o.evaluated and o.status == FINISHED for o in outcomes)
+    text = f"this sweep trained {trained}"
+    if evaluated:
+        text += f" and evaluated {evaluated} more TTA polic{'y' if evaluated == 1 else 'ies'}"
+    return text
 
 
 def _acc(outcome: Any) -> str:
@@ -195,7 +219,7 @@ def _print_plan(rows: list[dict[str, Any]], planned: list[Any], results_dir: str
     summary = ", ".join(f"{n} {state}" for state, n in counts.items()) or "nothing to train"
     skipped = sum(not p.within_budget for p in planned)
     click.echo(
-        f"{len(planned)} runs in {results_dir}: {summary}"
+        f"{_lines(len(planned), len({p.run_id for p in planned}))} in {results_dir}: {summary}"
         + (f"; {skipped} over budget (skipped)" if skipped else "")
         + "; dry run, nothing trained",
         err=True,

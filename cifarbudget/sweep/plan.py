@@ -121,7 +121,7 @@ def plan_sweep(sweep: Sweep, specs: Sequence[RunSpec] | None = None) -> list[Pla
                 ) from None
         state, done, record = stored_state(sweep.results_path, spec.run_id)
         if state == FINISHED and record is not None and needs_tta_evaluation(record, spec):
-            state = "finished, TTA not evaluated"  # trained; only this TTA policy's evaluation is left
+            state = "finished (TTA to evaluate)"  # trained; only this TTA policy's evaluation is left
         refusal = None
         if spec.compute_budget and meta.get("n_train"):
             try:
@@ -139,6 +139,7 @@ class RunOutcome:
     spec: RunSpec
     status: str  # finished | diverged | failed | over_budget (never trained, by design)
     trained: bool  # trained or resumed by this sweep (False: already recorded, or over budget)
+    evaluated: bool = False  # already trained; this sweep only evaluated its TTA policy
     test_acc: float | None = None
     test_acc_tta: float | None = None
     val_acc: float | None = None
@@ -156,6 +157,7 @@ class RunOutcome:
             "run_id": self.run_id,
             "status": self.status,
             "trained": self.trained,
+            "evaluated": self.evaluated,
             "test_acc": self.test_acc,
             "test_acc_tta": self.test_acc_tta,
             "val_acc": self.val_acc,
@@ -299,6 +301,7 @@ def _from_dict(spec: RunSpec, raw: dict[str, Any], run_dir: Path) -> RunOutcome:
         spec,
         raw["status"],
         bool(raw.get("trained")),
+        evaluated=bool(raw.get("evaluated")),
         test_acc=raw.get("test_acc"),
         test_acc_tta=raw.get("test_acc_tta"),
         val_acc=raw.get("val_acc"),

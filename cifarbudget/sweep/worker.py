@@ -92,6 +92,7 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
         record = load_or_none(run_dir)
         if record is not None and record.status in SETTLED and not needs_tta_evaluation(record, spec):
             return outcome_dict(spec.run_id, record, status=record.status, trained=False, tta=spec.tta_key)
+        evaluates_only = record is not None and record.status in SETTLED  # trained: only this TTA is left
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / WORKER_LOG, "a") as log, _logging_to(log):
             print(f"--- {now()} {socket.gethostname()} pid {os.getpid()}", file=log, flush=True)
@@ -103,11 +104,19 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
             except Exception as exc:
                 traceback.print_exc(file=log)
                 error = describe_error(exc)
+                if evaluates_only:  # the run itself is finished: its record stays as it is
+                    return {"run_id": spec.run_id, "status": FAILED, "evaluated": True, "error": error}
                 record_failure(spec, task["budget"], run_dir, error, task.get("device"))
                 return {"run_id": spec.run_id, "status": FAILED, "trained": True, "error": error}
         seconds = time.perf_counter() - started
         return outcome_dict(
-            spec.run_id, result, status=result.status, trained=True, seconds=seconds, tta=spec.tta_key
+            spec.run_id,
+            result,
+            status=result.status,
+            trained=not evaluates_only,
+            evaluated=evaluates_only,
+            seconds=seconds,
+            tta=spec.tta_key,
         )
 
 
