@@ -253,7 +253,7 @@ class SelectiveTTA(TTAPolicy):
     only for the images the model is least sure about.
 
     Every image gets the two base views (image and mirror; their mean is the ``flip`` policy's
-    prediction). The ``round(fraction * N)`` images of the batch with the lowest confidence in that
+    prediction). The ``floor(fraction * N + 0.5)`` images (halves round up) of the batch with the lowest confidence in that
     prediction also get the four translated views of :class:`MultiCropTTA`, and their prediction is
     the multicrop combination of all six (the base logits are reused, not recomputed); the others
     keep the base prediction. hiverge's speedrun uses one base view and the 25% least-confident
@@ -261,7 +261,7 @@ class SelectiveTTA(TTAPolicy):
 
     The selection is made within each call, i.e. within each evaluation batch of the engine.
     ``n_views`` is the expected number of views per image, ``2 + 4 * fraction`` (2.8 by default), a
-    float; ``views_computed`` counts the views actually run, ``2 N + 4 round(fraction * N)``.
+    float; ``views_computed`` counts the views actually run, ``2 N + 4 floor(fraction * N + 0.5)``.
 
     :param fraction: share of each batch that gets the extra views, in ``[0, 1]``.
     :param score: confidence measure of the base prediction: ``"max-prob"`` (largest softmax

@@ -619,6 +619,20 @@ def test_crop_flip_on_uint8_gives_exactly_the_float_path(mode: str, channels_las
     assert torch.equal(CropFlip(padding_mode=mode)(normalize(images, channels_last), targets)[0], via_float)
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float16, torch.float32])
+def test_crop_flip_of_a_batch_in_which_no_image_flips(dtype: torch.dtype) -> None:
+    """A batch where no image draws the flip (half of all one-image batches) copies no image: the
+    two-byte and one-byte paths once raised there (an epoch smaller than a batch is one batch)."""
+    images = uint8_batch(1)[0].to(dtype)
+    flipped = []
+    for seed in range(8):  # each of the two outcomes at least once with these seeds
+        torch.manual_seed(seed)
+        out = CropFlip(padding=0)(images, torch.zeros(1, 10))[0]
+        assert torch.equal(out, images) or torch.equal(out, images.flip(3))
+        flipped.append(torch.equal(out, images.flip(3)))
+    assert set(flipped) == {True, False}
+
+
 @pytest.mark.usefixtures("single_thread")
 @pytest.mark.parametrize("mode", ["black", "reflect", "replicate", "zeros"])
 @pytest.mark.parametrize(("padding", "flip"), [(4, True), (2, False), (0, True)])

@@ -280,6 +280,8 @@ def copy_images_(out: torch.Tensor, index: torch.Tensor, source: torch.Tensor) -
     are the same.
     """
     n, m = out.shape[0], source.shape[0]
+    if m == 0:  # nothing to copy (no image of the batch drew it); reshape(0, -1) would raise
+        return out
     if (
         n > 0
         and out.element_size() < 4
