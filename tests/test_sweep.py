@@ -21,12 +21,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import Result
+from records import make_record, write_records
 
 import cifarbudget.budget
 from cifarbudget import leaderboard as lb
 from cifarbudget.plugins import AUTOLOAD_ENV, reset_plugins
 from cifarbudget.results import validate_result
+from cifarbudget.spec import RunSpec
 from cifarbudget.sweep import Sweep, SweepError, execute_run, expand_grid, plan_sweep, run_lock, stored_state
+from cifarbudget.sweep.plan import _record_crash
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUN_ID = re.compile(r"^(\S+-e\d+-s\d+-[0-9a-f]{12})\b", re.M)
@@ -365,6 +368,26 @@ def test_tta_lines_train_once_evaluate_the_others_and_a_failed_evaluation_keeps_
         "3 runs (1 training): 2 finished, 1 failed; this sweep trained 1 and evaluated 1 more TTA policy"
         in proc.stderr
     )
+
+
+@pytest.mark.parametrize(("status", "marked"), [("finished", False), ("diverged", False), ("running", True)])
+def test_a_worker_that_dies_marks_only_an_unsettled_run_failed(
+    tmp_path: Path, status: str, marked: bool
+) -> None:
+    """A worker killed (OOM, a segfault) while it evaluates another TTA policy of a finished run:
+    that line fails, the run's record (and its earlier evaluations) stay as they were."""
+    record = make_record(tta="flip", test_acc_tta=0.85, status=status)
+    (path,) = write_records(tmp_path, [record])
+    before = path.read_text()
+    spec = RunSpec.from_dict({**record["spec"], "tta": "flip-shift"})
+    task = {"spec": spec.to_dict(), "results_dir": str(tmp_path), "budget": record["budget"], "device": "cpu"}
+    outcome = _record_crash(task, "worker process exited with code -9")
+    assert (outcome["status"], outcome["trained"], outcome["evaluated"]) == ("failed", marked, not marked)
+    after = json.loads(path.read_text())
+    if marked:
+        assert after["status"] == "failed" and after["error"] == "worker process exited with code -9"
+    else:
+        assert path.read_text() == before  # not one byte changed
 
 
 def test_a_record_is_written_for_a_run_that_fails_before_its_first_epoch(tmp_path: Path) -> None:

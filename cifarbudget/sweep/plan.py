@@ -287,13 +287,22 @@ def _task(sweep: Sweep, planned: PlannedRun) -> dict[str, Any]:
 
 
 def _record_crash(task: dict[str, Any], error: str) -> dict[str, Any]:
-    """A worker died without reporting: record the run as failed (unless another process took it)."""
+    """A worker died without reporting: record the run as failed (unless another process took it,
+    or it is settled: then the worker died evaluating another TTA policy, and only this line failed)."""
     spec = RunSpec.from_dict(task["spec"])
     results_dir = Path(task["results_dir"])
+    evaluated = False
     with run_lock(lock_path(results_dir, spec.run_id), wait=False) as acquired:
         if acquired:
-            record_failure(spec, task["budget"], results_dir / spec.run_id, error, task.get("device"))
-    return {"run_id": spec.run_id, "status": FAILED, "trained": True, "error": error}
+            run_dir = results_dir / spec.run_id
+            evaluated = not record_failure(spec, task["budget"], run_dir, error, task.get("device"))
+    return {
+        "run_id": spec.run_id,
+        "status": FAILED,
+        "trained": not evaluated,
+        "evaluated": evaluated,
+        "error": error,
+    }
 
 
 def _from_dict(spec: RunSpec, raw: dict[str, Any], run_dir: Path) -> RunOutcome:

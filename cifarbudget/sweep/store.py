@@ -40,14 +40,19 @@ def stored_state(results_dir: Path, run_id: str) -> tuple[str, int, RunResult | 
 
 def record_failure(
     spec: RunSpec, budget: dict[str, Any], run_dir: Path, error: str, device: str | None
-) -> None:
-    """Mark ``run_dir``'s record failed with ``error`` (writing a minimal record if there is none).
+) -> bool:
+    """Mark ``run_dir``'s record failed with ``error`` (writing a minimal record if there is none);
+    whether it did.
 
-    The history and checkpoint of a run that failed mid-way are kept: a rerun resumes it.
+    The history and checkpoint of a run that failed mid-way are kept: a rerun resumes it. A
+    settled record (finished or diverged) is never marked: what failed then was only an evaluation
+    of it (another TTA policy), and the trained run and its evaluations stay as they are.
     """
     from cifarbudget.results import manifest
 
     record = load_or_none(run_dir)
+    if record is not None and record.run_id == spec.run_id and record.status in SETTLED:
+        return False
     if record is None or record.run_id != spec.run_id:
         try:
             from cifarbudget.device import select_device
@@ -66,3 +71,4 @@ def record_failure(
     record.error = error
     record.manifest["finished_at"] = now()
     record.save(run_dir)
+    return True

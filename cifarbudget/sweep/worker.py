@@ -104,10 +104,15 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
             except Exception as exc:
                 traceback.print_exc(file=log)
                 error = describe_error(exc)
-                if evaluates_only:  # the run itself is finished: its record stays as it is
-                    return {"run_id": spec.run_id, "status": FAILED, "evaluated": True, "error": error}
-                record_failure(spec, task["budget"], run_dir, error, task.get("device"))
-                return {"run_id": spec.run_id, "status": FAILED, "trained": True, "error": error}
+                # a finished run whose evaluation with this TTA policy raised stays finished
+                marked = record_failure(spec, task["budget"], run_dir, error, task.get("device"))
+                return {
+                    "run_id": spec.run_id,
+                    "status": FAILED,
+                    "trained": marked,
+                    "evaluated": not marked,
+                    "error": error,
+                }
         seconds = time.perf_counter() - started
         return outcome_dict(
             spec.run_id,
