@@ -264,6 +264,35 @@ def test_a_zip_of_the_folder_loads_the_same_images_and_its_content_keys_the_id(
     )
 
 
+def test_macos_hidden_files_are_not_images_of_the_folder_or_its_zip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder copied from a Mac (``._0.png`` resource forks, ``.DS_Store``) and a zip made by its
+    Finder (``__MACOSX/...``): the same images, metadata and run id as the clean folder."""
+    from cifarbudget.data.imagefolder import imagefolder_metadata, load_imagefolder
+
+    monkeypatch.setenv("CIFARBUDGET_CACHE", str(tmp_path / "cache"))
+    clean = _image_folder(tmp_path / "clean", 10)
+    mac = _image_folder(tmp_path / "mac", 10)
+    apple_double = b"\x00\x05\x16\x07" + bytes(60)  # not an image
+    for split in ("train", "test"):
+        (mac / split / "cat" / "._0.png").write_bytes(apple_double)
+        (mac / split / ".DS_Store").write_bytes(b"\x00")
+        (mac / split / ".hidden-class").mkdir()
+        (mac / split / ".hidden-class" / "0.png").write_bytes(apple_double)
+    clean_zip = _zip_of(clean, tmp_path / "zipped" / "data.zip")
+    mac_zip = _zip_of(clean, tmp_path / "mac-zipped" / "data.zip")
+    with zipfile.ZipFile(mac_zip / "data.zip", "a") as zf:
+        zf.writestr("__MACOSX/train/cat/._0.png", apple_double)
+        zf.writestr("train/cat/._1.png", apple_double)
+    # (a folder's fingerprint hashes file contents, a zip's its CRCs: like is compared with like)
+    for root, same in ((mac, clean), (mac_zip, clean_zip)):
+        assert imagefolder_metadata(root) == imagefolder_metadata(same)
+        assert torch.equal(
+            load_imagefolder(root, train=True).images, load_imagefolder(same, train=True).images
+        )
+
+
 def test_runs_that_differ_only_in_tta_train_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from cifarbudget.engine import Engine
 

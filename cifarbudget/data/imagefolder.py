@@ -62,11 +62,17 @@ def _constant(value: str) -> Callable[[], str]:
     return lambda: value
 
 
+def _hidden(part: str) -> bool:
+    """A name no image folder means as data: hidden files and folders (``.DS_Store``, macOS's
+    ``._*`` resource forks) and the ``__MACOSX`` folder of a zip made by macOS's Finder."""
+    return part.startswith(".") or part == "__MACOSX"
+
+
 def _folder_items(split_dir: Path) -> list[Item]:
     items: list[Item] = []
-    for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+    for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not _hidden(p.name)):
         for f in sorted(class_dir.iterdir()):
-            if f.suffix.lower() in IMAGE_EXTENSIONS:
+            if f.suffix.lower() in IMAGE_EXTENSIONS and not _hidden(f.name):
                 items.append(Item(class_dir.name, str(f), f.read_bytes, functools.partial(_file_digest, f)))
     return items
 
@@ -80,7 +86,8 @@ def _zip_items(archives: list[Path], split: str) -> list[Item]:
             raise DataError(f"cannot read archive {archive}: {exc}") from None
         for info in sorted(zf.infolist(), key=lambda i: i.filename):
             m = _MEMBER.search(info.filename)
-            if m and m.group(1) == split and info.filename.lower().endswith(IMAGE_EXTENSIONS):
+            hidden = any(_hidden(part) for part in info.filename.split("/"))
+            if m and m.group(1) == split and info.filename.lower().endswith(IMAGE_EXTENSIONS) and not hidden:
                 key = f"{info.CRC:08x}:{info.file_size}"
                 items.append(
                     Item(
