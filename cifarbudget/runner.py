@@ -930,7 +930,9 @@ def calibration_record(
         out["val"] = calibration_metrics(val["logits"].numpy(), val_labels, temperature)
     out["test"] = calibration_metrics(test["logits"].numpy(), test_labels, temperature)
     out["temperature"] = temperature
-    out["test_reliability"] = calibration_bins(test["logits"].numpy(), test_labels).to_dict()
+    out["test_reliability"] = calibration_bins(
+        test["logits"].numpy(), test_labels, from_logits=True
+    ).to_dict()
     return out
 
 

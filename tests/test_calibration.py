@@ -206,3 +206,22 @@ def test_bad_inputs_are_one_line_run_errors(call, message: str) -> None:  # type
     with pytest.raises(RunError) as info:
         call()
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_recorded_reliability_bins_read_the_logits_as_logits() -> None:
+    """One-hot logits look like probabilities; the run's record must still treat them as logits,
+    so the reliability diagram's ECE is the recorded test ECE."""
+    from cifarbudget.data.core import DeviceSplit, Split
+    from cifarbudget.runner import calibration_record
+
+    rng = np.random.default_rng(0)
+    labels = torch.from_numpy(rng.integers(0, 10, 200))
+    logits = torch.eye(10)[torch.from_numpy(rng.integers(0, 10, 200))]  # rows of 0s and one 1
+    split = Split(torch.zeros(200, 3, 1, 1, dtype=torch.uint8), labels, [str(c) for c in range(10)])
+    test = DeviceSplit.from_split(split, torch.device("cpu"), [0.5] * 3, [0.25] * 3)
+    record = calibration_record(None, test, {"logits": logits}, test)
+    bins = record["test_reliability"]
+    counts, acc, conf = (np.asarray(bins[k], dtype=float) for k in ("counts", "accuracy", "confidence"))
+    filled = counts > 0
+    ece = float((counts[filled] / counts.sum() * np.abs(acc[filled] - conf[filled])).sum())
+    assert ece == pytest.approx(record["test"]["ece"])
