@@ -255,6 +255,9 @@ def flatten_result(data: Any, path: str = "") -> list[dict[str, Any]]:
     for key in ("model", "dataset", "seed"):
         if key not in spec:
             raise ValueError(f"'spec.{key}' is missing")
+    params = budget.get("params")
+    if not isinstance(params, int) or isinstance(params, bool):  # every verdict reads it
+        raise ValueError(f"'budget.params' is not a number of parameters ({params!r})")
     final = data.get("final") or {}
     timing = data.get("timing") or {}
     manifest = data.get("manifest") or {}

@@ -440,17 +440,21 @@ def test_truncated_and_foreign_files_are_skipped_with_a_warning(invoke: Invoke, 
     listing = grid_dir / "a-list" / "result.json"
     listing.parent.mkdir()
     listing.write_text("[1, 2]")
+    no_params = make_record("resnet20", 8, 0.99)
+    no_params["budget"]["params"] = None  # a hand-edited or foreign record: every verdict reads it
+    (no_params_path,) = write_records(grid_dir, [no_params])
 
     runs, warnings = lb.load_results(grid_dir)
     assert len(runs) == 8
-    assert len(warnings) == 3
+    assert len(warnings) == 4
+    assert f"skipped {no_params_path}: 'budget.params' is not a number of parameters (None)" in warnings
     assert any(w.startswith(f"skipped {bad}: corrupt or truncated JSON") for w in warnings)
     assert f"skipped {foreign}: not a cifarbudget result (schema None)" in warnings
     assert f"skipped {listing}: not a JSON object" in warnings
 
     out = invoke(["leaderboard", str(grid_dir), "--format", "json"])
     assert out.exit_code == 0
-    assert str(bad) in out.stderr and out.stderr.count("warning: skipped") == 3
+    assert str(bad) in out.stderr and out.stderr.count("warning: skipped") == 4
     board = lb.read_leaderboard_json(out.stdout)
     assert len(board) == 4 and board["test_acc_mean"].max() == pytest.approx(0.835)
 
