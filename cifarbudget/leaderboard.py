@@ -876,8 +876,11 @@ def ablation(board: pd.DataFrame, metric: str = "val") -> pd.DataFrame:
     groups = board.groupby("dataset", sort=True) if "dataset" in board.columns else [(None, board)]
     for dataset, part in groups:
         # augmentations and schedules change training: compare the trained configurations once each
-        # (a configuration evaluated with several TTA policies is one training), without TTA
-        trained = part.drop_duplicates("train_config_id") if "train_config_id" in part.columns else part
+        # (a configuration evaluated with several TTA policies is one training), without TTA, on the
+        # row of the training that covers the most seeds (a policy may have evaluated only some)
+        trained = part
+        if "train_config_id" in part.columns:
+            trained = part.sort_values("n", ascending=False, kind="stable").drop_duplicates("train_config_id")
         plain, n = trained[f"{metric}_acc_mean"], trained["n"]
 
         def side(mask: pd.Series, values: pd.Series, n: pd.Series) -> tuple[int, int, float]:

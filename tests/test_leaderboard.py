@@ -374,6 +374,29 @@ def test_ablation_by_hand(grid_dir: Path) -> None:
     ]
 
 
+def test_ablation_counts_a_training_over_all_its_seeds(tmp_path: Path) -> None:
+    """One training, 3 seeds, all evaluated with flip and only two with flip-shift (whose row ranks
+    first): the augmentation's side holds all three seeds' accuracy, not the two of the top row."""
+    records, vals = [], [0.80, 0.82, 0.50]
+    for seed, v in enumerate(vals):
+        r = make_record(
+            "airnet-small", seed, v, val_acc=v, augs=("crop-flip", "cutout"), tta="flip", test_acc_tta=v
+        )
+        if seed < 2:
+            r["final"]["tta_evals"]["flip-shift"] = dict(
+                r["final"]["tta_evals"]["flip"], val_acc=v + 0.01, views=10
+            )
+        records.append(r)
+    records += [make_record("airnet-small", seed, v, val_acc=v) for seed, v in enumerate([0.70, 0.72, 0.71])]
+    write_records(tmp_path, records)
+    board = lb.load_board([tmp_path]).ranking
+    assert board.iloc[0]["tta"] == "flip-shift" and board.iloc[0]["n"] == 2  # the row the old code used
+    cutout = lb.ablation(board).set_index("level").loc["cutout"]
+    assert (cutout["combos_with"], cutout["runs_with"]) == (1, 3)
+    assert cutout["mean_with"] == pytest.approx(sum(vals) / 3)
+    assert cutout["delta"] == pytest.approx(sum(vals) / 3 - 0.71)
+
+
 def test_cli_ablation(invoke: Invoke, grid_dir: Path) -> None:
     out = invoke(["leaderboard", str(grid_dir), "--ablation"])
     assert out.exit_code == 0, out.output
