@@ -425,6 +425,7 @@ def build_report(
         sections.append(_table(ablation, "ablation"))
 
     n_runs = int(runs["run_id"].nunique()) if "run_id" in runs else 0
+    ranked_runs = int(runs.loc[lb.ranked_mask(runs), "run_id"].nunique()) if n_runs else 0
     devices = runs["device_name"].dropna().value_counts()
     revisions = runs["git_revision"].dropna().value_counts()
     provenance = {
@@ -432,8 +433,8 @@ def build_report(
         "cifarbudget version": __version__,
         "result folders": ", ".join(folders),
         "runs": f"{n_runs} ({n_files - n_runs} filtered out); {len(runs)} rows (a run evaluated with "
-        f"several TTA policies has one row per policy), {int(lb.ranked_mask(runs).sum())} "
-        f"ranked in {len(board)} configurations, {len(left_out)} not ranked",
+        f"several TTA policies has one row per policy), {ranked_runs} runs "
+        f"ranked in {len(board)} configurations, {len(left_out)} rows not ranked",
         "filters": ", ".join([f"dataset {d}" for d in datasets] + [f"model {m}" for m in models]) or "none",
         "devices": "; ".join(f"{d} ({c} runs)" for d, c in devices.items()) or "unknown",
         "git revisions": "; ".join(f"{r} ({c} runs)" for r, c in revisions.items()) or "unknown",
@@ -459,7 +460,7 @@ def build_report(
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{title}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-        f'<h1>{title}</h1>\n<p class="sub">{len(runs)} runs from {_e(", ".join(folders))}. {best_line}</p>\n'
+        f'<h1>{title}</h1>\n<p class="sub">{n_runs} runs from {_e(", ".join(folders))}. {best_line}</p>\n'
         + "\n".join(sections)
         + "\n</body>\n</html>\n"
     )

@@ -83,10 +83,24 @@ def test_report_content(report_file: Path) -> None:
     assert "the seed of configuration #1 with the best val acc tta, with TTA flip" in page
     assert "<dt>cifarbudget version</dt>" in page and "<dt>generated at</dt>" in page
     assert (
-        "12 (0 filtered out); 12 rows (a run evaluated with several TTA policies has one row per policy), 8 ranked in 4 configurations, 4 not ranked"
-        in page
+        "12 (0 filtered out); 12 rows (a run evaluated with several TTA policies has one row per policy), "
+        "8 runs ranked in 4 configurations, 4 rows not ranked" in page
     )
     assert "Warnings (1)" in page and "corrupt or truncated JSON" in page
+
+
+def test_a_run_evaluated_with_two_policies_counts_once(tmp_path: Path) -> None:
+    records = [make_record("airnet-small", seed, 0.8, tta="flip", test_acc_tta=0.81) for seed in (0, 1)]
+    for r in records:
+        r["final"]["tta_evals"]["flip-shift"] = dict(r["final"]["tta_evals"]["flip"], views=10)
+    write_records(tmp_path, records)
+    page, summary = build_report([tmp_path], top=1)
+    assert summary.n_runs == 2
+    assert '<p class="sub">2 runs from' in page
+    assert (
+        "2 (0 filtered out); 4 rows (a run evaluated with several TTA policies has one row per policy), 2 runs ranked in 2 configurations"
+        in page
+    )
 
 
 def test_report_filters_and_errors(tmp_path: Path) -> None:
