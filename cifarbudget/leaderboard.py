@@ -783,15 +783,19 @@ def sort_board(board: pd.DataFrame, *, sort: str | None = None, ascending: bool 
 
 
 def welch_ties(part: pd.DataFrame) -> pd.Series:
-    """Per row of one dataset's ranking: ``"best"`` for the reference, the first row with at least
-    two seeds (a single seed has no spread, so a one-seed row is the reference only when no row has
-    two); ``"tied"`` when Welch's two-sided t-test at 5% does not reject an equal mean selection
+    """Per row of one dataset's ranking: ``"best"`` for the reference, the row with the highest mean
+    selection accuracy among those with at least two seeds, whatever order the rows are in (a
+    single seed has no spread, so a one-seed row is the reference only when no row has two);
+    ``"tied"`` when Welch's two-sided t-test at 5% does not reject an equal mean selection
     accuracy with the reference, ``""`` when it does; ``"n=1"`` when the row or the reference has a
     single seed (untestable). A one-seed row can rank above the reference: its ``n=1`` says so."""
     if part.empty:
         return pd.Series(dtype=object)
-    seeds = part["n"].tolist()
-    ref = next((k for k, n in enumerate(seeds) if n >= 2), 0)
+    means = part["select_acc_mean"].astype(float).reset_index(drop=True)
+    seeded = means[(part["n"] >= 2).to_numpy()]
+    candidates = seeded if len(seeded) else means
+    # the first of the highest (idxmax), so that the default ranking's reference is its first such row
+    ref = int(candidates.idxmax()) if candidates.notna().any() else 0
     best = part.iloc[ref]
     out = []
     for k, (_, row) in enumerate(part.iterrows()):

@@ -203,17 +203,31 @@ def training_curves(board: pd.DataFrame, runs: pd.DataFrame, top: int) -> Any | 
     return fig
 
 
+def best_config(board: pd.DataFrame) -> pd.Series:
+    """The configuration the report calls best: the board's reference (``tied == "best"``: the
+    highest validation mean among rows with at least two seeds), not a one-seed row ranked above
+    it; the first row when no row is marked."""
+    marked = board[board["tied"] == "best"] if "tied" in board.columns else board.iloc[:0]
+    return marked.iloc[0] if len(marked) else board.iloc[0]
+
+
+def _best_seed(board: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.Series, str]:
+    """The best configuration's seed with the best validation accuracy (test only without a
+    validation split), and the column it was chosen on."""
+    top = best_config(board)
+    candidates = runs[lb.ranked_mask(runs) & (runs["config_id"] == top["config_id"])]
+    order = [m for m in ("val_acc_tta", "val_acc", "test_acc_tta", "test_acc") if candidates[m].notna().any()]
+    return candidates.sort_values(order[0], ascending=False).iloc[0], order[0]
+
+
 def best_run_confusion(board: pd.DataFrame, runs: pd.DataFrame) -> tuple[bytes, str] | None:
-    """The confusion-matrix PNG of the best run of the top configuration, and a caption."""
+    """The confusion-matrix PNG of the best run of the best configuration, and a caption."""
     from cifarbudget.plots import plot_confusion
 
     if board.empty:
         return None
-    top = board.iloc[0]
-    candidates = runs[lb.ranked_mask(runs) & (runs["config_id"] == top["config_id"])]
     # the seed shown is chosen like everything else: on validation (test only without a validation split)
-    order = [m for m in ("val_acc_tta", "val_acc", "test_acc_tta", "test_acc") if candidates[m].notna().any()]
-    best = candidates.sort_values(order[0], ascending=False).iloc[0]
+    best, chosen_on = _best_seed(board, runs)
     try:
         data = json.loads(Path(best["path"]).read_bytes())
     except (OSError, ValueError):
@@ -241,21 +255,15 @@ def best_run_confusion(board: pd.DataFrame, runs: pd.DataFrame) -> tuple[bytes, 
     )
     caption = (
         f"{what} of run {best['run_id']}, seed "
-        f"{best['seed']}, the seed of configuration #1 with the best {order[0].replace('_', ' ')}"
-        + (f", with TTA {final.get('tta')}" if use_tta else "")
-        + "."
+        f"{best['seed']}, the seed of the best configuration (marked best on the leaderboard) with the best "
+        f"{chosen_on.replace('_', ' ')}" + (f", with TTA {final.get('tta')}" if use_tta else "") + "."
     )
     return png, caption
 
 
 def best_run(board: pd.DataFrame, runs: pd.DataFrame) -> pd.Series | None:
-    """The run the report's per-run figures show: configuration #1's best seed on validation."""
-    if board.empty:
-        return None
-    top = board.iloc[0]
-    candidates = runs[lb.ranked_mask(runs) & (runs["config_id"] == top["config_id"])]
-    order = [m for m in ("val_acc_tta", "val_acc", "test_acc_tta", "test_acc") if candidates[m].notna().any()]
-    return candidates.sort_values(order[0], ascending=False).iloc[0]
+    """The run the report's per-run figures show: the best configuration's best seed on validation."""
+    return None if board.empty else _best_seed(board, runs)[0]
 
 
 def calibration_section(best: pd.Series | None) -> list[str]:
@@ -451,7 +459,7 @@ def build_report(
     title = "cifarbudget report"
     best_line = ""
     if not board.empty:
-        first = board.iloc[0]
+        first = best_config(board)
         best_line = (
             f"Best: {_e(lb.describe_config(first))}: test accuracy {first['test_acc_mean']:.4f} "
             f"(n={first['n']}), {int(first['params']):,} parameters."

@@ -285,6 +285,14 @@ def test_sort(invoke: Invoke, grid_dir: Path) -> None:
     frame = lb.read_leaderboard_json(out.stdout)
     assert frame["test_acc_std"].tolist() == sorted(frame["test_acc_std"].tolist())
     assert frame["rank"].tolist() == [1, 2, 3, 4]
+    default = lb.read_leaderboard_json(invoke(["leaderboard", str(grid_dir), "--format", "json"]).stdout)
+    for column in ("params", "test_acc_std"):  # another order: the same reference and the same ties
+        resorted = lb.read_leaderboard_json(
+            invoke(["leaderboard", str(grid_dir), "--format", "json", "--sort", column, "--ascending"]).stdout
+        )
+        assert dict(zip(resorted["config_id"], resorted["tied"], strict=True)) == dict(
+            zip(default["config_id"], default["tied"], strict=True)
+        )
     bad = invoke(["leaderboard", str(grid_dir), "--sort", "nope"])
     assert bad.exit_code == 1
     assert bad.stderr.startswith("Error: cannot sort by 'nope'; columns: config_id, model, dataset")

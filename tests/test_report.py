@@ -80,7 +80,10 @@ def test_report_content(report_file: Path) -> None:
     best = "Best: airnet-small | crop-flip+cutout | multistep | tta flip | 3 ep: test accuracy 0.8350 (n=2)"
     assert best in page
     assert "Dashed green: the budget (4,000,000 parameters)" in page
-    assert "the seed of configuration #1 with the best val acc tta, with TTA flip" in page
+    assert (
+        "the seed of the best configuration (marked best on the leaderboard) with the best val acc tta, with TTA flip"
+        in page
+    )
     assert "<dt>cifarbudget version</dt>" in page and "<dt>generated at</dt>" in page
     assert (
         "12 (0 filtered out); 12 rows (a run evaluated with several TTA policies has one row per policy), "
@@ -101,6 +104,17 @@ def test_a_run_evaluated_with_two_policies_counts_once(tmp_path: Path) -> None:
         "2 (0 filtered out); 4 rows (a run evaluated with several TTA policies has one row per policy), 2 runs ranked in 2 configurations"
         in page
     )
+
+
+def test_a_lucky_one_seed_row_is_not_the_reports_best(tmp_path: Path) -> None:
+    """A one-seed row ranked first (by its mean, as every row) is not the best configuration: the
+    header and the best run's figures use the row marked best, which has two seeds."""
+    lucky = make_record("resnet20", 0, 0.9, val_acc=0.9)
+    steady = [make_record("airnet-small", seed, acc, val_acc=acc) for seed, acc in ((0, 0.8), (1, 0.82))]
+    write_records(tmp_path, [lucky, *steady])
+    page, _ = build_report([tmp_path], top=1)
+    assert "Best: airnet-small" in page and "(n=2)" in page
+    assert f"of run {steady[1]['run_id']}, seed 1, the seed of the best configuration" in page
 
 
 def test_report_filters_and_errors(tmp_path: Path) -> None:
