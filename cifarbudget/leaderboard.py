@@ -275,6 +275,13 @@ def flatten_result(data: Any, path: str = "") -> list[dict[str, Any]]:
             row[key] = _cell(value)
     if not spec.get("augs"):
         row["augs"] = "none"
+    # what the run had, where the spec only asked: the validation split's size (the default 5,000
+    # is capped at a tenth of the training images) and the number of classes (0: the data's)
+    recorded = data.get("data") or {}
+    if isinstance(recorded.get("n_val"), int) and not isinstance(recorded.get("n_val"), bool):
+        row["val_size"] = recorded["n_val"]
+    if not spec.get("num_classes") and isinstance(budget.get("num_classes"), int):
+        row["num_classes"] = budget["num_classes"]
     row.update(
         params=budget.get("params"),
         macs=macs,

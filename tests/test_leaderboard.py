@@ -490,6 +490,16 @@ def test_truncated_and_foreign_files_are_skipped_with_a_warning(invoke: Invoke, 
     assert len(board) == 4 and board["test_acc_mean"].max() == pytest.approx(0.835)
 
 
+def test_val_size_and_num_classes_are_what_the_run_had(tmp_path: Path) -> None:
+    record = make_record("resnet20", 1, 0.7)
+    record["spec"]["val_size"], record["spec"]["num_classes"] = 5000, 0  # the defaults: asked, not had
+    record["data"]["n_val"], record["budget"]["num_classes"] = 600, 10
+    write_records(tmp_path, [record])
+    runs, _ = lb.load_results(tmp_path)
+    assert (runs.loc[0, "val_size"], runs.loc[0, "num_classes"]) == (600, 10)
+    assert json.loads(runs.loc[0, "spec_json"])["val_size"] == 5000  # the rerun command asks as the run did
+
+
 def test_a_run_in_two_folders_counts_once(tmp_path: Path) -> None:
     record = make_record("resnet20", 1, 0.7)
     write_records(tmp_path / "a", [record])
