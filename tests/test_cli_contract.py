@@ -222,6 +222,8 @@ def test_every_command_prints_valid_json(trained: Path, invoke: Invoke, tmp_path
             "Error: model 'resnet20': depth is fixed by its name",
         ),
         (["run", "resnet20", "--epochs", "many"], 2, "Usage: "),
+        (["run", "--dataset", "synthetic"], 2, "Usage: "),  # no model: a missing argument
+        (["sweep", "--model", "resnet20", "--seeds", "2", "--seed", "3", "--dry-run"], 2, "Usage: "),
         (["run", "preactresnet18", "--dataset", "synthetic"], 3, "Error: refusing to train: preactresnet18"),
         (["run", "resnet20", "--dataset", "cifar11"], 1, "Error: Unknown dataset 'cifar11'"),
     ],

@@ -128,7 +128,6 @@ def test_export_names_the_file_after_the_run_by_default(
     [
         (["export", "{missing}", "-o", "{tmp}/m.onnx"], "Error: no run at "),
         (["export", "{tmp}", "-o", "{tmp}/m.onnx"], "is not a run folder: it has no result.json"),
-        (["export", "{run}", "-o", "{tmp}/m.bin"], "Error: give --format (safetensors, torchscript, onnx)"),
     ],
 )
 def test_export_mistakes_are_one_line_errors(
@@ -136,6 +135,24 @@ def test_export_mistakes_are_one_line_errors(
 ) -> None:
     filled = [a.format(missing=tmp_path / "nope", tmp=tmp_path, run=run_dir) for a in args]
     assert message in _one_line_error(invoke(filled))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-o", "{tmp}/m.bin"], "Error: give --format (safetensors, torchscript, onnx)"),
+        (
+            ["-o", "{tmp}/m.onnx", "--format", "safetensors"],
+            "is a .onnx file name (onnx) but --format is safetensors",
+        ),
+    ],
+)
+def test_export_format_mistakes_are_usage_errors(
+    args: list[str], message: str, run_dir: Path, tmp_path: Path, invoke: Invoke
+) -> None:
+    out = invoke(["export", str(run_dir), *[a.format(tmp=tmp_path) for a in args]])
+    assert out.exit_code == 2 and message in out.stderr.strip().splitlines()[-1]
+    assert not list(tmp_path.iterdir())  # nothing written
 
 
 def test_export_to_a_folder_is_a_usage_error(run_dir: Path, tmp_path: Path, invoke: Invoke) -> None:

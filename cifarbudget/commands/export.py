@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cifarbudget.commands.common import UserError, echo_json, json_option, output_option, user_errors
+from cifarbudget.commands.common import echo_json, json_option, output_option, user_errors
 
 # the same as cifarbudget.export.FORMATS / DEFAULT_SUFFIX (not imported here: that module imports torch)
 FORMATS = ("safetensors", "torchscript", "onnx")
@@ -73,9 +73,15 @@ def command(
     """
     from cifarbudget.export import export_run
 
-    fmt = fmt or (_BY_SUFFIX.get(Path(output).suffix.lower()) if output else None)
+    named = _BY_SUFFIX.get(Path(output).suffix.lower()) if output else None
+    if fmt is not None and named is not None and named != fmt:
+        raise click.UsageError(
+            f"-o {output} is a {Path(output).suffix.lower()} file name ({named}) but --format is {fmt}: "
+            f"end the file name in {SUFFIX[fmt]}, or leave --format out"
+        )
+    fmt = fmt or named
     if fmt is None:
-        raise UserError(
+        raise click.UsageError(
             f"give --format ({', '.join(FORMATS)}) or an -o file ending in .safetensors, .pt or .onnx"
         )
     if output is None:

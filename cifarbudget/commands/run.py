@@ -51,7 +51,7 @@ def command(
     The budget is checked on the model as it will be trained before any image is decoded.
     Model selection uses a held-out validation split; the test split is evaluated once, at the
     end (with and without TTA). Re-running the same command resumes an unfinished run or prints
-    the finished one. Exit codes: 0 finished, 1 error or divergence, 3 over budget, 130 interrupted
+    the finished one. Exit codes: 0 finished, 1 error or divergence, 2 usage error, 3 over budget, 130 interrupted
     (Ctrl-C), 143 terminated (SIGTERM).
 
     \b
@@ -80,6 +80,10 @@ def command(
         for key, value in recorded_settings.items():  # the data folder, aug_chunk: unless given here
             if settings.get(key) is None:
                 settings[key] = value
+    if model is None and settings.get("recipe") is None:
+        raise click.UsageError(
+            "no model given: pass a MODEL argument or --recipe NAME (see 'cifarbudget list recipes')"
+        )
     result = run_api(
         model,
         restart=restart,

@@ -59,7 +59,7 @@ def command(
       cifarbudget sweep --file sweep.toml --workers 4
       cifarbudget sweep --file sweep.toml --executor ray --ray-address auto
     """
-    from cifarbudget.sweep import OVER_BUDGET, Sweep, SweepError, hyperparameter_keys, plan_sweep, run_sweep
+    from cifarbudget.sweep import OVER_BUDGET, Sweep, hyperparameter_keys, plan_sweep, run_sweep
 
     n_seeds, seed_list = params.pop("n_seeds"), params.pop("seed_list")
     values = spec_values(params, sweep=True)
@@ -70,7 +70,7 @@ def command(
         fixed[key] = value[0] if isinstance(value, list) else value
     grid: dict[str, Any] = values
     if n_seeds is not None and seed_list:
-        raise SweepError("give --seeds N or --seed S (repeatable), not both")
+        raise click.UsageError("give --seeds N or --seed S (repeatable), not both")
     if n_seeds is not None:
         grid["seeds"] = n_seeds
     elif seed_list:
