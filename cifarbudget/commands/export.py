@@ -73,10 +73,11 @@ def command(
     """
     from cifarbudget.export import export_run
 
-    named = _BY_SUFFIX.get(Path(output).suffix.lower()) if output else None
+    suffix = Path(output).suffix.lower() if output else ""
+    named = _BY_SUFFIX.get(suffix)
     if fmt is not None and named is not None and named != fmt:
         raise click.UsageError(
-            f"-o {output} is a {Path(output).suffix.lower()} file name ({named}) but --format is {fmt}: "
+            f"-o {output} is a {suffix} file name ({named}) but --format is {fmt}: "
             f"end the file name in {SUFFIX[fmt]}, or leave --format out"
         )
     fmt = fmt or named
