@@ -134,6 +134,16 @@ def load_run(run_or_checkpoint: Path | str) -> tuple[RunResult, Path]:
     return result, checkpoint
 
 
+def _with_run_data_dir(inputs: str | Path, result: RunResult) -> str | Path:
+    """The run's own dataset named without a folder (``imagefolder``) reads the folder the run read
+    (``manifest.settings.data_dir``), not the default data folder; anything else is left as given."""
+    name = str(inputs)
+    root = (result.manifest.get("settings") or {}).get("data_dir")
+    if name != result.spec.get("dataset") or not root or Path(name).expanduser().exists():
+        return inputs
+    return f"{name}:{root}"
+
+
 def load_model(result: RunResult, checkpoint: Path) -> nn.Module:
     """The run's model, built with the parameters it was trained with (``--model-param``), with
     the weights it was evaluated with (EMA weights when it used EMA)."""
@@ -237,7 +247,7 @@ def predict(
     else:
         tta_name, params = tta, dict(tta_params or {})
     check_tta_params(tta_name, params)
-    data = inputs if isinstance(inputs, Inputs) else load_inputs(inputs)
+    data = inputs if isinstance(inputs, Inputs) else load_inputs(_with_run_data_dir(inputs, result))
     check_inputs(data)
     model = load_model(result, checkpoint)
     settings = _settings_like_the_run(result, device, amp)

@@ -347,3 +347,18 @@ def test_other_tta_evaluations_of_the_run_are_named(invoke: Invoke, run: RunResu
     assert result.exit_code == 0, result.output
     assert "note: used the run's own TTA (flip); it was also evaluated with multicrop" in result.stderr
     assert "also evaluated" not in invoke([*args, "--tta", "flip"]).stderr  # chosen: nothing to say
+
+
+def test_the_runs_dataset_by_name_reads_the_runs_data_folder(tmp_path: Path) -> None:
+    """``predict RUN imagefolder`` reads the folder the run trained on, not the default data folder;
+    a folder that is not there says how to name one."""
+    from types import SimpleNamespace
+
+    from cifarbudget.predict import _with_run_data_dir
+
+    run = SimpleNamespace(spec={"dataset": "imagefolder"}, manifest={"settings": {"data_dir": "/data/cifar"}})
+    assert _with_run_data_dir("imagefolder", run) == "imagefolder:/data/cifar"  # type: ignore[arg-type]
+    assert _with_run_data_dir("imagefolder:/elsewhere", run) == "imagefolder:/elsewhere"  # type: ignore[arg-type]
+    assert _with_run_data_dir("cifar10", run) == "cifar10"  # type: ignore[arg-type]
+    with pytest.raises(DataError, match=r"does not exist: give the input as imagefolder:ROOT"):
+        load_inputs(f"imagefolder:{tmp_path / 'nope'}")

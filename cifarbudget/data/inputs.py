@@ -263,7 +263,12 @@ def _load_dataset_split(name: str, root: str | None) -> Inputs:
     from cifarbudget.plugins import get_registry
 
     factory = get_registry("datasets").get(name).factory
-    raw = factory(Path(root).expanduser() if root else default_data_dir(), train=False, download=False)
+    folder = Path(root).expanduser() if root else default_data_dir()
+    try:
+        raw = factory(folder, train=False, download=False)
+    except DataError as exc:  # the hint names `run`'s --data-dir; here the folder is given as NAME:ROOT
+        hint = str(exc).replace("pass --data-dir", f"give the input as {name}:ROOT")
+        raise DataError(hint) from None
     if not all(hasattr(raw, a) for a in ("images", "labels", "classes")):
         raise DataError(f"dataset {name!r} returned {type(raw).__name__}, not a split")
     source = getattr(raw, "source", "") or f"{name}:test"
