@@ -10,6 +10,7 @@ same numbers and an ETA. ``enabled=False`` turns both off.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from typing import Any
@@ -17,12 +18,27 @@ from typing import Any
 log = logging.getLogger("cifarbudget.progress")
 
 
+MIN_COLUMNS = 20  # narrower (a pseudo-terminal that reports 0 columns): a line per epoch instead
+LABEL_WIDTH = 40
+
+
 def interactive() -> bool:
-    """Whether standard error is a terminal a live bar can redraw."""
+    """Whether standard error is a terminal a live bar can redraw, at least :data:`MIN_COLUMNS` wide."""
     try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):  # replaced or closed stream
+        if not sys.stderr.isatty():
+            return False
+        return os.get_terminal_size(sys.stderr.fileno()).columns >= MIN_COLUMNS
+    except (AttributeError, ValueError, OSError):  # replaced or closed stream, no size to read
         return False
+
+
+def label(text: str, width: int = LABEL_WIDTH) -> str:
+    """``text`` within ``width`` characters, cut in the middle with an ellipsis: a run id keeps its
+    model and its hash (``airnet-small-synthe…-s8-ba45afb70cb1``), and never looks whole when it is not."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "\u2026" + text[len(text) - (width - 1 - head) :]
 
 
 class Progress:
@@ -42,7 +58,7 @@ class Progress:
                 total=total,
                 initial=done,
                 unit=unit,
-                desc=desc[:40],
+                desc=label(desc),
                 dynamic_ncols=True,
                 leave=True,
                 file=sys.stderr,
