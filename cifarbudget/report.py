@@ -129,8 +129,23 @@ def accuracy_vs_params(board: pd.DataFrame, runs: pd.DataFrame, budget: int) -> 
         costs.extend(over["params"].astype(float).tolist())
     ax.axvline(budget, color="#4e9a06", ls="--", lw=1.2, label=f"budget {budget:,}")
     accs = [float(v) for v in (*board["test_acc_mean"].dropna(), *over["test_acc"])]
-    if accs:  # frame the points, not the (possibly huge, n=2) error bars; accuracy stays in [0, 1]
+    if accs:  # accuracy stays in [0, 1]
         lo, hi = min(accs), max(accs)
+        if not board.empty:  # the error bars too, unless a few huge ones (n=2) would flatten the points
+            ends = (
+                pd.concat([board["test_acc_mean"] - err, board["test_acc_mean"] + err]).dropna().astype(float)
+            )
+            if len(ends) and ends.max() - ends.min() <= 3 * max(hi - lo, 0.04):
+                lo, hi = min(lo, float(ends.min())), max(hi, float(ends.max()))
+            elif len(ends):
+                ax.text(
+                    0.01,
+                    0.01,
+                    "some 95% CI bars are cut by the frame",
+                    transform=ax.transAxes,
+                    fontsize=7,
+                    color="#555",
+                )
         pad = max(0.02, 0.15 * (hi - lo))
         ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad))
     positive = [c for c in costs if c > 0]
@@ -195,6 +210,10 @@ def training_curves(board: pd.DataFrame, runs: pd.DataFrame, top: int) -> Any | 
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    low, high = (round(v) for v in ax.get_xlim())
+    if high - low < 2:  # one or two epochs: whole-epoch ticks, not 0.95 ... 1.05
+        ax.set_xlim(low - 0.5, high + 0.5)
+        ax.set_xticks(range(low, high + 1))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy")
     ax.grid(alpha=0.3)

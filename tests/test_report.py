@@ -19,8 +19,9 @@ from click.testing import Result
 from PIL import Image, ImageStat
 from records import grid_records, make_record, unranked_records, write_records
 
+from cifarbudget import leaderboard as lb
 from cifarbudget.errors import CifarBudgetError
-from cifarbudget.report import build_report
+from cifarbudget.report import accuracy_vs_params, build_report, training_curves
 
 Invoke = Callable[..., Result]
 DATA_URI = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
@@ -238,3 +239,31 @@ def test_report_of_real_runs_has_calibration_and_gradcam_sections(
     )
     console = [line for line in shown.stderr.splitlines() if "CONSOLE" in line]
     assert console == []  # the page logs nothing: no script, no error
+
+
+def test_one_epoch_curves_have_whole_epoch_ticks_and_ci_bars_fit_the_frame(tmp_path: Path) -> None:
+    def board_of(folder: Path, accs: dict[str, list[float]]) -> lb.Board:
+        records = [
+            make_record(model, seed, acc, val_acc=acc, epochs=1)
+            for model, values in accs.items()
+            for seed, acc in enumerate(values)
+        ]
+        write_records(folder, records)
+        return lb.load_board([folder])
+
+    def texts(ax) -> list[str]:  # type: ignore[no-untyped-def]
+        return [t.get_text() for t in ax.texts]
+
+    board = board_of(tmp_path / "a", {"airnet-small": [0.80, 0.81, 0.805], "resnet20": [0.70, 0.71, 0.705]})
+    curves = training_curves(board.ranking, board.runs, top=2)
+    assert list(curves.axes[0].get_xticks()) == [1]  # not 0.95, 0.975, ..., 1.05
+    ax = accuracy_vs_params(board.ranking, board.runs, 5_000_000).axes[0]
+    mean, ci = board.ranking["test_acc_mean"], board.ranking["test_acc_ci95"]
+    low, high = ax.get_ylim()
+    assert low <= (mean - ci).min() and high >= (mean + ci).max()  # the bars are inside the frame
+    assert "some 95% CI bars are cut by the frame" not in texts(ax)
+    # two seeds far apart: a bar ten times the points' spread is cut, and the plot says so
+    wide = board_of(tmp_path / "b", {"airnet-small": [0.60, 0.99], "resnet20": [0.79, 0.795]})
+    assert "some 95% CI bars are cut by the frame" in texts(
+        accuracy_vs_params(wide.ranking, wide.runs, 5_000_000).axes[0]
+    )
