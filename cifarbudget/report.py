@@ -11,6 +11,7 @@ import base64
 import html
 import io
 import json
+import math
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -154,12 +155,21 @@ def accuracy_vs_params(board: pd.DataFrame, runs: pd.DataFrame, budget: int) -> 
     from matplotlib.ticker import FuncFormatter
 
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _short_count(v)))
+    if ax.get_xscale() == "log":  # minor ticks: 200k and 500k (not 2x10^5, and not every one: they collide)
+        ax.xaxis.set_minor_formatter(
+            FuncFormatter(lambda v, _: _short_count(v) if _leading_digit(v) in (2, 5) else "")
+        )
     ax.set_xlabel("trainable parameters")
     ax.set_ylabel("test accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     ax.set_title("Accuracy vs. parameters", fontsize=10)
     return fig
+
+
+def _leading_digit(value: float) -> int:
+    """``300000 -> 3``: the first digit of a positive tick value."""
+    return round(value / 10 ** math.floor(math.log10(value))) if value > 0 else 0
 
 
 def _short_count(value: float) -> str:
