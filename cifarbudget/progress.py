@@ -114,3 +114,8 @@ def format_duration(seconds: float | None) -> str:
     import datetime
 
     return str(datetime.timedelta(seconds=round(seconds)))
+
+
+def plural(n: int, noun: str) -> str:
+    """``1 epoch``, ``3 epochs``, ``0 runs``: a count and its noun (plural by an ``s``)."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"

@@ -64,6 +64,7 @@ from cifarbudget.errors import (
 from cifarbudget.identity import RUN_SUPPLIED
 from cifarbudget.io import lock_path, remove_stale_temporaries, run_lock
 from cifarbudget.plugins import get_registry
+from cifarbudget.progress import plural
 from cifarbudget.results import (
     DIVERGED,
     ERROR_LOG,
@@ -581,7 +582,7 @@ def check_compute_budget(spec: RunSpec, report: BudgetReport, n_train_total: int
         else:
             macs = format_macs(report.macs)
         raise OverBudgetError(
-            f"refusing to train: {spec.model} for {spec.epochs} epochs on {plan['train_images'] // spec.epochs:,} "
+            f"refusing to train: {spec.model} for {plural(spec.epochs, 'epoch')} on {plan['train_images'] // spec.epochs:,} "
             f"images plans {format_macs(plan['train_macs'])} training MACs "
             f"(3 x {macs} x {plan['train_images']:,} images"
             + (f" x {plan['passes_per_step']} passes" if plan["passes_per_step"] > 1 else "")

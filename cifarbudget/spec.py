@@ -268,9 +268,11 @@ class RunSpec:
         return "+".join(self.augs) or "none"
 
     def describe(self) -> str:
+        from cifarbudget.progress import plural
+
         return (
             f"{self.model} on {self.dataset}: aug {self.pipeline}, {self.sched}, "
-            f"{self.epochs} epochs, batch {self.batch_size}, {self.optimizer} lr {self.lr:g} wd {self.weight_decay:g}, "
+            f"{plural(self.epochs, 'epoch')}, batch {self.batch_size}, {self.optimizer} lr {self.lr:g} wd {self.weight_decay:g}, "
             f"TTA {self.tta_key}, seed {self.seed}"
         )
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import click
 
 from cifarbudget.commands.common import echo_json, json_option, output_option, user_errors
+from cifarbudget.progress import plural
 
 
 @click.command("explain")
@@ -108,7 +109,7 @@ def command(
             }
         )
         return
-    line = f"wrote {grid.output}: Grad-CAM of {len(images)} image{'s' if len(images) != 1 else ''} at layer '{grid.target_layer}'"
+    line = f"wrote {grid.output}: Grad-CAM of {plural(len(images), 'image')} at layer '{grid.target_layer}'"
     if grid.labels is not None:
         line += f"; {right}/{len(images)} predicted right"
     click.echo(line)

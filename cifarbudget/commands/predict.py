@@ -12,6 +12,7 @@ from cifarbudget.commands.common import (
     output_option,
     user_errors,
 )
+from cifarbudget.progress import plural
 
 
 @click.command("predict")
@@ -155,7 +156,7 @@ def command(
         return
     tta_text = "no TTA" if result.tta == "none" else f"TTA {result.tta}"
     click.echo(
-        f"predicted {len(result)} image{'s' if len(result) != 1 else ''} with run {result.run_id} ({tta_text}, {result.device})"
+        f"predicted {plural(len(result), 'image')} with run {result.run_id} ({tta_text}, {result.device})"
     )
     if result.accuracy is not None:
         click.echo(_accuracy_line(result.accuracy, result.recorded_accuracy, len(result), tta_text))
@@ -163,7 +164,7 @@ def command(
         click.echo(
             _accuracy_line(result.accuracy_no_tta, result.recorded_accuracy_no_tta, len(result), "no TTA")
         )
-    click.echo(f"wrote {out}: {len(result)} row{'s' if len(result) != 1 else ''} ({','.join(columns)})")
+    click.echo(f"wrote {out}: {plural(len(result), 'row')} ({','.join(columns)})")
     if probs:
         click.echo(f"wrote {probs}: probabilities {result.probs.shape[0]} x {result.probs.shape[1]}")
 

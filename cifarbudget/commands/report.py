@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cifarbudget.commands.common import board_options, echo_json, json_option, output_option, user_errors
+from cifarbudget.progress import plural
 
 DEFAULT_RESULTS = ("results/runs",)
 
@@ -69,4 +70,7 @@ def command(
             }
         )
     else:
-        click.echo(f"wrote {output}: {summary.n_runs} runs, {summary.n_ranked_configs} ranked configurations")
+        click.echo(
+            f"wrote {output}: {plural(summary.n_runs, 'run')}, "
+            f"{plural(summary.n_ranked_configs, 'ranked configuration')}"
+        )
