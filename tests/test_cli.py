@@ -100,6 +100,22 @@ def test_check_over_budget(invoke: Invoke) -> None:
     assert "OVER" in result.stdout
 
 
+def test_check_shows_a_budget_the_short_form_would_round_in_full(invoke: Invoke) -> None:
+    """``269.72k`` beside ``269,722 ... OVER`` looked like a wrong verdict: the budget is exact."""
+    (row,) = [
+        line
+        for line in invoke(["check", "resnet20", "--budget", "269722"]).stdout.splitlines()
+        if "resnet20" in line
+    ]
+    assert row.split() == ["resnet20", "269,722", "40.55M", "269,722", "OVER"]
+    (row,) = [
+        line
+        for line in invoke(["check", "resnet20", "--budget", "300k"]).stdout.splitlines()
+        if "resnet20" in line
+    ]
+    assert row.split()[3] == "300.00k"
+
+
 def test_check_num_classes(invoke: Invoke) -> None:
     result = invoke(["check", "resnet20", "--num-classes", "100", "--json"])
     assert result.exit_code == 0

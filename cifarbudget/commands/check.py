@@ -61,7 +61,8 @@ def command(
                 "model": r.model,
                 "params": f"{r.params:,}",
                 "MACs": format_count(r.macs),
-                "budget": format_count(r.budget),
+                # a budget the short form cannot show exactly is shown whole, as the parameters are
+                "budget": _short_if_exact(r.budget),
                 "verdict": "ok" if r.within_budget else "OVER",
             }
             for r in reports
@@ -72,3 +73,11 @@ def command(
         click.echo(f"Error: {r.reason}", err=True)
     if over:
         sys.exit(EXIT_OVER_BUDGET)
+
+
+def _short_if_exact(budget: int) -> str:
+    """``5.00M`` for 5,000,000, but ``269,722`` (not ``269.72k``) where the short form rounds."""
+    from cifarbudget.budget import format_count, parse_budget
+
+    short = format_count(budget)
+    return short if parse_budget(short) == budget else f"{budget:,}"
