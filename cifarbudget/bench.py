@@ -79,7 +79,9 @@ class _Memory:
             try:
                 import psutil
             except ImportError:
-                self.note = "not measured on the CPU: psutil is not installed (pip install 'cifarbudget[bench]')"
+                self.note = (
+                    "not measured on the CPU: psutil is not installed (pip install 'cifarbudget[bench]')"
+                )
             else:
                 self.process = psutil.Process()
                 self.note = "resident-set growth sampled after every step (psutil): a lower bound"

@@ -9,7 +9,7 @@ import click
 from cifarbudget.commands.common import UserError, echo_json, json_option, table, user_errors
 from cifarbudget.commands.options import SpecCommand, setting_values, spec_values, sweep_options
 from cifarbudget.errors import EXIT_OVER_BUDGET
-from cifarbudget.progress import format_duration
+from cifarbudget.progress import format_duration, plural
 from cifarbudget.results import FAILED, FINISHED, RUNNING
 
 
@@ -156,9 +156,8 @@ def _refuse_if_nothing_fits(planned: list[Any]) -> None:
 
 def _lines(lines: int, trainings: int) -> str:
     """``8 runs``, or ``8 runs (4 trainings)`` when TTA lines share trainings."""
-    noun = "run" if lines == 1 else "runs"
-    shared = f" ({trainings} training{'' if trainings == 1 else 's'})" if trainings != lines else ""
-    return f"{lines} {noun}{shared}"
+    shared = f" ({plural(trainings, 'training')})" if trainings != lines else ""
+    return plural(lines, "run") + shared
 
 
 def _work(outcomes: list[Any]) -> str:
