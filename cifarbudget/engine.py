@@ -135,11 +135,12 @@ def evaluate(
     for x, y in split.batches(batch_size, shuffle=False, drop_last=False):
         with autocast(settings):
             logits = tta(model, x) if tta is not None else model(x)
+        logits = logits.float()  # under bf16 autocast: near-ties decided in float32, not 8 mantissa bits
         known = y >= 0
-        loss_sum += F.cross_entropy(logits.float()[known], y[known], reduction="sum").double()
+        loss_sum += F.cross_entropy(logits[known], y[known], reduction="sum").double()
         preds.append(logits.argmax(dim=1))
         if return_logits:
-            all_logits.append(logits.float().cpu())
+            all_logits.append(logits.cpu())
         if progress is not None:
             progress.advance(len(y))
     model.train(was_training)

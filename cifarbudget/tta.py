@@ -93,20 +93,20 @@ class TTAPolicy:
 
     def combine(self, logits: torch.Tensor, weights: Sequence[float] | None = None) -> torch.Tensor:
         """Reduce per-view logits ``(V, N, K)`` to ``(N, K)``: the (weighted) mean of the logits,
-        or the log of the (weighted) mean softmax for ``reduce="probs"``."""
+        or the log of the (weighted) mean softmax for ``reduce="probs"``; in float32 (a model under
+        bf16 autocast gives bf16 logits, whose 8-bit mantissa would round the average)."""
+        logits = logits.float()
         n_views = logits.shape[0]
         if weights is None:
             if self.reduce == "logits":
                 return logits.mean(dim=0)
-            log_probs = F.log_softmax(logits.float(), dim=-1)
-            return (torch.logsumexp(log_probs, dim=0) - torch.log(torch.tensor(float(n_views)))).to(
-                logits.dtype
+            return torch.logsumexp(F.log_softmax(logits, dim=-1), dim=0) - torch.log(
+                torch.tensor(float(n_views))
             )
         w = torch.tensor(list(weights), dtype=torch.float32, device=logits.device).view(-1, 1, 1)
         if self.reduce == "logits":
-            return (w.to(logits.dtype) * logits).sum(dim=0)
-        log_probs = F.log_softmax(logits.float(), dim=-1)
-        return torch.logsumexp(log_probs + w.log(), dim=0).to(logits.dtype)
+            return (w * logits).sum(dim=0)
+        return torch.logsumexp(F.log_softmax(logits, dim=-1) + w.log(), dim=0)
 
     def __call__(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

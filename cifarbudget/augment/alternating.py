@@ -74,14 +74,16 @@ class AlternatingFlip(InPlaceAugmentation):
             f"flip-alternating: seed must be an int in [0, 2**32), got {seed!r}",
         )
         self.seed = int(seed)
+        # the seed's hash, a Python int: a tensor made from it on the device each batch would be a
+        # host-to-device copy, which waits for the GPU's queue (a sync per training step)
+        self._key = int(hash32(torch.tensor(self.seed, dtype=torch.int64)).item())
 
     def params(self) -> dict[str, Any]:
         return {"seed": self.seed}
 
     def first_epoch_flips(self, indices: torch.Tensor) -> torch.Tensor:
         """Boolean ``bit_i`` for each index: whether the image is mirrored in epoch 0."""
-        key = hash32(torch.tensor(self.seed, dtype=torch.int64, device=indices.device))
-        return (hash32(indices.to(torch.int64) ^ key) >> 31).bool()
+        return (hash32(indices.to(torch.int64) ^ self._key) >> 31).bool()
 
     def flips(self, indices: torch.Tensor, epoch: int) -> torch.Tensor:
         """Boolean mask: which of the images ``indices`` are mirrored in ``epoch``."""
