@@ -316,7 +316,7 @@ def load_test_split(result: Any, data_dir: Path | str | None, purpose: str, hint
     """The run's test split from the dataset registry: its root is ``data_dir``, else the root the
     run recorded (when it still exists), else :func:`cifarbudget.data.core.default_data_dir`. A
     missing or unreadable split is a one-line :class:`RunError` ("cannot {purpose} the ... test split")."""
-    from cifarbudget.data.core import default_data_dir
+    from cifarbudget.data.core import as_split, default_data_dir
     from cifarbudget.plugins import get_registry
 
     name = result.spec["dataset"]
@@ -326,7 +326,9 @@ def load_test_split(result: Any, data_dir: Path | str | None, purpose: str, hint
         else recorded_data_root(result) or default_data_dir()
     )
     try:
-        return get_registry("datasets").get(name).factory(root, train=False, download=False)
+        return as_split(
+            get_registry("datasets").get(name).factory(root, train=False, download=False), name, "test"
+        )
     except (CifarBudgetError, OSError) as exc:
         raise RunError(
             f"cannot {purpose} the {name} test split: {exc}" + (f" {hint}" if hint else "")

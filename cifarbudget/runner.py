@@ -36,6 +36,7 @@ from cifarbudget.compute import (
 from cifarbudget.data.core import (
     DeviceSplit,
     Split,
+    as_split,
     default_data_dir,
     normalization_stats,
     stratified_split,
@@ -650,11 +651,8 @@ class RunData:
 def load_splits(dataset: str, root: Path, download: bool) -> tuple[Split, Split]:
     """The dataset's train and test splits, checked against the dataset contract."""
     factory = get_registry("datasets").get(dataset).factory
-    train = factory(root, train=True, download=download)
-    test = factory(root, train=False, download=download)
-    for split in (train, test):
-        if not all(hasattr(split, a) for a in ("images", "labels", "classes")):
-            raise DataError(f"dataset {dataset!r} returned {type(split).__name__}, not a split")
+    train = as_split(factory(root, train=True, download=download), dataset, "train")
+    test = as_split(factory(root, train=False, download=download), dataset, "test")
     if list(train.classes) != list(test.classes):
         raise DataError(f"dataset {dataset!r}: train and test splits have different classes")
     return train, test

@@ -146,7 +146,7 @@ CONTRACTS: dict[str, Callable[[Any], None]] = {
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_doc_example_is_a_working_plugin(kind: str) -> None:
+def test_doc_example_is_a_working_plugin(kind: str, tmp_path: Path) -> None:
     hook = KINDS[kind].hook
     blocks = re.findall(r"```python\n(.*?)```", doc_section(hook), re.S)
     assert blocks, f"the {hook} section has no python example"
@@ -159,5 +159,17 @@ def test_doc_example_is_a_working_plugin(kind: str) -> None:
         assert len(entries) == 1 and entries[0].name.startswith("docs-") and entries[0].description
         CONTRACTS[kind](entries[0].factory)
         assert system.failed == {}
+        if kind == "datasets":  # and a run trains on it: the runner reads what the contract promises
+            result = cifarbudget.run(
+                "resnet20",
+                dataset=entries[0].name,
+                epochs=1,
+                train_subset=64,
+                val_size=32,
+                batch_size=32,
+                results_dir=tmp_path,
+                progress=False,
+            )
+            assert result.status == "finished" and result.data["source"] == f"{entries[0].name}:train"
     finally:
         cifarbudget.reset_plugins(autoload=False)

@@ -44,6 +44,20 @@ class Split:
         return int(self.labels.shape[0])
 
 
+def as_split(raw: object, dataset: str, which: str) -> Split:
+    """What a dataset factory returned, as a checked :class:`Split`: any object with ``images``,
+    ``labels`` and ``classes`` (the plugin contract, e.g. a ``SimpleNamespace``) is converted;
+    ``source`` defaults to ``"<dataset>:<which>"``."""
+    if isinstance(raw, Split):
+        return raw
+    if not all(hasattr(raw, a) for a in ("images", "labels", "classes")):
+        raise DataError(
+            f"dataset {dataset!r} returned {type(raw).__name__}, not a split (images, labels, classes)"
+        )
+    source = str(getattr(raw, "source", "") or f"{dataset}:{which}")
+    return Split(raw.images, raw.labels, list(raw.classes), source)  # type: ignore[attr-defined]
+
+
 def default_data_dir() -> Path:
     """``$CIFARBUDGET_DATA`` or ``~/.cache/cifarbudget/data``."""
     env = os.environ.get("CIFARBUDGET_DATA")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cifarbudget.data.core import Split, default_data_dir
+from cifarbudget.data.core import as_split, default_data_dir
 from cifarbudget.data.decode import IMAGE_EXTENSIONS, decode_images
 from cifarbudget.errors import DataError
 from cifarbudget.registry import natural_key
@@ -269,10 +269,8 @@ def _load_dataset_split(name: str, root: str | None) -> Inputs:
     except DataError as exc:  # the hint names `run`'s --data-dir; here the folder is given as NAME:ROOT
         hint = str(exc).replace("pass --data-dir", f"give the input as {name}:ROOT")
         raise DataError(hint) from None
-    if not all(hasattr(raw, a) for a in ("images", "labels", "classes")):
-        raise DataError(f"dataset {name!r} returned {type(raw).__name__}, not a split")
-    source = getattr(raw, "source", "") or f"{name}:test"
-    split = Split(raw.images, raw.labels, list(raw.classes), source)  # checks dtype, shape and labels
+    split = as_split(raw, name, "test")  # checks dtype, shape and labels
+    source = split.source
     ids = [str(i) for i in range(1, len(split) + 1)]
     return Inputs(split.images, ids, split.labels, split.classes, source, kind="dataset", dataset=name)
 
