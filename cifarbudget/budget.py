@@ -220,26 +220,37 @@ def count_macs_torch(model: nn.Module) -> int:
     return int(counter.get_total_flops()) // 2
 
 
-def check_forward(model: nn.Module, name: str, params: dict[str, Any] | None = None) -> None:
+def check_forward(
+    model: nn.Module, name: str, params: dict[str, Any] | None = None, *, num_classes: int | None = None
+) -> None:
     """Run ``model`` once on a zero image, as the counters will: a model that cannot (a plugin's
     broken forward, or ``--model-param`` values it builds but cannot run, such as ``stem=0``) is
     one :class:`~cifarbudget.errors.RunError` line with the model's own message, instead of a
-    counter's traceback. The model is left in the mode it was in."""
+    counter's traceback. With ``num_classes`` (a registered model built for that many classes) its
+    output must be the logits ``(1, num_classes)``: a wrong head is found here, not mid-training.
+    The model is left in the mode it was in."""
     import torch
 
     from cifarbudget.errors import RunError, describe
 
+    given = f" ({', '.join(f'{k}={v!r}' for k, v in params.items())})" if params else ""
     was_training = model.training
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros(INPUT_SHAPE))
+            out = model.eval()(torch.zeros(INPUT_SHAPE))
     except Exception as exc:  # the model's own code: whatever it raises, say it in one line
-        given = f" ({', '.join(f'{k}={v!r}' for k, v in params.items())})" if params else ""
         shape = "x".join(map(str, INPUT_SHAPE[1:]))
         reason = describe(exc, with_type=False)
         raise RunError(f"model {name!r}{given} cannot run on a {shape} image: {reason}") from exc
     finally:
         model.train(was_training)
+    if num_classes is not None:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        if got != (INPUT_SHAPE[0], num_classes):
+            raise RunError(
+                f"model {name!r}{given} built for {num_classes} classes returns {got} for a batch of "
+                f"{INPUT_SHAPE[0]}, not the logits ({INPUT_SHAPE[0]}, {num_classes})"
+            )
 
 
 def check_budget(
@@ -267,7 +278,8 @@ def check_budget(
         model = model_or_name
         name = name or type(model).__name__
     model = model.to("cpu")
-    check_forward(model, name, model_params if isinstance(model_or_name, str) else None)
+    built = isinstance(model_or_name, str)  # built here, for num_classes: its head must have them
+    check_forward(model, name, model_params if built else None, num_classes=num_classes if built else None)
     trainable = unique_trainable_parameters(model)
     torchinfo_trainable, total = count_parameters(model)
     macs, by_op, unsupported = _fvcore_macs(model)

@@ -7,6 +7,7 @@ convolutions and matrix products only.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 
 import pytest
@@ -233,6 +234,35 @@ def test_a_model_that_cannot_run_is_one_line_and_keeps_its_mode() -> None:
     working = cifarbudget.create_model("airnet-small").eval()
     check_forward(working, "airnet-small")
     assert not working.training
+
+
+class SevenClasses(nn.Module):
+    """A plugin's model that ignores ``num_classes``: its head has 7 outputs whatever it is asked."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.head = nn.Linear(3 * 32 * 32, 7)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x.flatten(1))
+
+
+def test_a_registered_model_with_the_wrong_head_is_refused_by_check(invoke) -> None:  # type: ignore[no-untyped-def]
+    """Found by `check` (and so before any data in `run`), not as a shape error mid-training."""
+    plugin = types.ModuleType("seven")
+
+    @cifarbudget.hookimpl
+    def cifarbudget_register_models(registry) -> None:  # type: ignore[no-untyped-def]
+        registry.add("seven-net", SevenClasses, description="a head of 7 for any num_classes")
+
+    plugin.cifarbudget_register_models = cifarbudget_register_models  # type: ignore[attr-defined]
+    cifarbudget.reset_plugins(autoload=False, extra_plugins=(("seven", plugin),))
+    out = invoke(["check", "seven-net"])
+    assert out.exit_code == 1
+    assert out.stderr.strip() == (
+        "Error: model 'seven-net' built for 10 classes returns (1, 7) for a batch of 1, not the logits (1, 10)"
+    )
+    check_budget(SevenClasses())  # a model given as an object is counted as it is: its classes are its own
 
 
 def test_count_macs_restores_training_mode() -> None:
