@@ -1133,3 +1133,21 @@ def test_accelerator_paths_give_the_cpu_results(aug: object, monkeypatch: pytest
     torch.manual_seed(8)
     batched_images, batched_targets = aug(x, targets)  # type: ignore[operator]
     assert torch.equal(cpu_images, batched_images) and torch.equal(cpu_targets, batched_targets)
+
+
+def test_a_uint8_stage_augmentation_that_returns_floats_is_refused() -> None:
+    """A plugin's ``stage = "uint8"`` augmentation returning floats trained silently on garbage."""
+
+    class ToFloat:
+        name = "to-float"
+        stage = "uint8"
+
+        def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return images.float() / 255, targets
+
+    pipe = Compose([ToFloat()], ["to-float"], normalize=lambda x: x.float())
+    images, targets = uint8_batch(4)
+    with pytest.raises(
+        CifarBudgetError, match=r"augmentation 'to-float' runs at stage 'uint8' .* returned torch.float32"
+    ):
+        pipe(images, targets)

@@ -283,6 +283,14 @@ class Compose(BatchAugmentation):
         if images.dtype == torch.uint8:
             for aug in self.uint8_augs + self.before_normalize_augs:
                 images, targets = _apply(aug, images, targets, context)
+                # the stage's contract: uint8 in, uint8 out (a float batch here would be normalised twice)
+                if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8):
+                    name = getattr(aug, "name", None) or type(aug).__name__
+                    got = images.dtype if isinstance(images, torch.Tensor) else type(images).__name__
+                    raise RunError(
+                        f"augmentation {name!r} runs at stage {stage_of(aug)!r} on the uint8 batch and "
+                        f"must return uint8 images, but returned {got}"
+                    )
             check(self.normalize is not None, "compose: a uint8 batch needs a normalize function")
             assert self.normalize is not None
             return self.normalize(images), targets, True  # a new batch, ours: apply_ may overwrite it
