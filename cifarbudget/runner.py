@@ -417,11 +417,19 @@ def add_tta_evaluation(
 
 def build_callbacks(names: tuple[str, ...], objects: tuple[Any, ...] = ()) -> Any:
     """The run's callbacks (``--track`` names, then callback objects), each guarded: a failing
-    callback warns once and is switched off."""
+    callback warns once and is switched off. A factory that raises is one warning and no callback;
+    the library's own errors (an unknown name, a missing extra) still stop the run before it starts."""
     from cifarbudget.trackers import RunCallbacks
 
     registry = get_registry("callbacks")
-    built = [(name, registry.create(name)) for name in dict.fromkeys(names)]
+    built = []
+    for name in dict.fromkeys(names):
+        try:
+            built.append((name, registry.create(name)))
+        except CifarBudgetError:
+            raise
+        except Exception as exc:  # a plugin's tracker that cannot start: the run goes on without it
+            log.warning("tracker %r could not start (%s); the run goes on without it", name, describe(exc))
     built += [(str(getattr(cb, "name", type(cb).__name__)), cb) for cb in objects]
     return RunCallbacks(built, warn=lambda message: log.warning("%s", message))
 

@@ -297,3 +297,34 @@ def test_bad_mlflow_options() -> None:
     with pytest.raises(RunError, match="timeout must be > 0"):
         MLflowTracker(timeout=0)
     assert math.isclose(MLflowTracker(timeout=2.5).timeout, 2.5)
+
+
+def test_a_tracker_whose_factory_raises_is_one_warning_and_the_run_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import types
+
+    import cifarbudget
+    from cifarbudget.runner import build_callbacks
+
+    plugin = types.ModuleType("broken_tracker")
+
+    def cannot_start() -> Any:
+        raise RuntimeError("no server configured")
+
+    @cifarbudget.hookimpl
+    def cifarbudget_register_callbacks(registry) -> None:  # type: ignore[no-untyped-def]
+        registry.add("broken-tracker", cannot_start, description="its factory raises")
+
+    plugin.cifarbudget_register_callbacks = cifarbudget_register_callbacks  # type: ignore[attr-defined]
+    cifarbudget.reset_plugins(autoload=False, extra_plugins=(("broken_tracker", plugin),))
+    with caplog.at_level("WARNING", logger="cifarbudget"):
+        callbacks = build_callbacks(("broken-tracker",))
+    assert len(callbacks) == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "tracker 'broken-tracker' could not start (RuntimeError: no server configured); the run goes on without it"
+    ]
+    with pytest.raises(
+        cifarbudget.errors.CifarBudgetError
+    ):  # a misspelt name still stops the run, in one line
+        build_callbacks(("brokn-tracker",))
