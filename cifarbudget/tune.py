@@ -214,8 +214,17 @@ def parse_param(raw: str, value: Any, *, where: str = "[params]") -> Param:
     """One ``[params]`` entry: ``{type="float", low=, high=, log=, step=}``, ``{type="int", ...}``,
     ``{type="categorical", choices=[...]}``, or a bare list (categorical)."""
     spec_field, path = _field(raw, where)
-    if spec_field.name in ("seed", "allow_over_budget"):
-        why = "seeds come from --seeds" if spec_field.name == "seed" else "tune never trains over budget"
+    from cifarbudget.identity import NOT_TRAINING
+
+    if spec_field.name in ("seed", "allow_over_budget", *NOT_TRAINING):
+        why = {
+            "seed": "seeds come from --seeds",
+            "allow_over_budget": "tune never trains over budget",
+        }.get(
+            spec_field.name,
+            "it does not change training, so every value would train the same runs and score the "
+            "same validation accuracy (the objective has no TTA); give it in [fixed] or as an option",
+        )
         raise TuneError(f"{raw!r} cannot be searched: {why}")
     name = ".".join((spec_field.name, *path))
     if isinstance(value, list):
@@ -273,7 +282,7 @@ def _range_param(
         raise TuneError(f"{raw!r} in {where}: low {low:g} is above high {high:g}")
     if log_scale and low <= 0:
         raise TuneError(f"{raw!r} in {where}: a log scale needs low > 0 (got {low:g})")
-    if log_scale and step is not None and kind == "float":
+    if log_scale and step is not None and (kind == "float" or step != 1):  # Optuna's rule
         raise TuneError(f"{raw!r} in {where}: give log or step, not both")
     return Param(name, field_name, path, kind, low, high, log_scale, step)
 
@@ -646,6 +655,12 @@ class _Objective:
                     why = f"{stop} (its run stopped unfinished)"
                     trial.set_user_attr("pruned_because", why)
                     log.info("trial %d (%s): pruned by %s", trial.number, described, why)
+                    raise optuna.TrialPruned(why) from None
+                except OverBudgetError as exc:  # a verdict only the loaded data could give (no metadata)
+                    why = f"over budget, not trained: {exc}".replace("refusing to train: ", "")
+                    why = why.split("; pass --allow-over-budget")[0]
+                    trial.set_user_attr("pruned_because", why)
+                    log.info("trial %d (%s): pruned, %s", trial.number, described, why)
                     raise optuna.TrialPruned(why) from None
             if record.status == DIVERGED:
                 why = f"seed {k} diverged: {record.error or 'non-finite loss'}"

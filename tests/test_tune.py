@@ -260,6 +260,13 @@ def test_an_over_budget_trial_is_pruned_without_training(tmp_path: Path, invoke:
         ('lr = {type="float", low=0.01, high=0.5}', "val_size = 0", [], "val_size must be above 0"),
         ('lr = {type="float", low=0.01, high=0.5}', "", ["--lr", "0.1"], "lr is both searched"),
         ("seed = [0, 1]", "", [], "'seed' cannot be searched: seeds come from --seeds"),
+        ('tta = ["none", "flip"]', "", [], "'tta' cannot be searched: it does not change training"),
+        (
+            'batch_size = {type="int", low=64, high=512, log=true, step=64}',
+            "",
+            [],
+            "give log or step, not both",
+        ),
     ],
 )
 def test_space_mistakes_are_one_line_errors_with_suggestions(
@@ -386,3 +393,23 @@ def test_a_killed_tune_resumes_its_trial(tmp_path: Path, invoke: Invoke) -> None
     seed1 = json.loads((results / resumed["run_ids"][1] / "result.json").read_text())
     assert seed1["status"] == "finished" and seed1["manifest"]["resumed_at_epoch"] >= killed_at
     assert [h["epoch"] for h in seed1["history"]] == [1, 2, 3]
+
+
+def test_a_plan_over_the_compute_budget_found_only_after_the_data_loads_prunes_the_trial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dataset without ``metadata(root)`` (allowed for plugin datasets) lets the compute plan be
+    judged only inside the run: that verdict prunes the trial, as the early one does, and the
+    study goes on (it aborted the whole study)."""
+    import cifarbudget.runner
+    from cifarbudget.tune import space_from_tables, tune
+
+    monkeypatch.setattr(cifarbudget.runner, "dataset_metadata", lambda dataset, root: None)
+    fixed = {"model": "resnet20", "dataset": "synthetic", "train_subset": 128, "epochs": 1, "val_size": 64}
+    space = space_from_tables(
+        {"lr": {"type": "float", "low": 0.05, "high": 0.1}},
+        {**fixed, "compute_budget": "1G", "results_dir": str(tmp_path)},
+    )
+    result = tune(space, seeds=1, trials=2, progress=False, sampler_seed=0)
+    assert [t.state for t in result.trials] == ["pruned", "pruned"]
+    assert all(t.note.startswith("over budget, not trained: resnet20 for 1 epoch") for t in result.trials)
