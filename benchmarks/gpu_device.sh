@@ -4,7 +4,11 @@
 #
 #     bash benchmarks/gpu_device.sh GIT_REVISION [suite options...]
 #
-# e.g. `bash benchmarks/gpu_device.sh "$(git rev-parse HEAD)" --budget-seconds 480`. The machine's
+# e.g. `bash benchmarks/gpu_device.sh "$(git rev-parse HEAD)" --budget-seconds 480`. The suite
+# writes suite.json and README.md into $OUT on every save (--mirror), and runs under `timeout`
+# ending 25 s before the tool's own limit for the command ($GPU_CALL_SECONDS, default 600: the
+# timeout_s given to the tool), so the copies below still run; without --budget-seconds it gets
+# what is left minus 60 s (the overshoot of a part that starts just in time). The machine's
 # python3 has PyTorch; the carried wheels are installed into /tmp/site (no network, no index) and a
 # failed import stops the script at once, before any GPU time goes to the suite. The suite writes
 # into /tmp/gpu-suite; $OUT receives suite.json, README.md, the log, and runs.tar.gz (every run's
@@ -40,8 +44,13 @@ import torch, cifarbudget
 print(f"gpu_device: cifarbudget {cifarbudget.__version__} from {cifarbudget.__file__}, torch {torch.__version__}, "
       f"cuda {torch.cuda.is_available()} ({torch.cuda.get_device_name() if torch.cuda.is_available() else '-'})")
 EOF
-python3 benchmarks/gpu_suite.py --data-dir .data --out /tmp/gpu-suite --git-revision "$revision" "$@" 2>&1 \
-    | tee "$out/log.txt"
+limit=${GPU_CALL_SECONDS:-600}
+left=$((limit - SECONDS - 25))
+budget=()
+[[ " $* " == *" --budget-seconds "* ]] || budget=(--budget-seconds "$((left - 60))")
+echo "gpu_device: ${SECONDS} s spent before the suite; it gets ${left} s at most" >&2
+timeout -s TERM -k 10 "$left" python3 benchmarks/gpu_suite.py --data-dir .data --out /tmp/gpu-suite \
+    --mirror "$out" --git-revision "$revision" ${budget[@]+"${budget[@]}"} "$@" 2>&1 | tee "$out/log.txt"
 status=${PIPESTATUS[0]}
 cp /tmp/gpu-suite/suite.json /tmp/gpu-suite/README.md "$out/" 2>/dev/null
 (cd /tmp/gpu-suite && find . \( -name result.json -o -name metrics.csv \) -print0 \

@@ -399,10 +399,12 @@ def _clean(value: Any) -> Any:
 
 
 class Report:
-    """``suite.json`` and ``README.md`` in ``out``, rewritten atomically on every :meth:`save`."""
+    """``suite.json`` and ``README.md`` in ``out`` (and in ``mirror``, when given), rewritten
+    atomically on every :meth:`save`: a command killed at its time limit leaves its last figures
+    in the folder the device tool returns, not only in the device's ``/tmp``."""
 
-    def __init__(self, out: Path, doc: dict[str, Any]) -> None:
-        self.out, self.doc = out, doc
+    def __init__(self, out: Path, doc: dict[str, Any], mirror: Path | None = None) -> None:
+        self.out, self.doc, self.mirror = out, doc, mirror
 
     def part(self, name: str) -> dict[str, Any]:
         return self.doc["parts"][name]  # type: ignore[no-any-return]
@@ -413,8 +415,9 @@ class Report:
         self.doc["elapsed_seconds"] = round(clock.elapsed(), 1)
         self.doc["updated_at"] = _now()
         doc = _clean(self.doc)
-        atomic_write_json(self.out / "suite.json", doc)
-        atomic_write_text(self.out / "README.md", render_readme(doc))
+        for folder in (self.out, *([self.mirror] if self.mirror else [])):
+            atomic_write_json(folder / "suite.json", doc)
+            atomic_write_text(folder / "README.md", render_readme(doc))
 
 
 def _now() -> str:
@@ -985,6 +988,11 @@ def _long_part(ctx: Context, key: str, recipe: str, seeds: int, extra: dict[str,
         )
     options = run_options(ctx.mode, recipe, extra)
     part["options"] = options
+    if ctx.mode.compile:
+        # the throughput part compiled ResNetSmall's forward at batch 512: Dynamo keeps its guards
+        # per code object, so this run would start from a dynamic-batch graph (automatic dynamic
+        # shapes), not the static one `cifarbudget run --compile` compiles; start it afresh
+        torch._dynamo.reset()
 
     def update() -> None:
         part["statistics"] = seed_statistics(part["seeds"], TARGETS[key])
@@ -1036,6 +1044,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", type=Path, help="folder with cifar10-jpeg-train.zip and -test.zip")
     parser.add_argument(
         "--out", type=Path, help="output folder (default results/gpu/<UTC date>; smoke: a temp folder)"
+    )
+    parser.add_argument(
+        "--mirror",
+        type=Path,
+        help="also write suite.json and README.md here on every save (the device's $OUT)",
     )
     parser.add_argument("--smoke", action="store_true", help="CPU, synthetic data, tiny sizes, no compile")
     parser.add_argument("--budget-seconds", type=float, default=540.0, help="time budget from the start")
@@ -1117,7 +1130,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         },
         "parts": {name: {"status": "pending"} for name in PARTS},
     }
-    report = Report(out, doc)
+    if args.mirror:
+        args.mirror.mkdir(parents=True, exist_ok=True)
+    report = Report(out, doc, args.mirror)
     ctx = Context(mode, clock, report, data_dir, out, args)
     try:
         doc["environment"] = environment(mode, args.git_revision)

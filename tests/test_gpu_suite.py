@@ -121,9 +121,19 @@ def test_smoke_run_reports_every_part(tmp_path: Path, suite: ModuleType) -> None
 
 
 def test_budget_and_parts_give_skip_reasons(tmp_path: Path, suite: ModuleType) -> None:
-    doc = suite.main(
-        ["--smoke", "--out", str(tmp_path), "--budget-seconds", "0", "--parts", "throughput,speedrun,paper"]
-    )
+    mirror = tmp_path / "device-out"  # the device tool's $OUT: the figures land there on every save
+    args = [
+        "--smoke",
+        "--out",
+        str(tmp_path),
+        "--budget-seconds",
+        "0",
+        "--parts",
+        "throughput,speedrun,paper",
+    ]
+    doc = suite.main([*args, "--mirror", str(mirror)])
+    assert json.loads((mirror / "suite.json").read_text()) == doc
+    assert (mirror / "README.md").read_text() == (tmp_path / "README.md").read_text()
     parts = doc["parts"]
     assert parts["throughput"]["status"] == "skipped"
     assert all(r["status"] == "skipped" and "s left" in r["reason"] for r in parts["throughput"]["rows"][:3])
