@@ -271,7 +271,7 @@ def run_spec(
     )
     _resume_if_possible(engine, record, run_dir, spec)
     record.save(run_dir)  # the run folder and its first record exist before anything follows the run
-    callbacks.on_run_start(RunInfo(spec.run_id, run_dir, spec.to_dict()))
+    callbacks.on_run_start(RunInfo(spec.run_id, run_dir, spec.to_dict(), start_epoch=engine.state.epoch))
     try:
         state = train(engine, record, run_dir, data.seconds, callbacks)
         t_eval = time.perf_counter()

@@ -78,6 +78,7 @@ class RunInfo:
     run_dir: Path
     spec: dict[str, Any]
     params: dict[str, ParamValue] = field(default_factory=dict)  # flatten_params(spec) when empty
+    start_epoch: int = 0  # epochs already trained: 0 for a new run (or a restart), k when resuming after k
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
@@ -228,6 +229,7 @@ class TensorBoardTracker(RunCallback):
         self.path = self.log_dir / info.run_id if self.log_dir is not None else info.run_dir / "tensorboard"
         self.writer = SummaryWriter(log_dir=str(self.path))
         self._params = dict(info.params)
+        self._step = info.start_epoch  # a resume with no epoch left logs its final numbers at its last epoch
         spec = json.dumps(info.spec, indent=2, sort_keys=True, default=str)
         # markdown: four leading spaces make a code block
         self.writer.add_text(
@@ -355,7 +357,12 @@ class MLflowTracker(RunCallback):
         with self._env():
             self.client = MlflowClient(tracking_uri=self.uri)
             experiment_id = self._experiment_id(name)
-            self.mlflow_run_id = self._unfinished_run(experiment_id, info.run_id)
+            self._step = info.start_epoch
+            # continue the unfinished MLflow run only when this one resumes (a restart, or the same
+            # run id trained afresh elsewhere, starts a new MLflow run: no epoch logged twice)
+            self.mlflow_run_id = (
+                self._unfinished_run(experiment_id, info.run_id) if info.start_epoch else None
+            )
             if self.mlflow_run_id is None:
                 run = self.client.create_run(
                     experiment_id, run_name=info.run_id, tags={RUN_ID_TAG: info.run_id}

@@ -206,9 +206,9 @@ def test_mlflow_failed_run_long_params_and_resume(
     first = MLflowTracker(tracking_uri=uri, experiment="exp")
     first.on_run_start(info)
     first.on_epoch_end(1, EPOCHS[0])
-    # the process dies here; the resumed run continues the same MLflow run
+    # the process dies here; the resumed run (one epoch done) continues the same MLflow run
     second = MLflowTracker(tracking_uri=uri, experiment="exp")
-    second.on_run_start(info)
+    second.on_run_start(RunInfo("run-a", tmp_path / "run-a", spec, start_epoch=1))
     assert second.mlflow_run_id == first.mlflow_run_id
     second.on_epoch_end(2, EPOCHS[1])
     second.on_evaluation(FINAL)
@@ -218,6 +218,33 @@ def test_mlflow_failed_run_long_params_and_resume(
     assert len(runs) == 1 and runs.iloc[0]["status"] == "FAILED"
     note = runs.iloc[0]["params.note"]
     assert len(note) == 6000 and note.endswith("...")
+
+
+def test_mlflow_restart_is_a_new_run_and_a_resume_without_epochs_logs_at_its_last_epoch(
+    tmp_path: Path, mlflow_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--restart` (or the same run id trained afresh) starts from epoch 0: a new MLflow run, not
+    epochs 1, 2 logged a second time into the unfinished one. A run resumed after its last epoch
+    (killed during the final evaluation) logs its final numbers at that epoch, not at step 0."""
+    from mlflow import MlflowClient
+
+    uri = (tmp_path / "store").resolve().as_uri()
+    first = MLflowTracker(tracking_uri=uri, experiment="exp")
+    first.on_run_start(RunInfo("run-b", tmp_path / "run-b", SPEC))
+    first.on_epoch_end(1, EPOCHS[0])  # then interrupted, and started again with --restart
+    again = MLflowTracker(tracking_uri=uri, experiment="exp")
+    again.on_run_start(RunInfo("run-b", tmp_path / "run-b", SPEC))
+    assert again.mlflow_run_id != first.mlflow_run_id
+    for row in EPOCHS:
+        again.on_epoch_end(row["epoch"], row)  # then killed during the final evaluation
+    last = MLflowTracker(tracking_uri=uri, experiment="exp")
+    last.on_run_start(RunInfo("run-b", tmp_path / "run-b", SPEC, start_epoch=2))
+    assert last.mlflow_run_id == again.mlflow_run_id
+    last.on_evaluation(FINAL)
+    last.on_run_end({"status": "finished"}, [])
+    client = MlflowClient(tracking_uri=uri)
+    assert [m.step for m in client.get_metric_history(again.mlflow_run_id, "train_loss")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(again.mlflow_run_id, "test_acc")] == [2]
 
 
 def test_safe_callback_with_an_unreachable_server(tmp_path: Path, mlflow_env: None) -> None:
