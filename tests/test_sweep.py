@@ -530,7 +530,6 @@ def test_over_budget_runs_are_skipped_and_reported_never_trained(
             "Error: aug 'cutmix,blur': join the augmentations of one pipeline with '+'",
         ),
         (["--model", "resnet20", "--lr", "0.1,fast"], "Error: lr: 'fast' is not a number"),
-        (["--model", "resnet20", "--seeds", "2", "--seed", "5"], "Error: give --seeds N or --seed S"),
         (["--model", "resnet20", "--epochs", "0"], "Error: --epochs must be at least 1 (got 0)"),
         (["--aug", "cutmix"], "Error: no model: pass --model"),
     ],
