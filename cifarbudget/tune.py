@@ -5,7 +5,7 @@ stale trials) and the objective. The search itself is Optuna's (Akiba et al., "O
 Next-generation Hyperparameter Optimization Framework", KDD 2019): the default sampler is TPE
 (Bergstra et al., "Algorithms for Hyper-Parameter Optimization", NeurIPS 2011) and pruning is the
 median stopping rule (Golovin et al., "Google Vizier: A Service for Black-Box Optimization",
-KDD 2017; ``optuna.pruners.MedianPruner``).
+KDD 2017), Optuna's ``MedianPruner`` applied within each seed's steps (:func:`seed_median_pruner`).
 
 A **trial** draws one value per ``[params]`` entry of the space file, adds the ``[fixed]``
 fields, and trains seeds ``0..N-1`` of that configuration as ordinary recorded runs
@@ -17,7 +17,8 @@ maximises it. Seed averaging is what Optuna does not offer by itself.
 
 **Pruning.** After every epoch of seed ``k`` the trial reports, at step ``1000 * k + epoch``, the
 mean validation accuracy at that epoch over seeds ``0..k``; a completed trial therefore has one
-curve per seed prefix, and the median rule compares like with like (seed ``k``, epoch ``e``).
+curve per seed prefix, and the median rule compares like with like: the trial's best epoch so far
+of seed ``k`` against the other trials' median at seed ``k``, epoch ``e``.
 The report happens after each seed from the run's recorded history; when the runner accepts
 callback objects (``RunSettings.callbacks``) it happens live after each epoch, and a pruned
 trial stops mid-run (its run is left unfinished, with its checkpoint). A trial whose model is
@@ -404,6 +405,14 @@ def check_space(space: TuneSpace) -> RunSpec:
             except CifarBudgetError as exc:
                 raise TuneError(f"{p.name} = {probe!r}: {exc}") from None
             specs.append(spec)
+    reachable = {aug for spec in specs for aug in spec.augs}  # the probes cover every pipeline choice
+    for p in space.params:
+        if p.field == "aug_params" and p.path[0] not in reachable:
+            raise TuneError(
+                f"{p.name} is searched, but {p.path[0]} is in no pipeline a trial can have "
+                f"({', '.join(sorted({'+'.join(s.augs) or 'none' for s in specs}))}): every value "
+                "would train the same runs"
+            )
     for spec in specs:
         if spec.val_size == 0:
             raise TuneError(
@@ -562,6 +571,38 @@ def _report(trial: Any, reported: set[int], seed_index: int, epoch: int, values:
     if step not in reported:
         trial.report(statistics.fmean(values), step)
         reported.add(step)
+
+
+def seed_median_pruner(optuna: Any, *, startup: int, warmup: int) -> Any:
+    """The median stopping rule, applied within one seed's block of steps.
+
+    Optuna's ``MedianPruner`` compares the *best* value a trial reported at any step with the
+    other trials' median at the current step. Here seed ``k``'s steps follow seed ``k-1``'s, so
+    from the second seed on, the first seed's best epoch would be compared with the others' early
+    epochs of the seed prefix, and a trial would hardly ever be pruned after its first seed. This rule
+    takes the best value over the current seed's steps only (``SEED_STEP * k + 1 .. step``), and
+    otherwise is Optuna's: no pruning before ``startup`` completed trials, nor at a step below
+    ``warmup`` (so epochs of the first seed), and a trial with no finite value is pruned.
+    """
+
+    class SeedMedianPruner(optuna.pruners.BasePruner):
+        def prune(self, study: Any, trial: Any) -> bool:
+            completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            step = trial.last_step
+            if not completed or len(completed) < startup or step is None or step < warmup:
+                return False
+            first = step - step % SEED_STEP
+            mine = [v for s, v in trial.intermediate_values.items() if first < s <= step and math.isfinite(v)]
+            if not mine:
+                return True
+            others = [
+                t.intermediate_values[step]
+                for t in completed
+                if step in t.intermediate_values and math.isfinite(t.intermediate_values[step])
+            ]
+            return bool(others) and max(mine) < statistics.median(others)
+
+    return SeedMedianPruner()
 
 
 def runner_takes_callbacks() -> bool:
@@ -856,8 +897,8 @@ def tune(
     defaults to the space file's stem (``tune`` for a :class:`TuneSpace`); ``storage`` to
     :func:`default_storage`. ``sampler_seed``: TPE's seed, offset by the number of trials the
     study already has (so a continued study draws new points); ``None`` = random. Pruning:
-    ``MedianPruner(n_startup_trials=prune_startup, n_warmup_steps=prune_warmup)`` (warmup in
-    epochs of the first seed).
+    :func:`seed_median_pruner` (Optuna's median rule within each seed's steps) with
+    ``prune_startup`` completed trials first and ``prune_warmup`` epochs of the first seed.
     """
     optuna = require_optuna()
     from optuna.study import MaxTrialsCallback
@@ -892,7 +933,7 @@ def tune(
     rdb = open_storage(url)
     with _quiet_optuna(optuna):
         pruner = (
-            optuna.pruners.MedianPruner(n_startup_trials=prune_startup, n_warmup_steps=prune_warmup)
+            seed_median_pruner(optuna, startup=prune_startup, warmup=prune_warmup)
             if prune
             else optuna.pruners.NopPruner()
         )

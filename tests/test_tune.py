@@ -262,6 +262,13 @@ def test_an_over_budget_trial_is_pruned_without_training(tmp_path: Path, invoke:
         ("seed = [0, 1]", "", [], "'seed' cannot be searched: seeds come from --seeds"),
         ('tta = ["none", "flip"]', "", [], "'tta' cannot be searched: it does not change training"),
         (
+            '"aug_params.cutmix.p" = {type="float", low=0.2, high=1.0}\naugs = ["crop-flip", "crop-flip+mixup"]',
+            "",
+            [],
+            "aug_params.cutmix.p is searched, but cutmix is in no pipeline a trial can have "
+            "(crop-flip, crop-flip+mixup)",
+        ),
+        (
             'batch_size = {type="int", low=64, high=512, log=true, step=64}',
             "",
             [],
@@ -413,3 +420,49 @@ def test_a_plan_over_the_compute_budget_found_only_after_the_data_loads_prunes_t
     result = tune(space, seeds=1, trials=2, progress=False, sampler_seed=0)
     assert [t.state for t in result.trials] == ["pruned", "pruned"]
     assert all(t.note.startswith("over budget, not trained: resnet20 for 1 epoch") for t in result.trials)
+
+
+def test_the_median_rule_compares_within_the_current_seed() -> None:
+    """From the second seed on, the trial's best value is taken over that seed's epochs only.
+
+    Optuna's own ``MedianPruner`` takes the best over every step: the first seed's last epoch
+    (0.9 here) would be compared with the others' median at seed 1, epoch 1 (0.5), and a trial
+    that is far below the others at seed 1 (0.2) would never be pruned.
+    """
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from cifarbudget.tune import seed_median_pruner
+
+    def study_with(pruner: Any) -> Any:
+        study = optuna.create_study(direction="maximize", pruner=pruner)
+        for value in (0.5, 0.55, 0.6):
+            curve = {1: value - 0.1, 2: value, SEED_STEP + 1: value, SEED_STEP + 2: value}
+            study.add_trial(
+                create_trial(
+                    params={"lr": 0.1},
+                    distributions={"lr": FloatDistribution(0.01, 1.0)},
+                    value=value,
+                    intermediate_values=curve,
+                    state=TrialState.COMPLETE,
+                )
+            )
+        return study
+
+    def prunes(pruner: Any, curve: dict[int, float]) -> bool:
+        trial = study_with(pruner).ask()
+        for step, value in curve.items():
+            trial.report(value, step)
+        return bool(trial.should_prune())
+
+    ours = seed_median_pruner(optuna, startup=1, warmup=0)
+    optunas = optuna.pruners.MedianPruner(n_startup_trials=1)
+    poor_second_seed = {1: 0.6, 2: 0.9, SEED_STEP + 1: 0.2}
+    assert prunes(ours, poor_second_seed) and not prunes(optunas, poor_second_seed)
+    # within a seed the rule is Optuna's: the best epoch so far of that seed counts
+    assert not prunes(ours, {1: 0.6, 2: 0.4}) and prunes(ours, {1: 0.3})
+    assert not prunes(ours, {1: 0.6, 2: 0.9, SEED_STEP + 1: 0.2, SEED_STEP + 2: 0.6})
+    # startup trials, warmup steps, and a non-finite value
+    assert not prunes(seed_median_pruner(optuna, startup=4, warmup=0), {1: 0.1})
+    assert not prunes(seed_median_pruner(optuna, startup=1, warmup=2), {1: 0.1})
+    assert prunes(ours, {1: float("nan")})
