@@ -282,6 +282,7 @@ def _read_png(path: Path | str) -> Any:
 _MLFLOW_KEY = re.compile(r"[^A-Za-z0-9_\-. :/]")
 _TERMINAL = {FINISHED: "FINISHED"}
 RUN_ID_TAG = "cifarbudget.run_id"
+RESUMED_TAG = "cifarbudget.resumed_with"  # + ".<param>": a value a resume changed
 
 
 class MLflowTracker(RunCallback):
@@ -301,7 +302,9 @@ class MLflowTracker(RunCallback):
     ``cifarbudget.run_id`` (and the MLflow run name = the run id), each epoch's metrics (step =
     epoch), the final metrics under their own names (step = last epoch), the plots and
     ``result.json`` as artifacts; the MLflow run ends FINISHED when the run finished, else
-    FAILED. A resumed run continues its unfinished MLflow run.
+    FAILED. A resumed run continues its unfinished MLflow run; MLflow params cannot change, so a
+    field outside the run's identity that the resume changed (``--budget``, ``--tta``) keeps its
+    first value as the param and its new value as tag ``cifarbudget.resumed_with.<param>``.
     """
 
     def __init__(
@@ -363,6 +366,7 @@ class MLflowTracker(RunCallback):
             self.mlflow_run_id = (
                 self._unfinished_run(experiment_id, info.run_id) if info.start_epoch else None
             )
+            logged: dict[str, str] = {}
             if self.mlflow_run_id is None:
                 run = self.client.create_run(
                     experiment_id, run_name=info.run_id, tags={RUN_ID_TAG: info.run_id}
@@ -370,13 +374,26 @@ class MLflowTracker(RunCallback):
                 self.mlflow_run_id = run.info.run_id
             else:
                 self.client.update_run(self.mlflow_run_id, status="RUNNING")
-            params = [Param(*_param(k, v)) for k, v in info.params.items()]
+                logged = dict(self.client.get_run(self.mlflow_run_id).data.params)
+            wanted = dict(_param(k, v) for k, v in info.params.items())
+            # MLflow params cannot change: a resume that changed a field outside the run's identity
+            # (--budget, --tta) keeps the first value as the param and records the new one as a tag
+            params = [Param(k, v) for k, v in wanted.items() if k not in logged]
             tags = [RunTag("cifarbudget.run_dir", str(info.run_dir))]
-            for start in range(0, max(len(params), 1), _limits()["batch"]):
+            tags += [
+                RunTag(_key(f"{RESUMED_TAG}.{k}"), v)
+                for k, v in wanted.items()
+                if k in logged and logged[k] != v
+            ]
+            entries: list[Any] = [*tags, *params]  # MLflow's limit is on params and tags together
+            batch = _limits()["batch"]
+            for start in range(0, len(entries), batch):
+                chunk = entries[start : start + batch]
                 self.client.log_batch(
-                    self.mlflow_run_id, params=params[start : start + _limits()["batch"]], tags=tags
+                    self.mlflow_run_id,
+                    params=[e for e in chunk if isinstance(e, Param)],
+                    tags=[e for e in chunk if isinstance(e, RunTag)],
                 )
-                tags = []
 
     def _experiment_id(self, name: str) -> str:
         from mlflow.exceptions import MlflowException

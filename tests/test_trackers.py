@@ -220,6 +220,37 @@ def test_mlflow_failed_run_long_params_and_resume(
     assert len(note) == 6000 and note.endswith("...")
 
 
+def test_mlflow_resume_with_a_changed_field_outside_the_identity_keeps_tracking(
+    tmp_path: Path, mlflow_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resume may change ``--tta`` or ``--budget`` (not part of the run id). MLflow refuses to
+    change a logged param, which used to switch the tracker off for the resumed part: now the
+    first value stays the param, the new one is a tag, and the epochs after the resume are logged."""
+    from mlflow import MlflowClient
+
+    uri = (tmp_path / "store").resolve().as_uri()
+    first = MLflowTracker(tracking_uri=uri, experiment="exp")
+    first.on_run_start(RunInfo("run-c", tmp_path / "run-c", {**SPEC, "tta": "none"}))
+    first.on_epoch_end(1, EPOCHS[0])  # then killed, resumed with --tta flip
+    resumed = MLflowTracker(tracking_uri=uri, experiment="exp")
+    changed = {**SPEC, "tta": "flip", "extra": 1}
+    resumed.on_run_start(RunInfo("run-c", tmp_path / "run-c", changed, start_epoch=1))
+    assert resumed.mlflow_run_id == first.mlflow_run_id
+    resumed.on_epoch_end(2, EPOCHS[1])
+    resumed.on_run_end({"status": "finished"}, [])
+    run = MlflowClient(tracking_uri=uri).get_run(first.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["tta"] == "none" and run.data.params["extra"] == "1"
+    assert run.data.tags["cifarbudget.resumed_with.tta"] == "flip"
+    assert not [
+        k
+        for k in run.data.tags
+        if k.startswith("cifarbudget.resumed_with.") and k != "cifarbudget.resumed_with.tta"
+    ]
+    history = MlflowClient(tracking_uri=uri).get_metric_history(first.mlflow_run_id, "train_loss")
+    assert [m.step for m in history] == [1, 2]
+
+
 def test_mlflow_restart_is_a_new_run_and_a_resume_without_epochs_logs_at_its_last_epoch(
     tmp_path: Path, mlflow_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
