@@ -12,8 +12,9 @@ used EMA, via :func:`cifarbudget.predict.load_model`) and writes one file:
   (``dynamo=False``, opset 17, dynamic batch axis; it needs no ``onnxscript``), checked with
   ``onnx.checker``; metadata in the model's ``metadata_props``.
 
-Input of the TorchScript and ONNX models: float32 ``(N, 3, 32, 32)`` RGB pixels in 0..255
-(channels first, as CIFAR's arrays after a transpose); the model computes
+Input of the TorchScript and ONNX models: float32 ``(N, 3, H, W)`` RGB pixels in 0..255, ``H x W``
+the run's image size (32 x 32 for CIFAR; the check images', else the record's ``data.image_size``;
+channels first, as CIFAR's arrays after a transpose); the model computes
 ``(x - 255 * mean) / (255 * std)`` with the run's per-channel mean and std (0..1 units), exactly
 as the trainer normalises, and returns logits ``(N, C)``. Metadata everywhere: run id, model
 name, classes, mean, std, the weights used (``ema`` or ``model``) and the full spec as JSON.
@@ -410,8 +411,9 @@ def export_run(
     images = load_check_images(result, data_dir, check_images) if check else None
     if images is not None:
         example = images[:2].float()
-    else:
-        example = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255
+    else:  # the training images' size as recorded (32 x 32 for a record from before it was)
+        height, width = (int(v) for v in result.data.get("image_size") or (32, 32))
+        example = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(0)) * 255
 
     if fmt == "safetensors":
         normalization = "outside: feed model((pixels_0_255 / 255 - mean) / std); mean, std in 0..1 units"

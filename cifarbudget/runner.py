@@ -693,6 +693,7 @@ def load_data(spec: RunSpec, root: Path, download: bool, device: DeviceSettings)
         "n_train": len(train_split),
         "n_val": len(val_split),
         "n_test": len(test),
+        "image_size": [int(v) for v in train_full.images.shape[-2:]],  # (H, W): what export traces
         "val_indices_sha256": _digest(val_idx),
         "mean": mean,
         "std": std,

@@ -113,6 +113,31 @@ def test_export_safetensors_without_check_round_trips(run_dir: Path, tmp_path: P
         assert torch.equal(model(x), reference(x))
 
 
+def test_export_without_check_traces_at_the_recorded_image_size(
+    run_dir: Path, tmp_path: Path, invoke: Invoke
+) -> None:
+    """Without check images, the ONNX graph is traced at the run's recorded ``data.image_size``
+    (a dataset plugin's 40 x 40 images here), not at a hard-coded 32 x 32."""
+    import shutil
+
+    import onnx
+
+    record = json.loads((run_dir / "result.json").read_text())
+    assert record["data"]["image_size"] == [32, 32]
+    copy = tmp_path / run_dir.name
+    shutil.copytree(run_dir, copy)
+    record["data"]["image_size"] = [40, 40]
+    (copy / "result.json").write_text(json.dumps(record))
+    out_file = tmp_path / "m.onnx"
+    out = invoke(["export", str(copy), "--format", "onnx", "-o", str(out_file), "--no-check"])
+    assert out.exit_code == 0, out.output
+    graph = onnx.load(str(out_file)).graph
+    dims = [d.dim_value or d.dim_param for d in graph.input[0].type.tensor_type.shape.dim]
+    assert dims[1:] == [3, 40, 40] and isinstance(dims[0], str)  # the batch axis stays dynamic
+    meta = {p.key: p.value for p in onnx.load(str(out_file)).metadata_props}
+    assert json.loads(meta["image_size"]) == [40, 40]
+
+
 def test_export_names_the_file_after_the_run_by_default(
     run_dir: Path, tmp_path: Path, invoke: Invoke, monkeypatch: pytest.MonkeyPatch
 ) -> None:
