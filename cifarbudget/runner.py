@@ -519,31 +519,60 @@ def validate_components(spec: RunSpec) -> None:
     for name in spec.augs:
         factory = registry.get(name).factory
         call_with_params(f"augmentation {name!r}", factory, spec.aug_params.get(name, {}))
-    if spec.tta != "none":
-        call_with_params(
-            f"TTA policy {spec.tta!r}", get_registry("tta").get(spec.tta).factory, spec.tta_params
-        )
+    check_tta_policy(spec)
     loss = get_registry("losses").get(spec.loss).factory
     call_with_params(f"loss {spec.loss!r}", loss, spec.loss_params)  # kd: the teacher run is read here
     check_optimizer(spec)
 
 
-def check_optimizer(spec: RunSpec) -> None:
-    """Build the run's optimizer on a small stand-in model (a convolution, a BatchNorm, a linear
-    head), so that a bad ``--opt-param`` value fails before any data is decoded, as
-    :func:`check_schedule` does for the schedule. Only the library's own errors are raised here:
-    a plugin's factory that needs more of the real model than the stand-in has is judged by the
-    run's own build."""
+def _stand_in_model(num_classes: int = 10) -> torch.nn.Module:
+    """A small CNN (a convolution, a BatchNorm, a linear head) that components are tried on."""
     from torch import nn
 
-    stand_in = nn.Sequential(
+    return nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1, bias=False),
         nn.BatchNorm2d(8),
         nn.ReLU(),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
-        nn.Linear(8, 10),
+        nn.Linear(8, num_classes),
     )
+
+
+def check_tta_policy(spec: RunSpec) -> None:
+    """Build the run's TTA policy and run it on a stand-in (2 random normalised images, the small
+    CNN of :func:`_stand_in_model`), so that a policy that raises, or returns something other than
+    logits ``(N, C)``, is one line before training rather than a failure after it. A policy that
+    fails only on the real model or data (memory) still fails at the run's evaluation."""
+    if spec.tta == "none":
+        return
+    entry = get_registry("tta").get(spec.tta)
+    where = f"TTA policy {spec.tta!r} (plugin {entry.plugin})"
+    policy = build_tta(spec.tta, {"mean": [0.5] * 3, "std": [0.25] * 3}, spec.tta_params)
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            logits = policy(_stand_in_model(10).eval(), images)
+    except CifarBudgetError:
+        raise
+    except Exception as exc:  # a plugin's policy: one line now, not a traceback after training
+        raise RunError(
+            f"{where} fails on a stand-in batch (2 random images, a small 10-class CNN), so it would "
+            f"fail after training: {describe(exc)}"
+        ) from None
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (2, 10):
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise RunError(
+            f"{where} returned {got} for 2 images and a 10-class stand-in model, not logits (2, 10)"
+        )
+
+
+def check_optimizer(spec: RunSpec) -> None:
+    """Build the run's optimizer on a small stand-in model (:func:`_stand_in_model`), so that a bad
+    ``--opt-param`` value fails before any data is decoded, as :func:`check_schedule` does for the
+    schedule. Only the library's own errors are raised here: a plugin's factory that needs more of
+    the real model than the stand-in has is judged by the run's own build."""
+    stand_in = _stand_in_model(10)
     try:
         build_optimizer(spec, stand_in, stand_in=True)
     except CifarBudgetError:

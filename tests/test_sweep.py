@@ -63,10 +63,15 @@ class BrokenNet(nn.Module):
 
 
 class BrokenTTA:
+    """Passes the stand-in check (2 images) and fails on the run's real batches, as a policy that
+    runs out of memory would."""
+
     n_views = 1
 
     def __call__(self, model, images):
-        raise RuntimeError("broken-tta cannot evaluate")
+        if len(images) > 2:
+            raise RuntimeError("broken-tta cannot evaluate")
+        return model(images)
 
 
 @hookimpl

@@ -12,8 +12,10 @@ import json
 import shlex
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+import torch
 from click.testing import Result
 
 import cifarbudget
@@ -166,6 +168,48 @@ def test_a_bad_tta_param_is_one_line_before_anything_trains(
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert not any(tmp_path.iterdir())  # nothing was written: no run folder, no lock
+
+
+class _RaisingTTA:
+    n_views = 2
+
+    def __call__(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+        return model(images.flatten(1))  # a policy that flattened its views: the model refuses them
+
+
+class _ShapelessTTA:
+    n_views = 2
+
+    def __call__(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+        return torch.stack([model(images), model(images.flip(3))])  # (views, N, C), not averaged
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("raising", "TTA policy 'raising' (plugin bad_tta) fails on a stand-in batch (2 random images"),
+        ("shapeless", "TTA policy 'shapeless' (plugin bad_tta) returned (2, 2, 10) for 2 images"),
+    ],
+)
+def test_a_broken_tta_policy_is_one_line_before_anything_trains(
+    tmp_path: Path, invoke: Invoke, name: str, message: str
+) -> None:
+    """A plugin's policy that raises, or does not return logits (N, C), is tried on a stand-in
+    before training: one line, nothing written (it used to fail after the training it evaluates)."""
+    plugin = ModuleType("bad_tta")
+
+    @cifarbudget.hookimpl
+    def cifarbudget_register_tta_policies(registry) -> None:  # type: ignore[no-untyped-def]
+        registry.add("raising", _RaisingTTA)
+        registry.add("shapeless", _ShapelessTTA)
+
+    plugin.cifarbudget_register_tta_policies = cifarbudget_register_tta_policies  # type: ignore[attr-defined]
+    cifarbudget.reset_plugins(autoload=False, extra_plugins=(("bad_tta", plugin),))
+    result = invoke(["run", "resnet20", *TINY_ARGS, "--results-dir", str(tmp_path), "--tta", name])
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not any(tmp_path.iterdir())
 
 
 def test_library_errors_name_the_parameter() -> None:
