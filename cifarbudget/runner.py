@@ -111,6 +111,7 @@ class RunSettings:
 
     def __post_init__(self) -> None:  # a mistake is one line before any work, not after the data load
         check_aug_chunk(self.aug_chunk)
+        check_callback_objects(self.callbacks)
 
 
 def run(
@@ -430,8 +431,27 @@ def build_callbacks(names: tuple[str, ...], objects: tuple[Any, ...] = ()) -> An
             raise
         except Exception as exc:  # a plugin's tracker that cannot start: the run goes on without it
             log.warning("tracker %r could not start (%s); the run goes on without it", name, describe(exc))
+    check_callback_objects(objects)
     built += [(str(getattr(cb, "name", type(cb).__name__)), cb) for cb in objects]
     return RunCallbacks(built, warn=lambda message: log.warning("%s", message))
+
+
+def check_callback_objects(objects: tuple[Any, ...]) -> None:
+    """Each of ``objects`` is a callback instance: a name, a class or an unrelated object here
+    would never be called, silently."""
+    hooks = ("on_run_start", "on_epoch_end", "on_evaluation", "on_run_end")
+    for cb in objects:
+        if isinstance(cb, str):
+            raise RunError(
+                f"callbacks takes callback objects, not names ({cb!r}): pass registered trackers by "
+                f"name with track=[{cb!r}]"
+            )
+        if isinstance(cb, type):
+            raise RunError(
+                f"callbacks takes callback objects: pass an instance of {cb.__name__}, not the class"
+            )
+        if not any(callable(getattr(cb, hook, None)) for hook in hooks):
+            raise RunError(f"callback {cb!r} has none of the methods {', '.join(hooks)}")
 
 
 # --- check ---------------------------------------------------------------------------------------

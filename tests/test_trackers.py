@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -386,3 +387,26 @@ def test_a_tracker_whose_factory_raises_is_one_warning_and_the_run_goes_on(
         cifarbudget.errors.CifarBudgetError
     ):  # a misspelt name still stops the run, in one line
         build_callbacks(("brokn-tracker",))
+
+
+@pytest.mark.parametrize(
+    ("callback", "message"),
+    [
+        (
+            "tensorboard",
+            "callbacks takes callback objects, not names ('tensorboard'): pass registered trackers",
+        ),
+        (TensorBoardTracker, "pass an instance of TensorBoardTracker, not the class"),
+        (object(), "has none of the methods on_run_start, on_epoch_end, on_evaluation, on_run_end"),
+    ],
+)
+def test_callbacks_that_would_never_be_called_are_refused(
+    tmp_path: Path, callback: Any, message: str
+) -> None:
+    """``run(callbacks=["tensorboard"])`` used to train without ever calling anything."""
+    import cifarbudget
+    from cifarbudget.errors import RunError
+
+    with pytest.raises(RunError, match=re.escape(message)):
+        cifarbudget.run("resnet20", dataset="synthetic", epochs=1, results_dir=tmp_path, callbacks=[callback])
+    assert not any(tmp_path.iterdir())
