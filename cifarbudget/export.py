@@ -5,7 +5,8 @@ used EMA, via :func:`cifarbudget.predict.load_model`) and writes one file:
 
 - ``safetensors``: the registered model's ``state_dict`` (so ``create_model(name,
   **spec["model_params"])`` + ``load_state_dict`` rebuilds it, see
-  :func:`load_exported_safetensors`); the normalisation and the run's spec are written beside it, in the file's metadata and in a JSON sidecar ``<output>.json``.
+  :func:`load_exported_safetensors`); the normalisation and the run's spec are written beside
+  it, in the file's metadata and in a JSON sidecar ``<output>.json``.
 - ``torchscript``: :class:`NormalizedModel` (normalisation baked in) traced with
   ``torch.jit.trace``; metadata in the archive's ``_extra_files`` (``cifarbudget.json``).
 - ``onnx``: :class:`NormalizedModel` exported with PyTorch's TorchScript-based ONNX exporter

@@ -1055,8 +1055,15 @@ def format_frame(frame: pd.DataFrame, fmt: str = "markdown") -> str:
     if fmt == "markdown":
         if frame.empty:
             return "(no rows)\n"
-        return display_frame(frame).to_markdown(index=False, disable_numparse=True) + "\n"
+        shown = display_frame(frame)
+        align = ["right" if _numeric(frame[c]) else "left" for c in shown.columns]  # numbers line up
+        return shown.to_markdown(index=False, disable_numparse=True, colalign=align) + "\n"
     raise CifarBudgetError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def _numeric(values: pd.Series) -> bool:
+    """A column of numbers (not of flags): right-aligned in markdown."""
+    return bool(pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values))
 
 
 def describe_config(row: pd.Series | dict[str, Any]) -> str:

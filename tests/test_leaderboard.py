@@ -272,7 +272,15 @@ def test_cli_formats(invoke: Invoke, grid_dir: Path, tmp_path: Path) -> None:
 
     out = invoke(["leaderboard", str(grid_dir), "--format", "markdown"])
     assert out.exit_code == 0, out.output
-    assert out.stdout.startswith("| rank ") and out.stdout.count("\n|") == 5
+    assert out.stdout.startswith("|   rank |") and out.stdout.count("\n|") == 5
+    header, rule, *_ = out.stdout.splitlines()
+    names = [c.strip() for c in header.strip("|").split("|")]
+    align = dict(zip(names, rule.strip("|").split("|"), strict=True))
+    # numbers right-aligned, text left-aligned (GitHub renders the colons)
+    assert (
+        align["rank"].endswith(":") and align["test_acc_mean"].endswith(":") and align["params"].endswith(":")
+    )
+    assert align["model"].startswith(":") and align["augs"].startswith(":") and align["tied"].startswith(":")
 
     target = tmp_path / "out" / "board.json"
     out = invoke(["leaderboard", str(grid_dir), "--format", "json", "--output", str(target)])
