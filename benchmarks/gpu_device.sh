@@ -4,11 +4,14 @@
 #
 #     bash benchmarks/gpu_device.sh GIT_REVISION [suite options...]
 #
-# e.g. `bash benchmarks/gpu_device.sh "$(git rev-parse HEAD)" --budget-seconds 480`. The suite
+# e.g. `bash benchmarks/gpu_device.sh "$(git rev-parse HEAD)" --budget-seconds 480` (add +dirty when
+# the copied tree has uncommitted code, as cifarbudget.results.git_revision would). The revision goes
+# into suite.json and, through $CIFARBUDGET_GIT_REVISION, into every run's result.json. The suite
 # writes suite.json and README.md into $OUT on every save (--mirror), and runs under `timeout`
 # ending 25 s before the tool's own limit for the command ($GPU_CALL_SECONDS, default 600: the
 # timeout_s given to the tool), so the copies below still run; without --budget-seconds it gets
-# what is left minus 60 s (the overshoot of a part that starts just in time). The machine's
+# what is left minus 60 s (a margin for its estimates: a part starts only when its estimated
+# start-up and first epochs fit, but a guess can be short). The machine's
 # python3 has PyTorch; the carried wheels are installed into /tmp/site (no network, no index) and a
 # failed import stops the script at once, before any GPU time goes to the suite. The suite writes
 # into /tmp/gpu-suite; $OUT receives suite.json, README.md, the log, and runs.tar.gz (every run's

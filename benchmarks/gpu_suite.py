@@ -31,11 +31,14 @@ some of them (a session with little device time runs one):
 4. ``best``: ``best-under-5m`` for ``--best-seeds`` seeds (3).
 
 Time budget: ``--budget-seconds`` (540) counts from the start of :func:`main`. A part starts only
-when the time left covers its minimum (then ``status: skipped`` with the reason); seeds start only
-when the time left covers one more (then ``status: partial``); a run that is under way is stopped
-after an epoch when its projected end, from its measured epoch times, is past the budget (then the
-record holds the epochs done and the projected training time: how long the run would take on this
-GPU). ``suite.json`` and ``README.md`` in ``--out`` are rewritten atomically after every throughput
+when the time left covers its minimum, its start-up included (``start_check`` in its entry: the
+speedrun's warm-up run and two seeds; for ``paper`` and ``best``, data to the device, the compile
+warm-up and two epochs, the least the deadline guard can judge a run on; the compile is the
+throughput part's measurement where it compiled the same model, the rest are estimates); else
+``status: skipped`` with the reason. Seeds start only when the time left covers one more (then
+``status: partial``); a run that is under way is stopped after an epoch when its projected end,
+from its measured epoch times, is past the budget (then the record holds the epochs done and the
+projected training time: how long the run would take on this GPU). ``suite.json`` and ``README.md`` in ``--out`` are rewritten atomically after every throughput
 setting, every seed and every part, so a command killed at its time limit leaves all finished
 figures behind; the run folders are in ``<out>/runs/`` (warm-up runs in ``<out>/warmup/``).
 
@@ -43,6 +46,11 @@ figures behind; the run folders are in ``<out>/runs/`` (warm-up runs in ``<out>/
 run of an AirNet of widths 8/16/16 on 512 images, 2 seeds, throughput of ``airnet-small`` with 2
 steps), without compile and on one thread, into a temporary folder unless ``--out`` is given: it
 keeps the suite from rotting (``tests/test_gpu_suite.py``), it measures nothing.
+
+Provenance: ``--git-revision`` is recorded in ``suite.json`` and, through ``$CIFARBUDGET_GIT_REVISION``
+(:func:`cifarbudget.results.git_revision`), in every run's ``result.json``. The backend flags (TF32,
+cuDNN autotuning) are recorded with each measurement that ran under them (``backend``): the throughput
+settings set their own, the input pipeline and the runs those a run sets (TF32 on, on CUDA).
 
 Exit status: 1 when a part failed (its error and traceback are in ``suite.json``), else 0 (skipped
 and partial parts say why in ``reason``).
@@ -54,6 +62,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -72,6 +81,12 @@ SUITE_VERSION = 1
 PARTS = ("throughput", "speedrun", "paper", "best")
 DATA_NOTE = (
     "CIFAR-10 (JPEG q75 copy): accuracies on this copy run somewhat below those on the original pickles"
+)
+# Where the backend flags (TF32, cuDNN autotuning, determinism, fp32 precision) each figure ran with are.
+BACKEND_RECORDS = (
+    "per measurement, not here: parts.throughput.rows[].backend, parts.throughput.pipeline.backend, "
+    "parts.<part>.warmup.backend and parts.<part>.seeds[].backend (and each run's result.json, "
+    "manifest.backend)"
 )
 
 # The input pipeline measured in the throughput part: this recipe's augmentations through the
@@ -119,13 +134,19 @@ class Estimates:
     speedrun_warmup: float  # data decode (first time) + compile + 1 epoch + evaluation
     speedrun_seed: float  # one timed seed, wall (data from the cache, budget count, training, eval, record)
     speedrun_reserve: float  # a speedrun seed's final evaluation (TTA), record and plots
-    run_minimum: float  # what a long run needs to learn its speed: data, compile, two epochs
+    # A long run (paper, best) starts only when its start-up and two epochs fit (long_run_start):
+    run_data: float  # before its first step: data to the device (decoding the JPEG copy if no part has), model, budget count
+    run_compile: float  # its compile warm-up, where the throughput part has not measured its model's
+    run_epochs: float  # two epochs after the compile: the least the deadline guard judges a run's speed on
     eval_reserve: float  # a long run's final evaluation, TTA, record and plots after the last epoch
 
 
-# Planned on the H100 record of 2026-11-25 (results/gpu/h100-throughput.json: compile of ResNetSmall
-# 25-35 s, eager bf16 ResNetSmall 7.8k images/s at batch 128) and airbench's timings; to be replaced
-# by this suite's own measurements.
+# Estimates, not measurements. Planned on the H100 record of 2026-11-25 (results/gpu/h100-throughput.json:
+# compile of ResNetSmall 25-35 s, eager bf16 ResNetSmall 7.8k images/s at batch 128, so about 6 s per
+# epoch of 50,000 images) and airbench's timings. A long run's start-up (run_data + run_compile, 120 s)
+# is the upper end of the 60-120 s expected before a long run's first epoch is done (compile of
+# WRN-40-2 with SAM: never measured); the throughput part's measured compile of ResNetSmall replaces
+# run_compile for paper-initial. To be replaced by this suite's own measurements.
 GPU_ESTIMATES = Estimates(
     throughput_setting=20.0,
     pipeline=30.0,
@@ -133,7 +154,9 @@ GPU_ESTIMATES = Estimates(
     speedrun_warmup=120.0,
     speedrun_seed=20.0,
     speedrun_reserve=10.0,
-    run_minimum=90.0,
+    run_data=20.0,
+    run_compile=100.0,
+    run_epochs=30.0,
     eval_reserve=30.0,
 )
 SMOKE_ESTIMATES = Estimates(
@@ -143,7 +166,9 @@ SMOKE_ESTIMATES = Estimates(
     speedrun_warmup=5.0,
     speedrun_seed=5.0,
     speedrun_reserve=2.0,
-    run_minimum=5.0,
+    run_data=2.0,
+    run_compile=2.0,
+    run_epochs=3.0,
     eval_reserve=3.0,
 )
 
@@ -359,18 +384,26 @@ def _nvidia_smi() -> dict[str, str] | None:
 
 
 def environment(mode: Mode, git_revision: str | None) -> dict[str, Any]:
-    """The provenance of the suite: the library's run manifest plus the GPU's own description."""
+    """The provenance of the suite: the library's run manifest plus the GPU's own description.
+
+    The manifest's ``backend`` flags are left out: read at the start, they are torch's defaults,
+    which every measurement then changes (``bench_model`` and each run set their own, TF32 on or
+    off). Each measurement records the flags it ran with instead (:data:`BACKEND_RECORDS`).
+    """
     from cifarbudget.device import resolve
-    from cifarbudget.results import manifest
+    from cifarbudget.results import GIT_REVISION_ENV, manifest
 
     settings = resolve(mode.device)
     env = manifest(settings, 0)
-    for key in ("seed", "started_at", "command"):  # the suite's own are in the document
+    for key in ("seed", "started_at", "command", "backend"):  # the suite's own are in the document
         env.pop(key, None)
-    if git_revision:
-        env["git_revision"] = git_revision
+    env["backend_flags"] = BACKEND_RECORDS
     env["git_revision_source"] = (
-        "--git-revision" if git_revision else "git in the checkout (None where the tree has no .git)"
+        f"--git-revision (given to the runs' records as ${GIT_REVISION_ENV})"
+        if git_revision
+        else f"${GIT_REVISION_ENV}"
+        if os.environ.get(GIT_REVISION_ENV, "").strip()
+        else "git in the checkout (None where the tree has no .git)"
     )
     if settings.device.type == "cuda":
         props = torch.cuda.get_device_properties(settings.device)
@@ -575,7 +608,9 @@ def tf32_mode(enabled: bool) -> Iterator[None]:
 
     ``bench_model`` sets the backend flags a run uses (:func:`cifarbudget.device.configure_backends`:
     TF32 on, on CUDA); to measure strict fp32 the flags are set again right after it, by wrapping
-    ``configure_backends`` for the duration of the block. The flags are restored afterwards.
+    ``configure_backends`` for the duration of the block. The TF32 flags are restored afterwards
+    (torch's defaults after the first setting: matmuls off, convolutions on); what runs next sets
+    its own through ``configure_backends``, the input-pipeline measurement included.
     """
     import cifarbudget.device as device_module
 
@@ -597,10 +632,12 @@ def tf32_mode(enabled: bool) -> Iterator[None]:
 
 
 def tf32_flags() -> dict[str, Any]:
-    """The TF32 flags in effect (legacy booleans, and torch >= 2.9's ``fp32_precision`` strings)."""
+    """The TF32 flags in effect (legacy booleans, ``torch.get_float32_matmul_precision()``, and
+    torch >= 2.9's ``fp32_precision`` strings)."""
     flags: dict[str, Any] = {
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
     }
     matmul = getattr(torch.backends.cuda.matmul, "fp32_precision", None)
     conv = getattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision", None)
@@ -609,6 +646,16 @@ def tf32_flags() -> dict[str, Any]:
     if conv is not None:
         flags["fp32_precision_conv"] = conv
     return flags
+
+
+def backend_state(device: str) -> dict[str, Any]:
+    """The backend flags in effect now, recorded with the measurement that ran under them: the run
+    manifest's (:func:`cifarbudget.device.backend_flags`: determinism and threads, on CUDA cuDNN
+    autotuning and TF32) and :func:`tf32_flags` (read on every device, so the CPU smoke run shows
+    them too)."""
+    from cifarbudget.device import backend_flags
+
+    return {**backend_flags(torch.device(device)), **tf32_flags()}
 
 
 def part_throughput(ctx: Context) -> None:
@@ -686,16 +733,21 @@ def pipeline_throughput(mode: Mode) -> dict[str, Any]:
     resident random uint8 images at the recipe's batch size, one batch at a time (the default)
     and ``PIPELINE_CHUNK`` at once, in alternating rounds after one untimed epoch of each. Images/s
     (medians) and chunked / default per round. What a batch costs beyond its size there is kernel
-    launches and small host work; chunking pays it once per chunk."""
+    launches and small host work; chunking pays it once per chunk.
+
+    It runs under the backend flags a run sets (:func:`cifarbudget.device.configure_backends`, as
+    training runs it), set here, not inherited from the throughput setting before it (whose TF32
+    flags :func:`tf32_mode` restores to torch's defaults), and records them (``backend``)."""
     from cifarbudget.augment.pipeline import Compose, soft_targets
     from cifarbudget.data.core import DeviceSplit
-    from cifarbudget.device import synchronize
+    from cifarbudget.device import configure_backends, resolve, synchronize
     from cifarbudget.engine import augmented_batches
     from cifarbudget.plugins import get_registry
     from cifarbudget.runner import resolve_spec
 
     spec = resolve_spec(recipe=PIPELINE_RECIPE)
     device = torch.device(mode.device)
+    configure_backends(resolve(device))
     generator = torch.Generator().manual_seed(0)
     n = mode.pipeline_images
     images = torch.randint(0, 256, (n, 3, 32, 32), generator=generator, dtype=torch.uint8)
@@ -736,11 +788,13 @@ def pipeline_throughput(mode: Mode) -> dict[str, Any]:
         "chunked_images_per_s": statistics.median(chunked),
         "chunked_over_default": statistics.median(gains),
         "round_chunked_over_default": gains,
+        "backend": backend_state(mode.device),
     }
 
 
 def _bench_setting(mode: Mode, amp: bool, cl: bool, comp: bool, tf32: bool) -> dict[str, Any]:
-    """One ``bench_model`` call: its record, the TF32 flags it ran with, its wall and untimed seconds."""
+    """One ``bench_model`` call: its record, the backend flags it ran with (read inside
+    :func:`tf32_mode`, after ``bench_model``), its wall and untimed seconds."""
     from cifarbudget.bench import bench_model
 
     t0 = time.perf_counter()
@@ -755,7 +809,7 @@ def _bench_setting(mode: Mode, amp: bool, cl: bool, comp: bool, tf32: bool) -> d
             warmup=mode.throughput_warmup,
             steps=mode.throughput_steps,
         )
-        flags = tf32_flags()
+        flags = backend_state(mode.device)
     wall = time.perf_counter() - t0
     timed = (result.train_step_ms + result.eval_step_ms) * result.steps / 1000
     return {**result.to_dict(), "backend": flags, "wall_seconds": wall, "untimed_seconds": wall - timed}
@@ -793,6 +847,13 @@ def run_options(mode: Mode, recipe: str, extra: dict[str, Any] | None = None) ->
         params = dict(preset.get("model_params") or {}) if preset.get("model") == "airnet" else {}
         options.update(model="airnet", model_params={**params, **mode.tiny_model})
     return options
+
+
+def run_model(recipe: str, options: dict[str, Any]) -> str:
+    """The model a run of ``recipe`` with ``options`` trains (the options' or the recipe's)."""
+    from cifarbudget.plugins import get_registry
+
+    return str(options.get("model") or get_registry("recipes").create(recipe).get("model"))
 
 
 def compiled_graphs() -> int | None:
@@ -875,10 +936,15 @@ def run_seed(
             "reason": str(stop),
             "stopped": guard.stopped,
             "wall_seconds": time.perf_counter() - t0,
+            "backend": backend_state(ctx.mode.device),
         }
     after = compiled_graphs()
     graphs = after - before if after is not None and before is not None else None
-    return summarize_run(record, seed, time.perf_counter() - t0, graphs)
+    # the flags run_spec set at its start (configure_backends) and nothing in a run changes
+    return {
+        **summarize_run(record, seed, time.perf_counter() - t0, graphs),
+        "backend": backend_state(ctx.mode.device),
+    }
 
 
 def _skip(part: dict[str, Any], reason: str) -> None:
@@ -931,10 +997,21 @@ def part_speedrun(ctx: Context) -> None:
     part.update(recipe=recipe, target=TARGETS["speedrun"].__dict__, seeds=[])
     if not recipe_registered(recipe):
         return _skip(part, f"recipe {recipe!r} is not registered (cifarbudget list recipes)")
+    # the start-up (data decode, compile) is the warm-up run's: in its estimate, nothing measures it first
     needed = est.speedrun_warmup + 2 * est.speedrun_seed
+    part["start_check"] = {
+        "left_seconds": round(ctx.clock.left(), 1),
+        "needed_seconds": needed,
+        "warmup_seconds": est.speedrun_warmup,
+        "seeds_seconds": 2 * est.speedrun_seed,
+        "source": "estimates (Estimates.speedrun_warmup: data decode, compile, 1 epoch, evaluation; "
+        "2 x Estimates.speedrun_seed)",
+    }
     if ctx.clock.left() < needed:
         return _skip(
-            part, f"{ctx.clock.left():.0f} s left, the warm-up and two seeds need about {needed:.0f} s"
+            part,
+            f"{ctx.clock.left():.0f} s left, the warm-up and two seeds need about {needed:.0f} s (estimates; "
+            f"the warm-up run holds the start-up: data decode, compile, 1 epoch, evaluation)",
         )
     options = run_options(mode, recipe)
     part["options"] = options
@@ -975,6 +1052,36 @@ def part_speedrun(ctx: Context) -> None:
     )
 
 
+def long_run_start(ctx: Context, model: str) -> dict[str, Any]:
+    """What a long run of ``model`` needs before the deadline guard can stop it: its start-up (data
+    to the device, the compile warm-up inside its first epoch) and two epochs.
+
+    The guard judges a run after its epochs, from their times, and lets it run 2 epochs first; so
+    a run started with less than this overshoots the budget before anything can stop it. The
+    compile warm-up is the throughput part's measurement (``compile_warmup_seconds``: training and
+    inference graphs at its batch size) when that part compiled the same model, else
+    ``Estimates.run_compile``; data and epochs are estimates (``Estimates.run_data``, ``run_epochs``).
+    """
+    est = ctx.mode.estimates
+    throughput = ctx.report.part("throughput")
+    measured = throughput.get("compile_warmup_seconds")
+    if not ctx.mode.compile:
+        compile_s, source = 0.0, f"{ctx.mode.name} mode: no compile"
+    elif measured is not None and throughput.get("model") == model:
+        compile_s, source = max(0.0, float(measured)), f"measured: the throughput part's compile of {model}"
+    else:
+        compile_s, source = est.run_compile, f"estimate: the throughput part measured no compile of {model}"
+    return {
+        "left_seconds": round(ctx.clock.left(), 1),
+        "needed_seconds": round(est.run_data + compile_s + est.run_epochs, 1),
+        "data_seconds": est.run_data,
+        "compile_seconds": round(compile_s, 1),
+        "compile_source": source,
+        "epochs_seconds": est.run_epochs,
+        "source": "estimates (Estimates.run_data, Estimates.run_epochs) and the compile as said",
+    }
+
+
 def _long_part(ctx: Context, key: str, recipe: str, seeds: int, extra: dict[str, Any] | None = None) -> None:
     """A long recipe (paper, best): seeds while the budget lasts, each stopped by the deadline guard."""
     est = ctx.mode.estimates
@@ -982,11 +1089,16 @@ def _long_part(ctx: Context, key: str, recipe: str, seeds: int, extra: dict[str,
     part.update(recipe=recipe, target=TARGETS[key].__dict__, seeds=[], compile=ctx.mode.compile)
     if not recipe_registered(recipe):
         return _skip(part, f"recipe {recipe!r} is not registered (cifarbudget list recipes)")
-    if ctx.clock.left() < est.run_minimum:
-        return _skip(
-            part, f"{ctx.clock.left():.0f} s left, a run needs at least {est.run_minimum:.0f} s to start"
-        )
     options = run_options(ctx.mode, recipe, extra)
+    start = long_run_start(ctx, run_model(recipe, options))
+    part["start_check"] = start
+    if ctx.clock.left() < start["needed_seconds"]:
+        return _skip(
+            part,
+            f"{ctx.clock.left():.0f} s left, a run needs about {start['needed_seconds']:.0f} s before it can be "
+            f"stopped: {start['data_seconds']:.0f} s data (estimate) + {start['compile_seconds']:.0f} s compile "
+            f"({start['compile_source']}) + {start['epochs_seconds']:.0f} s for two epochs (estimate)",
+        )
     part["options"] = options
     if ctx.mode.compile:
         # the throughput part compiled ResNetSmall's forward at batch 512: Dynamo keeps its guards
@@ -1003,7 +1115,7 @@ def _long_part(ctx: Context, key: str, recipe: str, seeds: int, extra: dict[str,
         recipe,
         options,
         range(seeds),
-        seed_estimate=est.run_minimum,
+        seed_estimate=start["needed_seconds"],
         reserve=est.eval_reserve,
         on_seed=update,
     )
@@ -1092,9 +1204,12 @@ def check_data_dir(parser: argparse.ArgumentParser, data_dir: Path | None) -> tu
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the suite; return the final ``suite.json`` document (exit status: see the module docs)."""
+    from cifarbudget.results import GIT_REVISION_ENV, git_revision
+
     parser = build_parser()
     args = parser.parse_args(argv)
     clock = Clock(args.budget_seconds)
+    args.git_revision = (args.git_revision or "").strip() or None
     mode = SMOKE_MODE if args.smoke else GPU_MODE
     args.seeds = args.seeds if args.seeds is not None else (2 if args.smoke else 5)
     args.best_seeds = args.best_seeds if args.best_seeds is not None else (2 if args.smoke else 3)
@@ -1134,7 +1249,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.mirror.mkdir(parents=True, exist_ok=True)
     report = Report(out, doc, args.mirror)
     ctx = Context(mode, clock, report, data_dir, out, args)
+    revision_before = os.environ.get(GIT_REVISION_ENV)
     try:
+        if args.git_revision:  # every run's result.json records it (cifarbudget.results.git_revision)
+            os.environ[GIT_REVISION_ENV] = args.git_revision
+            git_revision.cache_clear()
         doc["environment"] = environment(mode, args.git_revision)
         ctx.save()
         for name in PARTS:
@@ -1157,6 +1276,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ctx.save()
     finally:
         torch.set_num_threads(threads)
+        if args.git_revision:  # the caller's process gets its own revision back
+            if revision_before is None:
+                os.environ.pop(GIT_REVISION_ENV, None)
+            else:
+                os.environ[GIT_REVISION_ENV] = revision_before
+            git_revision.cache_clear()
     print(f"wrote {out / 'suite.json'} and {out / 'README.md'}", flush=True)
     return _clean(doc)  # type: ignore[no-any-return]
 

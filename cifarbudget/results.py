@@ -198,6 +198,9 @@ def _git(cwd: Path | str, *args: str, check: bool = True) -> str:
     ).stdout.strip()
 
 
+GIT_REVISION_ENV = "CIFARBUDGET_GIT_REVISION"
+
+
 @lru_cache(maxsize=1)
 def git_revision() -> str | None:
     """The git commit of the installed cifarbudget package (``+dirty`` with uncommitted changes).
@@ -206,7 +209,15 @@ def git_revision() -> str | None:
     the code that ran. ``None`` for an installed wheel (no git checkout around the package).
     Changes under the checkout's ``results/`` folder (records written by runs, such as a TTA
     evaluation added to a finished run's ``result.json``) do not count: they are not code.
+
+    ``$CIFARBUDGET_GIT_REVISION``, when set and not blank, is returned instead, as given: for a
+    copy of the tree without its ``.git`` (a lent GPU machine, ``benchmarks/gpu_suite.py
+    --git-revision``), where git cannot tell. Read on the first call, like the checkout (cached
+    per process; ``git_revision.cache_clear()`` reads both again).
     """
+    given = os.environ.get(GIT_REVISION_ENV, "").strip()
+    if given:
+        return given
     package_dir = Path(__file__).resolve().parent
     try:
         top = _git(package_dir, "rev-parse", "--show-toplevel")

@@ -141,12 +141,134 @@ def test_budget_and_parts_give_skip_reasons(tmp_path: Path, suite: ModuleType) -
         parts["speedrun"]["status"] == "skipped"
         and "the warm-up and two seeds need" in parts["speedrun"]["reason"]
     )
-    assert parts["paper"]["status"] == "skipped" and "needs at least" in parts["paper"]["reason"]
+    assert parts["paper"]["status"] == "skipped" and "before it can be stopped" in parts["paper"]["reason"]
+    assert parts["paper"]["start_check"]["needed_seconds"] > parts["paper"]["start_check"]["left_seconds"]
     assert parts["best"] == {
         "status": "skipped",
         "reason": "not selected (--parts throughput,speedrun,paper)",
     }
     assert not (tmp_path / "runs").exists()  # nothing was trained
+
+
+@pytest.fixture
+def like_cuda(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``configure_backends`` sets TF32 on, as it does on CUDA, from torch's defaults (matmuls off,
+    convolutions on): the CPU can then tell which flags each measurement of the suite ran with.
+    The flags are restored afterwards (torch's flag objects do not take ``monkeypatch.setattr``)."""
+    import cifarbudget.device as device_module
+    import cifarbudget.runner as runner_module
+
+    real = device_module.configure_backends
+
+    def configure(settings: device_module.DeviceSettings) -> dict[str, object]:
+        real(settings)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        return device_module.backend_flags(settings.device)
+
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True
+    monkeypatch.setattr(device_module, "configure_backends", configure)
+    monkeypatch.setattr(runner_module, "configure_backends", configure)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def test_each_measurement_records_the_backend_flags_it_ran_with(
+    tmp_path: Path, suite: ModuleType, like_cuda: None
+) -> None:
+    """The flags change during the suite (the throughput settings set TF32 on and off, runs set
+    it on), so the environment claims none; each measurement records its own, and the input
+    pipeline runs under a run's flags, not under those tf32_mode restored (TF32 matmuls off)."""
+    doc = suite.main(["--smoke", "--out", str(tmp_path), "--parts", "throughput,paper"])
+
+    assert "backend" not in doc["environment"]  # read at the start: torch's defaults, changed later
+    assert doc["environment"]["backend_flags"].startswith("per measurement")
+    rows = {r["setting"]: r["backend"] for r in doc["parts"]["throughput"]["rows"] if r["status"] == "done"}
+    assert rows["fp32"]["tf32_matmul"] is False and rows["fp32"]["tf32_cudnn"] is False
+    assert rows["fp32"]["float32_matmul_precision"] == "highest"
+    assert rows["tf32"]["tf32_matmul"] is True and rows["bf16+channels_last"]["tf32_cudnn"] is True
+    pipeline = doc["parts"]["throughput"]["pipeline"]
+    assert pipeline["status"] == "done"
+    assert pipeline["backend"]["tf32_matmul"] is True and pipeline["backend"]["tf32_cudnn"] is True
+    assert pipeline["backend"]["float32_matmul_precision"] == "high"
+    (seed,) = doc["parts"]["paper"]["seeds"]
+    assert seed["status"] == "finished" and seed["backend"]["tf32_matmul"] is True
+    assert seed["backend"]["num_threads"] == 1  # the smoke run's thread, as the run's record says
+    record = json.loads((tmp_path / "runs" / seed["run_id"] / "result.json").read_text())
+    assert record["manifest"]["backend"]["num_threads"] == 1
+
+
+def test_long_part_starts_only_when_its_start_up_and_two_epochs_fit(
+    tmp_path: Path, suite: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long run's compile and data loading come before its first epoch, where the deadline guard
+    cannot stop it: the start check counts them, with the throughput part's measured compile of
+    the same model, else the stated estimate."""
+    started: list[tuple[str, float]] = []
+    monkeypatch.setattr(
+        suite, "run_seeds", lambda ctx, key, *a, seed_estimate, **k: started.append((key, seed_estimate))
+    )
+    mode = suite.GPU_MODE  # nothing runs (run_seeds is replaced): only the start checks
+    est = mode.estimates
+    args = suite.build_parser().parse_args(["--best-seeds", "3"])
+
+    def context(left: float) -> object:
+        doc = {"parts": {name: {"status": "pending"} for name in suite.PARTS}}
+        ctx = suite.Context(
+            mode, suite.Clock(left, now=lambda: 0.0), suite.Report(tmp_path, doc), None, tmp_path, args
+        )
+        ctx.report.part("throughput").update(model="resnetsmall", compile_warmup_seconds=40.0)
+        return ctx
+
+    unmeasured = est.run_data + est.run_compile + est.run_epochs  # wrn40-2: no compile measured
+    ctx = context(unmeasured - 1)
+    assert unmeasured - 1 > 90.0  # the earlier minimum (data, compile, two epochs in 90 s) let it start
+    suite.part_best(ctx)
+    best = ctx.report.part("best")
+    assert started == [] and best["status"] == "skipped"
+    assert best["start_check"]["compile_seconds"] == est.run_compile
+    assert best["start_check"]["compile_source"].startswith("estimate")
+    assert f"a run needs about {unmeasured:.0f} s before it can be stopped" in best["reason"]
+    assert f"{est.run_compile:.0f} s compile (estimate" in best["reason"]
+
+    measured = est.run_data + 40.0 + est.run_epochs  # paper-initial trains resnetsmall: measured
+    ctx = context(measured)
+    suite.part_paper(ctx)
+    paper = ctx.report.part("paper")
+    assert paper["start_check"]["compile_seconds"] == 40.0
+    assert paper["start_check"]["compile_source"].startswith("measured")
+    assert started == [("paper", measured)]  # and its first seed is held to the same need
+
+
+def test_runs_record_the_given_git_revision(
+    tmp_path: Path, suite: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copied tree has no .git: --git-revision reaches every run's result.json (through
+    $CIFARBUDGET_GIT_REVISION), and the variable is gone again after the suite."""
+    from cifarbudget import results
+
+    monkeypatch.delenv(results.GIT_REVISION_ENV, raising=False)
+    results.git_revision.cache_clear()
+    checkout = results.git_revision()
+    doc = suite.main(["--smoke", "--out", str(tmp_path), "--parts", "paper", "--git-revision", "abc1234"])
+
+    assert doc["environment"]["git_revision"] == "abc1234"
+    assert doc["environment"]["git_revision_source"].startswith("--git-revision")
+    (seed,) = doc["parts"]["paper"]["seeds"]
+    record = json.loads((tmp_path / "runs" / seed["run_id"] / "result.json").read_text())
+    assert record["manifest"]["git_revision"] == "abc1234"
+    assert results.GIT_REVISION_ENV not in os.environ and results.git_revision() == checkout
+
+    monkeypatch.setenv(results.GIT_REVISION_ENV, "  ")  # blank: git decides, as without it
+    results.git_revision.cache_clear()
+    assert results.git_revision() == checkout
+    monkeypatch.setenv(results.GIT_REVISION_ENV, " def5678 ")
+    results.git_revision.cache_clear()
+    assert results.git_revision() == "def5678"
+    results.git_revision.cache_clear()
 
 
 def test_unregistered_recipe_is_skipped_with_its_name(tmp_path: Path, suite: ModuleType) -> None:
