@@ -96,11 +96,34 @@ class Terminated(BaseException):
     exit_code = EXIT_SIGTERM
 
 
-def describe(exc: BaseException, *, with_type: bool = True) -> str:
+SOURCE_ATTR = "cifarbudget_source"  # set on a plugin's exception: which factory of which plugin raised it
+
+
+def note_source(exc: BaseException, source: str) -> None:
+    """Mark an exception from a plugin's code with where it came from (``raised by the factory of
+    model 'x' (plugin 'p')``): :func:`describe` adds it to the one line, and on Python 3.11+ the
+    traceback shows it as a note. The first mark stays (the innermost caller knows best); the
+    library's own errors are left alone (their messages name what failed)."""
+    if isinstance(exc, CifarBudgetError) or getattr(exc, SOURCE_ATTR, None):
+        return
+    try:
+        setattr(exc, SOURCE_ATTR, source)
+    except (AttributeError, TypeError):  # an exception type without a __dict__
+        return
+    add_note = getattr(exc, "add_note", None)  # Python 3.11+
+    if add_note is not None:
+        add_note(source)
+
+
+def describe(exc: BaseException, *, with_type: bool = True, with_source: bool = True) -> str:
     """``exc`` in one line: ``Type: <the first line of its message>``, or the first line alone
-    (``with_type=False``); the type's name when the message is empty."""
+    (``with_type=False``); the type's name when the message is empty. A plugin's exception marked
+    by :func:`note_source` ends with where it came from, in parentheses (unless ``with_source`` is
+    false: the caller's message names it already)."""
     lines = str(exc).strip().splitlines()
     first = lines[0].strip() if lines else ""
+    source = getattr(exc, SOURCE_ATTR, None) if with_source else None
+    where = f" ({source})" if isinstance(source, str) and source else ""
     if not first:
-        return type(exc).__name__
-    return f"{type(exc).__name__}: {first}" if with_type else first
+        return type(exc).__name__ + where
+    return (f"{type(exc).__name__}: {first}" if with_type else first) + where

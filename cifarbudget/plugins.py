@@ -2,8 +2,9 @@
 
 Entry points are loaded one by one; a plugin that fails to import, or whose hook raises, is
 recorded (name and error) and skipped, so every other plugin keeps working and an unknown-name
-error can point at it. Set ``CIFARBUDGET_DISABLE_PLUGIN_AUTOLOAD=1`` to load the builtin plugins
-only (tests, CI, debugging a broken install).
+error can point at it. Of two distributions with the same plugin name, the first found loads and
+the other is recorded as not loaded, naming both. Set ``CIFARBUDGET_DISABLE_PLUGIN_AUTOLOAD=1``
+to load the builtin plugins only (tests, CI, debugging a broken install).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from types import ModuleType
@@ -20,7 +22,7 @@ import pluggy
 
 from cifarbudget import hookspecs
 from cifarbudget.errors import DuplicateNameError, PluginError, describe
-from cifarbudget.registry import Registry
+from cifarbudget.registry import Registry, Returns
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "cifarbudget.builtin.models",
@@ -36,13 +38,29 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 AUTOLOAD_ENV = "CIFARBUDGET_DISABLE_PLUGIN_AUTOLOAD"
 
 
+def _not_run_options(result: Any) -> str | None:
+    """What is wrong with a recipe's result, if it is not a mapping of option names to values."""
+    if not isinstance(result, Mapping):
+        return "None" if result is None else type(result).__name__
+    key = next((k for k in result if not isinstance(k, str)), None)
+    return None if key is None else f"a {type(result).__name__} with the key {key!r}, not an option name"
+
+
+RUN_OPTIONS = Returns(
+    _not_run_options,
+    "a dict of run options (keyword arguments of cifarbudget.run), e.g. {'model': 'resnet20', 'epochs': 10}",
+)
+
+
 @dataclass(frozen=True)
 class Kind:
-    """One kind of registry: its CLI name, the singular used in messages, and its hook."""
+    """One kind of registry: its CLI name, the singular used in messages, its hook, and what its
+    factories must return (checked by :meth:`Registry.create`; ``None``: not checked)."""
 
     name: str
     singular: str
     hook: str
+    returns: Returns | None = None
 
 
 KINDS: dict[str, Kind] = {
@@ -53,7 +71,7 @@ KINDS: dict[str, Kind] = {
         Kind("schedulers", "scheduler", "cifarbudget_register_schedulers"),
         Kind("tta", "TTA policy", "cifarbudget_register_tta_policies"),
         Kind("datasets", "dataset", "cifarbudget_register_datasets"),
-        Kind("recipes", "recipe", "cifarbudget_register_recipes"),
+        Kind("recipes", "recipe", "cifarbudget_register_recipes", RUN_OPTIONS),
         Kind("optimizers", "optimizer", "cifarbudget_register_optimizers"),
         Kind("losses", "loss", "cifarbudget_register_losses"),
         Kind("callbacks", "callback", "cifarbudget_register_callbacks"),
@@ -115,20 +133,36 @@ class PluginSystem:
         if autoload:
             self._load_entry_points()
 
-    def _fail(self, name: str, version: str | None, dist: str | None, stage: str, error: str) -> None:
-        if name not in self.failed:
-            self.failed[name] = FailedPlugin(name, version, dist, stage, error)
-            self.failed_errors[name] = error
+    def _fail(
+        self,
+        key: str,
+        version: str | None,
+        dist: str | None,
+        stage: str,
+        error: str,
+        *,
+        plugin: str | None = None,
+    ) -> None:
+        """Record a failed plugin under ``key`` (its name, unless ``plugin`` gives it)."""
+        if key not in self.failed:
+            self.failed[key] = FailedPlugin(plugin or key, version, dist, stage, error)
+            self.failed_errors[key] = error
 
     def _register(self, plugin: Any, name: str, version: str | None, dist: str | None, builtin: bool) -> None:
-        self.pm.register(plugin, name=name)
+        try:
+            self.pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:  # "Plugin 'x' for hook 'y'" + the reason, lines
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            raise PluginError(f"plugin {name!r}: {'; '.join(lines[1:] or lines)}") from None
         callers = self.pm.get_hookcallers(plugin) or []
         # an implementation without a spec is a misspelled hook: pluggy would silently never call it
         unknown = sorted(c.name for c in callers if c.spec is None and c.name.startswith("cifarbudget_"))
         if unknown:
             self.pm.unregister(plugin)
             known = ", ".join(k.hook for k in KINDS.values())
-            raise PluginError(f"implements unknown hook {', '.join(unknown)} (the hooks are: {known})")
+            raise PluginError(
+                f"plugin {name!r} implements unknown hook {', '.join(unknown)} (the hooks are: {known})"
+            )
         hooks = sorted(c.name for c in callers)
         self.infos[name] = PluginInfo(name, version, dist, builtin, hooks)
 
@@ -141,13 +175,16 @@ class PluginSystem:
             if seen is not None:
                 if seen.distribution == dist_name:
                     continue  # the same distribution seen twice on sys.path
+                # this distribution is not loaded; the plugin already under the name stays as it is,
+                # so the record is keyed by name and distribution, never by the name alone
                 self._fail(
-                    ep.name,
+                    f"{ep.name} from {dist_name}",
                     version,
                     dist_name,
                     "import",
                     f"PluginError: the plugin name {ep.name!r} is used by both {seen.distribution} "
-                    f"and {dist_name}; uninstall one of them",
+                    f"and {dist_name}; {dist_name} was not loaded: uninstall one of them",
+                    plugin=ep.name,
                 )
                 continue
             try:
@@ -168,7 +205,7 @@ class PluginSystem:
             return self._registries[kind]
 
     def _build(self, kind: Kind) -> Registry:
-        registry = Registry(kind.singular, plural=kind.name)
+        registry = Registry(kind.singular, plural=kind.name, returns=kind.returns)
         registry.failed_plugins = self.failed_errors
         caller = getattr(self.pm.hook, kind.hook)
         # pluggy keeps implementations in registration order; builtins were registered first.
@@ -190,6 +227,12 @@ class PluginSystem:
                     _describe(exc),
                 )
         return registry
+
+    def provider(self, factory: object) -> str | None:
+        """The plugin that registered ``factory`` in a registry built so far, or ``None``."""
+        with self._lock:
+            found = (r.provider(factory) for r in self._registries.values())
+            return next((plugin for plugin in found if plugin is not None), None)
 
     def load_all(self) -> None:
         """Build every registry now (so that hook failures show up in :meth:`report`)."""
@@ -233,6 +276,13 @@ def reset_plugins(
     with _system_lock:
         _system = PluginSystem(autoload=autoload, extra_plugins=extra_plugins)
         return _system
+
+
+def provider_of(factory: object) -> str | None:
+    """The plugin that registered ``factory`` in the process-wide plugin system (messages name it);
+    ``None`` when none did, or no plugin system exists yet."""
+    system = _system
+    return system.provider(factory) if system is not None else None
 
 
 def get_registry(kind: str) -> Registry:

@@ -22,6 +22,7 @@ from cifarbudget.errors import (
     RunError,
     UnknownNameError,
     describe,
+    note_source,
 )
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
@@ -37,6 +38,15 @@ class Entry:
     plugin: str
 
 
+@dataclass(frozen=True)
+class Returns:
+    """What every factory of a kind must return, checked by :meth:`Registry.create`: ``problem``
+    says what is wrong with a result (``None``: nothing), ``expected`` what it should be instead."""
+
+    problem: Callable[[Any], str | None]
+    expected: str
+
+
 def natural_key(text: str) -> list[Any]:
     """Sort key that orders ``resnet20 < resnet110`` (numbers compare as numbers)."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
@@ -45,9 +55,10 @@ def natural_key(text: str) -> list[Any]:
 class Registry:
     """Names of one kind (``"model"``, ``"augmentation"``, ...) mapped to their factories."""
 
-    def __init__(self, kind: str, plural: str | None = None) -> None:
+    def __init__(self, kind: str, plural: str | None = None, *, returns: Returns | None = None) -> None:
         self.kind = kind
         self.plural = plural or f"{kind}s"
+        self.returns = returns
         self._entries: dict[str, Entry] = {}
         # plugin name -> error text, for plugins that failed before they could register anything;
         # set by the plugin manager so that unknown-name errors can point at them.
@@ -70,8 +81,15 @@ class Registry:
             )
         if not callable(factory):
             raise PluginError(f"plugin {plugin!r}: the factory for {self.kind} {name!r} is not callable")
+        if not isinstance(description, str):
+            raise PluginError(
+                f"plugin {plugin!r}: the description of {self.kind} {name!r} is "
+                f"{type(description).__name__}, not text"
+            )
         if name in self._entries:
             other = self._entries[name].plugin
+            if other == plugin:  # one plugin, one name twice: nothing to uninstall
+                raise DuplicateNameError(f"plugin {plugin!r} registers {self.kind} {name!r} twice")
             raise DuplicateNameError(
                 f"{self.kind} {name!r} is registered twice: by plugin {other!r} and by plugin {plugin!r}; "
                 "uninstall or disable one of them"
@@ -82,6 +100,10 @@ class Registry:
         """Drop every entry ``plugin`` added (its hook raised halfway: nothing of it should survive)."""
         for name in [n for n, e in self._entries.items() if e.plugin == plugin]:
             del self._entries[name]
+
+    def provider(self, factory: object) -> str | None:
+        """The plugin that registered ``factory`` (the same object) here, or ``None``."""
+        return next((e.plugin for e in self._entries.values() if e.factory is factory), None)
 
     def for_plugin(self, plugin: str) -> PluginRegistryView:
         """The view handed to one plugin's hook: ``add`` records that plugin as the provider."""
@@ -96,8 +118,23 @@ class Registry:
             raise UnknownNameError(self._unknown_message(name)) from None
 
     def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """Call the factory registered under ``name``."""
-        return self.get(name).factory(*args, **kwargs)
+        """Call the factory registered under ``name``, and check its result against ``returns``.
+
+        An exception from the factory propagates as it is (callers tell a plugin's failure from
+        the library's own errors by its type), with a note naming the entry and its plugin."""
+        entry = self.get(name)
+        try:
+            result = entry.factory(*args, **kwargs)
+        except Exception as exc:
+            _note_plugin(exc, f"{self.kind} {name!r}", entry.plugin)
+            raise
+        problem = self.returns.problem(result) if self.returns is not None else None
+        if problem is not None and self.returns is not None:
+            raise PluginError(
+                f"{self.kind} {name!r} (plugin {entry.plugin!r}): its factory returned {problem}; "
+                f"expected {self.returns.expected}"
+            )
+        return result
 
     def names(self, pattern: str | None = None) -> list[str]:
         """Registered names, naturally sorted, optionally filtered by a shell wildcard."""
@@ -206,6 +243,27 @@ def lazy(target: str, *args: Any, **kwargs: Any) -> LazyFactory:
 VALUE_ERRORS = (TypeError, ValueError, ArithmeticError, RuntimeError)
 
 
+def _note_plugin(exc: BaseException, what: str, plugin: str | None) -> None:
+    """Mark an exception from a plugin's factory with ``what`` and its plugin (:func:`note_source`:
+    the one-line error and the traceback show it; the type and message stay the factory's own)."""
+    note_source(exc, f"raised by the factory of {what}" + (f", plugin {plugin!r}" if plugin else ""))
+
+
+def _plugin_of(factory: object) -> str | None:
+    """The plugin that registered ``factory`` in the process-wide plugin system, if one did."""
+    from cifarbudget.plugins import provider_of
+
+    return provider_of(factory)
+
+
+def _factory_name(factory: Callable[..., Any]) -> str:
+    """``module.function`` (or the lazy target) of a factory, for messages."""
+    if isinstance(factory, LazyFactory):
+        return factory.target
+    module, qualname = getattr(factory, "__module__", None), getattr(factory, "__qualname__", None)
+    return f"{module}.{qualname}" if module and qualname else repr(factory)
+
+
 def call_with_params(
     what: str, factory: Callable[..., Any], params: Mapping[str, Any], /, *args: Any, **run_args: Any
 ) -> Any:
@@ -214,12 +272,14 @@ def call_with_params(
     A :data:`VALUE_ERRORS` exception from the call, when the user gave parameters, is a value the
     factory could not use: it becomes one :class:`RunError` line naming ``what`` and the values
     given, with the factory's own message. Without parameters it is the factory's bug and
-    propagates as it is; the library's own errors always do.
+    propagates as it is, with a note naming ``what`` and its plugin; the library's own errors
+    always propagate as they are.
     """
     try:
         return factory(*args, **run_args, **params)
-    except VALUE_ERRORS as exc:
-        if not params or isinstance(exc, CifarBudgetError):
+    except Exception as exc:
+        if not params or not isinstance(exc, VALUE_ERRORS) or isinstance(exc, CifarBudgetError):
+            _note_plugin(exc, what, _plugin_of(factory))
             raise
         given = ", ".join(f"{key}={value!r}" for key, value in params.items())
         raise RunError(
@@ -291,7 +351,9 @@ def check_params(
     other name (their own check then applies). A parameter the registration binds by position
     (``resnet20``'s ``depth``) cannot be set either. A parameter without a default that nobody passes
     (``kd`` without ``teacher``) is named with how to pass it: ``flag`` is what precedes
-    ``NAME=VALUE`` on the command line (``"--loss-param "``, ``"--aug-param cutmix."``).
+    ``NAME=VALUE`` on the command line (``"--loss-param "``, ``"--aug-param cutmix."``), unless
+    it misspells one the run passes (``steps_per_epochs``): that is the plugin's
+    :class:`PluginError`, naming the plugin, the factory and both names (:func:`_check_signature`).
     Lazy factories are resolved.
     """
     supplied = set(supplied)
@@ -315,8 +377,33 @@ def check_params(
             accepted = ", ".join(sorted(known - supplied - set(fixed)))
             raise RunError(f"{what} has no parameter {', '.join(unknown)} (it takes: {accepted or 'none'})")
     missing = required_params(factory, params, supplied)
+    _check_signature(what, factory, missing, supplied)
     if missing:
         how = f"; pass {' '.join(f'{flag}{name}=VALUE' for name in missing)}" if flag else ""
         raise RunError(
             f"{what} needs {', '.join(missing)}, which {'has' if len(missing) == 1 else 'have'} no default{how}"
         )
+
+
+def _check_signature(
+    what: str, factory: Callable[..., Any], missing: list[str], supplied: Collection[str]
+) -> None:
+    """Raise :class:`PluginError` if a parameter ``factory`` needs and nobody passes is a misspelling
+    of one the run passes itself and the factory does not declare (``steps_per_epochs`` for
+    ``steps_per_epoch``): the plugin's signature is wrong, no ``--*-param`` can fix it."""
+    if not missing or not supplied:
+        return
+    target = factory.resolve() if isinstance(factory, LazyFactory) else factory
+    offered = sorted(set(supplied) - set(inspect.signature(target).parameters))
+    # a high cutoff: a typo (steps_per_epochs, momentun), not a parameter of its own (warmup)
+    pairs = [(name, difflib.get_close_matches(name, offered, n=1, cutoff=0.8)) for name in missing]
+    declared = [name for name, close in pairs if close]
+    if not declared:
+        return
+    passed = [close[0] for _, close in pairs if close]
+    plugin = _plugin_of(factory)
+    raise PluginError(
+        f"{what}{f' (plugin {plugin!r})' if plugin else ''}: its factory {_factory_name(factory)} does "
+        f"not match what the library passes: it declares {', '.join(declared)} where the library passes "
+        f"{', '.join(passed)}"
+    )

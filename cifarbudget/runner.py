@@ -430,7 +430,12 @@ def build_callbacks(names: tuple[str, ...], objects: tuple[Any, ...] = ()) -> An
         except CifarBudgetError:
             raise
         except Exception as exc:  # a plugin's tracker that cannot start: the run goes on without it
-            log.warning("tracker %r could not start (%s); the run goes on without it", name, describe(exc))
+            log.warning(
+                "tracker %r (plugin %r) could not start (%s); the run goes on without it",
+                name,
+                registry.get(name).plugin,
+                describe(exc, with_source=False),
+            )
     check_callback_objects(objects)
     built += [(str(getattr(cb, "name", type(cb).__name__)), cb) for cb in objects]
     return RunCallbacks(built, warn=lambda message: log.warning("%s", message))

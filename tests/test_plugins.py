@@ -568,15 +568,48 @@ def test_a_misspelled_hook_is_reported_not_ignored(site: Path) -> None:
     reset_plugins(autoload=True)
     (failed,) = plugins_json()["failed"]
     assert failed["name"] == "typo"
-    assert "unknown hook cifarbudget_register_model " in failed["error"]
+    assert failed["error"].startswith(
+        "PluginError: plugin 'typo' implements unknown hook cifarbudget_register_model (the hooks are: "
+    )
     assert run("check", "resnet20").exit_code == 0
 
 
-def test_the_same_plugin_name_from_two_distributions_is_reported(site: Path) -> None:
-    small = models_plugin("registry.add('one-net', lambda num_classes=10: nn.Linear(3072, num_classes))\n")
-    write_dist(site, "cifarbudget-one", "1.0", {"shared": "cifarbudget_one"}, {"cifarbudget_one": small})
-    write_dist(site, "cifarbudget-two", "1.0", {"shared": "cifarbudget_two"}, {"cifarbudget_two": small})
+def test_the_same_plugin_name_from_two_distributions_is_reported(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The distribution first on sys.path loads and works; the second is reported as not loaded,
+    naming both distributions, and the working plugin is blamed nowhere."""
+    first = tmp_path / "site-first"
+    first.mkdir()
+    monkeypatch.syspath_prepend(str(first))  # before ``site``: its distribution is found first
+    one = models_plugin("registry.add('one-net', lambda num_classes=10: nn.Linear(3072, num_classes))\n")
+    two = models_plugin("registry.add('two-net', lambda num_classes=10: nn.Linear(3072, num_classes))\n")
+    write_dist(first, "cifarbudget-one", "1.0", {"shared": "cifarbudget_one"}, {"cifarbudget_one": one})
+    write_dist(site, "cifarbudget-two", "2.0", {"shared": "cifarbudget_two"}, {"cifarbudget_two": two})
     reset_plugins(autoload=True)
-    (failed,) = plugins_json()["failed"]
-    assert failed["name"] == "shared"
-    assert "cifarbudget-one" in failed["error"] and "cifarbudget-two" in failed["error"]
+    clash = (
+        "PluginError: the plugin name 'shared' is used by both cifarbudget-one and cifarbudget-two; "
+        "cifarbudget-two was not loaded: uninstall one of them"
+    )
+    report = plugins_json()
+    [loaded] = [p for p in report["plugins"] if p["name"] == "shared"]
+    assert (loaded["distribution"], loaded["version"]) == ("cifarbudget-one", "1.0")
+    assert report["failed"] == [
+        {
+            "name": "shared",
+            "version": "2.0",
+            "distribution": "cifarbudget-two",
+            "stage": "import",
+            "error": clash,
+        }
+    ]
+    assert cifarbudget.models().get("one-net").plugin == "shared"
+    assert "two-net" not in cifarbudget.models()
+    table = run("plugins").stdout
+    assert re.search(r"^shared\s+\S+\s+cifarbudget-one\s+models$", table, re.M)
+    assert re.search(rf"^shared\s+\S+\s+import\s+{re.escape(clash)}$", table, re.M)
+    with pytest.raises(UnknownNameError) as info:
+        cifarbudget.create_model("two-nett")
+    assert str(info.value).endswith(
+        f"These plugins failed to load and may have provided it: shared from cifarbudget-two ({clash})."
+    )

@@ -7,13 +7,17 @@ tests drive :class:`cifarbudget.registry.Registry` directly and through
 
 from __future__ import annotations
 
+import sys
+import traceback
 from types import ModuleType
+from typing import Any
 
 import pytest
+import torch
 from torch import nn
 
 import cifarbudget
-from cifarbudget.errors import CifarBudgetError, DuplicateNameError, PluginError, UnknownNameError
+from cifarbudget.errors import CifarBudgetError, DuplicateNameError, PluginError, UnknownNameError, describe
 from cifarbudget.plugins import DEFAULT_PLUGINS
 from cifarbudget.registry import Entry, Registry, natural_key
 
@@ -29,11 +33,11 @@ def _registry(*names: str) -> Registry:
     return reg
 
 
-def _plugin(name: str, register) -> ModuleType:
-    """A plugin module whose ``cifarbudget_register_models`` hook is ``register``."""
+def _plugin(name: str, register, hook: str = "cifarbudget_register_models") -> ModuleType:
+    """A plugin module whose ``hook`` (``cifarbudget_register_models``) is ``register``."""
     module = ModuleType(name)
-    register.__name__ = "cifarbudget_register_models"
-    module.cifarbudget_register_models = cifarbudget.hookimpl(register)  # type: ignore[attr-defined]
+    register.__name__ = hook
+    setattr(module, hook, cifarbudget.hookimpl(register))
     return module
 
 
@@ -324,3 +328,153 @@ def test_a_parameter_the_run_sets_is_a_one_line_error_in_check_and_run(invoke, t
             "not by a parameter"
         )
     assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+# --- plugin errors name the plugin --------------------------------------------------------------------
+def _typo_schedule(optimizer: Any, *, epochs: int, steps_per_epochs: int) -> Any:
+    """Declares ``steps_per_epochs`` where the library passes ``steps_per_epoch``."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def _peak_schedule(optimizer: Any, *, epochs: int, steps_per_epoch: int, peak: float) -> Any:
+    """Needs a parameter of its own (``peak``) that only the user can give."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: peak)
+
+
+def test_a_factory_that_misspells_what_the_run_passes_is_the_plugins_error(invoke, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    def register(registry) -> None:
+        registry.add("typo-sched", _typo_schedule)
+        registry.add("peak-sched", _peak_schedule)
+
+    cifarbudget.reset_plugins(
+        autoload=False,
+        extra_plugins=(
+            ("sched-plugin", _plugin("sched_plugin", register, "cifarbudget_register_schedulers")),
+        ),
+    )
+    args = ["run", "airnet-small", "--dataset", "synthetic", "--epochs", "1", "--results-dir", str(tmp_path)]
+    typo = invoke([*args, "--sched", "typo-sched"])
+    assert typo.exit_code == 1
+    assert typo.stderr.strip() == (
+        "Error: scheduler 'typo-sched' (plugin 'sched-plugin'): its factory "
+        f"{__name__}._typo_schedule does not match what the library passes: it declares "
+        "steps_per_epochs where the library passes steps_per_epoch"
+    )
+    # a parameter of the factory's own that the user did not give keeps its advice
+    peak = invoke([*args, "--sched", "peak-sched"])
+    assert peak.exit_code == 1
+    assert peak.stderr.strip() == (
+        "Error: scheduler 'peak-sched' needs peak, which has no default; pass --sched-param peak=VALUE"
+    )
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_one_plugin_registering_a_name_twice_is_named_alone() -> None:
+    def register(registry) -> None:
+        registry.add("twice-net", _factory)
+        registry.add("twice-net", _factory)
+
+    cifarbudget.reset_plugins(autoload=False, extra_plugins=(("twice", _plugin("twice", register)),))
+    with pytest.raises(DuplicateNameError) as info:
+        cifarbudget.list_models()
+    assert str(info.value) == "plugin 'twice' registers model 'twice-net' twice"
+
+
+def test_a_description_that_is_not_text_fails_the_plugin_that_gave_it() -> None:
+    def register(registry) -> None:
+        registry.add("quiet-net", _factory, description=None)
+
+    system = cifarbudget.reset_plugins(autoload=False, extra_plugins=(("quiet", _plugin("quiet", register)),))
+    assert "quiet-net" not in cifarbudget.models()
+    assert system.failed["quiet"].error == (
+        "PluginError: plugin 'quiet': the description of model 'quiet-net' is NoneType, not text"
+    )
+
+
+def test_a_hook_pluggy_refuses_is_one_line_naming_the_plugin() -> None:
+    def typo(registry) -> None:  # cifarbudget_register_model: no such hook
+        pass
+
+    with pytest.raises(PluginError) as info:
+        cifarbudget.reset_plugins(
+            autoload=False, extra_plugins=(("typo", _plugin("typo", typo, "cifarbudget_register_model")),)
+        )
+    assert str(info.value).startswith(
+        "plugin 'typo' implements unknown hook cifarbudget_register_model (the hooks are: "
+    )
+
+    def extra_argument(registry, extra):  # type: ignore[no-untyped-def]
+        pass
+
+    with pytest.raises(PluginError) as info:
+        cifarbudget.reset_plugins(
+            autoload=False, extra_plugins=(("greedy", _plugin("greedy", extra_argument)),)
+        )
+    assert str(info.value) == (
+        "plugin 'greedy': hookimpl definition: cifarbudget_register_models(registry, extra); "
+        "Argument(s) {'extra'} are declared in the hookimpl but can not be found in the hookspec"
+    )
+
+
+def test_an_exception_from_a_factory_names_its_plugin(invoke) -> None:  # type: ignore[no-untyped-def]
+    """The factory's own exception (type and message kept: callers tell a plugin's failure from the
+    library's errors by type) says where it came from: in its one-line description, so the CLI's
+    ``unexpected`` line names the plugin, and on Python 3.11+ as a note in its traceback."""
+
+    def boom(num_classes: int = 10) -> nn.Module:
+        raise RuntimeError("CUDA driver not found")
+
+    def register(registry) -> None:
+        registry.add("boom-net", boom)
+
+    cifarbudget.reset_plugins(autoload=False, extra_plugins=(("boom", _plugin("boom", register)),))
+    source = "raised by the factory of model 'boom-net', plugin 'boom'"
+    for build in (
+        lambda: cifarbudget.models().create("boom-net"),
+        lambda: cifarbudget.create_model("boom-net"),
+    ):
+        with pytest.raises(RuntimeError) as info:
+            build()
+        assert str(info.value) == "CUDA driver not found"  # the factory's type and message, kept
+        assert describe(info.value) == f"RuntimeError: CUDA driver not found ({source})"
+        if sys.version_info >= (3, 11):
+            assert info.value.__notes__ == [source]  # once, though two layers saw it
+            assert source in "".join(traceback.format_exception(info.value))
+    out = invoke(["check", "boom-net"])
+    assert out.exit_code == 1
+    assert out.stderr.strip() == (
+        f"Error: unexpected RuntimeError: CUDA driver not found ({source}) (cifarbudget -v shows the traceback)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("returned", "what"),
+    [
+        (["model", "resnet20"], "list"),
+        (None, "None"),
+        ({"model": "resnet20", 1: 2}, "a dict with the key 1, not an option name"),
+    ],
+)
+def test_a_recipe_that_returns_no_mapping_of_options_names_recipe_and_plugin(
+    invoke,  # type: ignore[no-untyped-def]
+    tmp_path,
+    returned: Any,
+    what: str,
+) -> None:
+    def register(registry) -> None:
+        registry.add("odd-recipe", lambda: returned)
+
+    cifarbudget.reset_plugins(
+        autoload=False,
+        extra_plugins=(("odd", _plugin("odd", register, "cifarbudget_register_recipes")),),
+    )
+    message = (
+        f"recipe 'odd-recipe' (plugin 'odd'): its factory returned {what}; expected a dict of run "
+        "options (keyword arguments of cifarbudget.run), e.g. {'model': 'resnet20', 'epochs': 10}"
+    )
+    with pytest.raises(PluginError) as info:
+        cifarbudget.recipes().create("odd-recipe")
+    assert str(info.value) == message
+    out = invoke(["run", "--recipe", "odd-recipe", "--dataset", "synthetic", "--results-dir", str(tmp_path)])
+    assert out.exit_code == 1
+    assert out.stderr.strip() == f"Error: {message}"

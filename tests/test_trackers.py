@@ -381,7 +381,8 @@ def test_a_tracker_whose_factory_raises_is_one_warning_and_the_run_goes_on(
         callbacks = build_callbacks(("broken-tracker",))
     assert len(callbacks) == 0
     assert [r.getMessage() for r in caplog.records] == [
-        "tracker 'broken-tracker' could not start (RuntimeError: no server configured); the run goes on without it"
+        "tracker 'broken-tracker' (plugin 'broken_tracker') could not start (RuntimeError: no server "
+        "configured); the run goes on without it"
     ]
     with pytest.raises(
         cifarbudget.errors.CifarBudgetError
