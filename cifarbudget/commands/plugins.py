@@ -36,11 +36,11 @@ def command(as_json: bool) -> None:
         }
         for p in report["plugins"]
     ]
-    click.echo(table(rows))
+    click.echo(table(rows, disable_numparse=True))  # versions are text: 1.10 is not 1.1
     if report["failed"]:
         click.echo("\nFailed plugins:")
         failed = [
             {"plugin": f["name"], "version": f["version"] or "", "stage": f["stage"], "error": f["error"]}
             for f in report["failed"]
         ]
-        click.echo(table(failed))
+        click.echo(table(failed, disable_numparse=True))
