@@ -46,6 +46,9 @@ RUN_SUPPLIED = {
     "augmentations": set(),
     "tta": set(),
 }
+# How many of those the run passes by position, first (whatever the factory calls them): a
+# scheduler's optimizer, an optimizer's model.
+RUN_POSITIONAL = {"schedulers": 1, "optimizers": 1}
 # Spec fields folded into the resolved components (their raw values are not hashed twice).
 COMPONENT_FIELDS = ("model_params", "aug_params", "sched_params", "opt_params", "loss_params")
 

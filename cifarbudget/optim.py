@@ -37,6 +37,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from cifarbudget.errors import RunError, UnknownNameError
+from cifarbudget.identity import RUN_POSITIONAL
 from cifarbudget.registry import check_params
 
 # Modules whose parameters are normalisation parameters (BatchNorm, InstanceNorm, GroupNorm,
@@ -289,7 +290,12 @@ def _build_base(
     # the model is passed positionally; it is the run's, like the hyperparameters in run_args
     supplied = {"model", *run_args}
     check_params(
-        f"optimizer {base!r} (the base of {wrapper})", factory, params, supplied, flag="--opt-param "
+        f"optimizer {base!r} (the base of {wrapper})",
+        factory,
+        params,
+        supplied,
+        flag="--opt-param ",
+        positional=RUN_POSITIONAL["optimizers"],
     )
     optimizer = factory(model, **run_args, **params)
     if not isinstance(optimizer, Optimizer):

@@ -315,6 +315,19 @@ def bound_params(factory: Callable[..., Any], *, positional_only: bool = False) 
         return dict(kwargs)
 
 
+def leading_params(factory: Callable[..., Any], count: int) -> list[str]:
+    """The names of ``factory``'s first ``count`` parameters that can be passed by position (the
+    run passes a scheduler's optimizer that way, whatever the factory calls it); empty when the
+    signature cannot be read."""
+    target = factory.resolve() if isinstance(factory, LazyFactory) else factory
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):
+        return []
+    by_position = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [n for n, p in sig.parameters.items() if p.kind in by_position][:count]
+
+
 def required_params(
     factory: Callable[..., Any], given: Collection[str] = (), supplied: Collection[str] = ()
 ) -> list[str]:
@@ -340,6 +353,7 @@ def check_params(
     supplied: Collection[str] = (),
     *,
     flag: str = "",
+    positional: int = 0,
 ) -> None:
     """Raise :class:`RunError` if ``factory`` has no keyword parameter for a key of ``params``, or
     needs one that ``params`` lacks.
@@ -354,9 +368,11 @@ def check_params(
     ``NAME=VALUE`` on the command line (``"--loss-param "``, ``"--aug-param cutmix."``), unless
     it misspells one the run passes (``steps_per_epochs``): that is the plugin's
     :class:`PluginError`, naming the plugin, the factory and both names (:func:`_check_signature`).
-    Lazy factories are resolved.
+    The first ``positional`` parameters are the run's too, passed by position whatever their names
+    (:data:`cifarbudget.identity.RUN_POSITIONAL`: ``opt`` for ``optimizer``). Lazy factories are
+    resolved.
     """
-    supplied = set(supplied)
+    supplied = {*supplied, *leading_params(factory, positional)}
     clash = sorted(set(params) & supplied)
     if clash:
         raise RunError(

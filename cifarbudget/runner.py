@@ -62,7 +62,7 @@ from cifarbudget.errors import (
     UnexpectedRunError,
     describe,
 )
-from cifarbudget.identity import RUN_SUPPLIED
+from cifarbudget.identity import RUN_POSITIONAL, RUN_SUPPLIED
 from cifarbudget.io import lock_path, remove_stale_temporaries, run_lock
 from cifarbudget.plugins import get_registry
 from cifarbudget.progress import plural
@@ -473,7 +473,14 @@ def check_component_params(spec: RunSpec) -> None:
     ):
         registry = get_registry(kind)
         factory = registry.get(name).factory
-        check_params(f"{registry.kind} {name!r}", factory, params, RUN_SUPPLIED[kind], flag=flag)
+        check_params(
+            f"{registry.kind} {name!r}",
+            factory,
+            params,
+            RUN_SUPPLIED[kind],
+            flag=flag,
+            positional=RUN_POSITIONAL.get(kind, 0),
+        )
     for aug in spec.aug_params:
         if aug not in spec.augs:
             raise RunError(f"--aug-param {aug}.*: {aug!r} is not in the pipeline {spec.pipeline}")
@@ -835,7 +842,13 @@ def build_optimizer(
     from cifarbudget.registry import call_with_params, check_params
 
     factory = get_registry("optimizers").get(spec.optimizer).factory
-    check_params(f"optimizer {spec.optimizer!r}", factory, spec.opt_params, RUN_SUPPLIED["optimizers"])
+    check_params(
+        f"optimizer {spec.optimizer!r}",
+        factory,
+        spec.opt_params,
+        RUN_SUPPLIED["optimizers"],
+        positional=RUN_POSITIONAL["optimizers"],
+    )
     run_args = {
         "lr": spec.lr,
         "momentum": spec.momentum,
@@ -853,7 +866,13 @@ def build_scheduler(spec: RunSpec, optimizer: torch.optim.Optimizer, steps: int)
 
     factory = get_registry("schedulers").get(spec.sched).factory
     warmup = {"warmup_epochs": spec.warmup_epochs} if spec.warmup_epochs else {}
-    check_params(f"scheduler {spec.sched!r}", factory, spec.sched_params, RUN_SUPPLIED["schedulers"])
+    check_params(
+        f"scheduler {spec.sched!r}",
+        factory,
+        spec.sched_params,
+        RUN_SUPPLIED["schedulers"],
+        positional=RUN_POSITIONAL["schedulers"],
+    )
     no_warmup = RunError(f"scheduler {spec.sched!r} does not support a warmup; drop --warmup")
     takes = accepted_params(factory)
     if warmup and takes is not None and "warmup_epochs" not in takes:

@@ -369,6 +369,40 @@ def test_a_factory_that_misspells_what_the_run_passes_is_the_plugins_error(invok
     assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
+def _opt_named_schedule(opt: torch.optim.Optimizer, *, epochs: int, steps_per_epoch: int) -> object:
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 - step / (epochs * steps_per_epoch))
+
+
+def test_the_argument_the_run_passes_by_position_may_have_any_name(invoke, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The run passes a scheduler's optimizer (an optimizer's model) by position: a factory that
+    calls it ``opt`` is not told to pass ``--sched-param opt=VALUE``, and cannot be given one."""
+    from cifarbudget.runner import build_scheduler, check_component_params, resolve_spec
+
+    def register(registry) -> None:
+        registry.add("opt-sched", _opt_named_schedule)
+
+    cifarbudget.reset_plugins(
+        autoload=False,
+        extra_plugins=(("opt-plugin", _plugin("opt_plugin", register, "cifarbudget_register_schedulers")),),
+    )
+    spec = resolve_spec("resnet20", dataset="synthetic", epochs=2, sched="opt-sched")
+    check_component_params(spec)  # used to raise: "needs opt, which has no default"
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    schedule = build_scheduler(spec, optimizer, steps=5)
+    for _ in range(5):
+        optimizer.step()
+        schedule.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * (1 - 5 / 10))
+    out = invoke(["check", "resnet20"])  # nothing else is disturbed
+    assert out.exit_code == 0
+    given = invoke(
+        ["run", "resnet20", "--dataset", "synthetic", "--sched", "opt-sched", "--sched-param", "opt=1",
+         "--results-dir", str(tmp_path)]
+    )  # fmt: skip
+    assert given.exit_code == 1
+    assert "scheduler 'opt-sched': opt is set by the run" in given.stderr and not any(tmp_path.iterdir())
+
+
 def test_one_plugin_registering_a_name_twice_is_named_alone() -> None:
     def register(registry) -> None:
         registry.add("twice-net", _factory)
