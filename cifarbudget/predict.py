@@ -181,18 +181,26 @@ def map_labels(inputs: Inputs, classes: list[str], num_classes: int) -> np.ndarr
 
 
 def _own_test_split(inputs: Inputs, result: RunResult) -> bool:
-    """Whether ``inputs`` is the test split the run evaluated (same dataset, source and size)."""
+    """Whether ``inputs`` is the test split the run evaluated: the same dataset, source and size,
+    and, where the run recorded its data id, the same data (a folder of the same name elsewhere,
+    or changed since, is not the run's test split)."""
+    from cifarbudget.identity import data_id
 
     def strip(source: str) -> str:
         return source.removesuffix(":train").removesuffix(":test")
 
     data = result.data
-    return (
+    if not (
         inputs.kind == "dataset"
+        and inputs.dataset is not None
         and inputs.dataset == result.spec.get("dataset")
-        and strip(inputs.source) == strip(str(data.get("source", "")))
         and len(inputs) == data.get("n_test")
-    )
+    ):
+        return False
+    recorded = result.spec.get("data_id")
+    if recorded and inputs.root is not None:  # the data themselves, wherever the folder is now
+        return bool(data_id(inputs.dataset, inputs.root) == recorded)
+    return strip(inputs.source) == strip(str(data.get("source", "")))
 
 
 def _settings_like_the_run(result: RunResult, device: str | None, amp: bool | None) -> DeviceSettings:

@@ -362,3 +362,43 @@ def test_the_runs_dataset_by_name_reads_the_runs_data_folder(tmp_path: Path) -> 
     assert _with_run_data_dir("cifar10", run) == "cifar10"  # type: ignore[arg-type]
     with pytest.raises(DataError, match=r"does not exist: give the input as imagefolder:ROOT"):
         load_inputs(f"imagefolder:{tmp_path / 'nope'}")
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    with pytest.raises(DataError, match=r"data folder .*afile is not a folder"):  # not NotADirectoryError
+        load_inputs(f"imagefolder:{afile}")
+
+
+def _image_folder(root: Path, shade: int) -> Path:
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for c, name in enumerate(("cat", "dog")):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(12 if split == "train" else 4):
+                Image.new("RGB", (32, 32), (shade + 40 * c, i, 0)).save(folder / f"{i}.png")
+    return root
+
+
+def test_a_folder_of_the_same_name_elsewhere_is_not_the_runs_test_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's data folder is recorded absolute, and its own test split is recognised by the data
+    id: a relative ``small`` read from another working directory (other images, the same layout and
+    sizes) was taken for the run's split, and its accuracy compared with the record's."""
+    from types import SimpleNamespace
+
+    from cifarbudget.predict import _own_test_split
+    from cifarbudget.runner import RunSettings, resolve_spec
+
+    monkeypatch.setenv("CIFARBUDGET_CACHE", str(tmp_path / "cache"))
+    here = _image_folder(tmp_path / "here" / "small", 10)
+    _image_folder(tmp_path / "elsewhere" / "small", 90)
+    monkeypatch.chdir(tmp_path / "here")
+    assert RunSettings(data_dir="small").data_dir == here  # what the run records
+    spec = resolve_spec("resnet20", dataset="imagefolder", data_dir="small", epochs=1)
+    result = SimpleNamespace(spec=spec.to_dict(), data={"source": f"imagefolder:{here}:test", "n_test": 8})
+    assert _own_test_split(load_inputs("imagefolder:small"), result)  # type: ignore[arg-type]
+    assert _own_test_split(load_inputs(f"imagefolder:{here}"), result)  # type: ignore[arg-type]
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert not _own_test_split(load_inputs("imagefolder:small"), result)  # type: ignore[arg-type]

@@ -102,10 +102,9 @@ def _zip_items(archives: list[Path], split: str) -> list[Item]:
 
 def _find_items(root: Path, split: str) -> list[Item]:
     """The split's images, from ``<root>/[<sub>/]<split>/<class>/*`` or the ``*.zip`` archives in root."""
-    if not root.exists():
-        raise DataError(
-            f"data folder {root} does not exist: pass --data-dir with train/ and test/ folders or zips"
-        )
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise DataError(f"data folder {root} {what}: pass --data-dir with train/ and test/ folders or zips")
     for base in [root, *sorted(p for p in root.iterdir() if p.is_dir())]:
         if (base / split).is_dir():
             return _folder_items(base / split)
@@ -151,7 +150,7 @@ def load_imagefolder(root: Path | str, *, train: bool) -> Split:
     split = "train" if train else "test"
     items = _items(root, split)
     classes = sorted({item.label for item in items})
-    source = f"imagefolder:{root}:{split}"
+    source = f"imagefolder:{root.resolve()}:{split}"
     cached = cache_dir() / f"imagefolder-v{CACHE_VERSION}-{fingerprint(items, split)[:24]}.pt"
     if cached.exists():
         try:

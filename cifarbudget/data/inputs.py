@@ -40,6 +40,7 @@ class Inputs:
     source: str = ""  # a description of where the images came from
     kind: str = ""  # pickle | npy | npz | image | folder | imagefolder | dataset
     dataset: str | None = None  # the registered dataset, for a split spec
+    root: str | None = None  # its data folder (absolute), for a split spec
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -272,7 +273,16 @@ def _load_dataset_split(name: str, root: str | None) -> Inputs:
     split = as_split(raw, name, "test")  # checks dtype, shape and labels
     source = split.source
     ids = [str(i) for i in range(1, len(split) + 1)]
-    return Inputs(split.images, ids, split.labels, split.classes, source, kind="dataset", dataset=name)
+    return Inputs(
+        split.images,
+        ids,
+        split.labels,
+        split.classes,
+        source,
+        kind="dataset",
+        dataset=name,
+        root=str(folder.resolve()),
+    )
 
 
 def _decode_files(files: list[Path], folder: Path) -> torch.Tensor:
