@@ -111,6 +111,8 @@ class RunSettings:
 
     def __post_init__(self) -> None:  # a mistake is one line before any work, not after the data load
         check_aug_chunk(self.aug_chunk)
+        if self.data_dir is not None:  # recorded absolute: predict and --from read it from anywhere
+            object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
         check_callback_objects(self.callbacks)
 
 
@@ -723,7 +725,20 @@ def load_splits(dataset: str, root: Path, download: bool) -> tuple[Split, Split]
     train = as_split(factory(root, train=True, download=download), dataset, "train")
     test = as_split(factory(root, train=False, download=download), dataset, "test")
     if list(train.classes) != list(test.classes):
-        raise DataError(f"dataset {dataset!r}: train and test splits have different classes")
+        only_train = sorted(set(train.classes) - set(test.classes))
+        only_test = sorted(set(test.classes) - set(train.classes))
+        differ = (
+            f"only in train: {', '.join(only_train) or '-'}; only in test: {', '.join(only_test) or '-'}"
+            if only_train or only_test
+            else "the same names in another order"
+        )
+        raise DataError(f"dataset {dataset!r}: train and test splits have different classes ({differ})")
+    train_size, test_size = tuple(train.images.shape[-2:]), tuple(test.images.shape[-2:])
+    if train_size != test_size:  # the model would be tested on inputs it never saw, and costed wrongly
+        raise DataError(
+            f"dataset {dataset!r}: train images are {train_size[0]}x{train_size[1]}, test images "
+            f"{test_size[0]}x{test_size[1]}: both splits must have one image size"
+        )
     return train, test
 
 

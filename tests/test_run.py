@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -243,6 +244,56 @@ def test_missing_imagefolder_is_a_data_error(tmp_path: Path) -> None:
             "resnet20",
             dataset="imagefolder",
             data_dir=tmp_path / "missing",
+            results_dir=tmp_path,
+            progress=False,
+        )
+
+
+def _mismatched(train: bool) -> object:
+    import torch.nn.functional as F
+
+    from cifarbudget.data.core import Split
+    from cifarbudget.data.synthetic import make_synthetic
+
+    split = make_synthetic(64 if train else 32, split_seed=1 if train else 2)
+    if train:
+        return split
+    if os.environ.get("MISMATCH") == "classes":
+        return Split(split.images, split.labels, [*split.classes[:-1], "lorry"], source="odd")
+    bigger = F.interpolate(split.images.float(), size=(48, 48)).round().to(torch.uint8)
+    return Split(bigger, split.labels, list(split.classes), source="odd")
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("sizes", "train images are 32x32, test images 48x48: both splits must have one image size"),
+        ("classes", "different classes (only in train: class9; only in test: lorry)"),
+    ],
+)
+def test_train_and_test_splits_that_do_not_match_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, message: str
+) -> None:
+    """A test split of another image size trained, evaluated and recorded without a word (its
+    MACs counted at the training size); classes that differ are named."""
+    from types import ModuleType
+
+    plugin = ModuleType("odd_data")
+
+    @cifarbudget.hookimpl
+    def cifarbudget_register_datasets(registry) -> None:  # type: ignore[no-untyped-def]
+        registry.add("odd", lambda root, *, train, download: _mismatched(train))
+
+    plugin.cifarbudget_register_datasets = cifarbudget_register_datasets  # type: ignore[attr-defined]
+    cifarbudget.reset_plugins(autoload=False, extra_plugins=(("odd_data", plugin),))
+    monkeypatch.setenv("MISMATCH", case)
+    with pytest.raises(DataError, match=re.escape(message)):
+        run(
+            "resnet20",
+            dataset="odd",
+            epochs=1,
+            val_size=0,
+            batch_size=32,
             results_dir=tmp_path,
             progress=False,
         )
