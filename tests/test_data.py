@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
@@ -86,3 +91,69 @@ def test_channels_last_batches_hold_the_same_numbers() -> None:
         next(cl.batches(16, shuffle=False, drop_last=False)),
     )
     assert b.is_contiguous(memory_format=torch.channels_last) and torch.equal(a, b)
+
+
+# --- decoding and image folders: what a user's files can be ----------------------------------------
+def _png(path: Path, image: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)  # type: ignore[attr-defined]
+    return path
+
+
+def test_a_16_bit_png_is_scaled_to_8_bits_and_float_pixels_are_refused(tmp_path: Path) -> None:
+    """``convert("RGB")`` clips 16-bit grayscale to white: the pixels are scaled instead."""
+    from PIL import Image
+
+    from cifarbudget.data.decode import decode_image
+
+    wide = np.array([[0, 257, 32768, 65535]], dtype=np.uint16)
+    path = _png(tmp_path / "gray16.png", Image.fromarray(wide))
+    with Image.open(path) as img:
+        assert img.mode.startswith("I;16")
+    rgb = decode_image(path.read_bytes(), str(path))
+    assert rgb.shape == (1, 4, 3) and rgb.dtype == np.uint8
+    assert rgb[0, :, 0].tolist() == [0, 1, 128, 255] and (rgb[..., 0] == rgb[..., 2]).all()
+    floats = _png(tmp_path / "float.tif", Image.fromarray(np.ones((2, 2), dtype=np.float32)))
+    with pytest.raises(DataError, match=r"float\.tif has floating-point pixels \(PIL mode F\): convert it"):
+        decode_image(floats.read_bytes(), str(floats))
+
+
+def _tree(root: Path) -> Path:
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for c, name in enumerate(("cat", "dog")):
+            for i in range(3):
+                _png(root / split / name / f"{i}.png", Image.new("RGB", (8, 8), (40 * c, i, 0)))
+    return root
+
+
+def test_a_second_copy_of_an_archive_is_refused_not_read_twice(tmp_path: Path) -> None:
+    from cifarbudget.data.imagefolder import imagefolder_metadata
+
+    folder = _tree(tmp_path / "tree")
+    data = tmp_path / "data"
+    data.mkdir()
+    with zipfile.ZipFile(data / "data.zip", "w") as zf:
+        for f in sorted(folder.rglob("*.png")):
+            zf.write(f, f.relative_to(folder).as_posix())
+    assert imagefolder_metadata(data)["n_train"] == 6
+    shutil.copy(data / "data.zip", data / "data (1).zip")
+    with pytest.raises(
+        DataError,
+        match=r"train image cat/0\.png is in the data twice: .*data \(1\)\.zip:train/cat/0\.png and .*data\.zip:train/cat/0\.png",
+    ):
+        imagefolder_metadata(data)
+
+
+def test_a_broken_link_is_one_line_and_a_folder_named_like_an_image_is_not_an_image(tmp_path: Path) -> None:
+    from cifarbudget.data.imagefolder import imagefolder_metadata, load_imagefolder
+
+    root = _tree(tmp_path / "data")
+    (root / "train" / "cat" / "folder.jpg").mkdir()
+    assert imagefolder_metadata(root)["n_train"] == 6
+    (root / "train" / "dog" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    with pytest.raises(DataError, match=r"cannot read image .*gone\.jpg: No such file or directory"):
+        imagefolder_metadata(root)
+    with pytest.raises(DataError, match=r"cannot read image .*gone\.jpg"):
+        load_imagefolder(root, train=True)

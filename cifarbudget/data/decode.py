@@ -30,6 +30,15 @@ def decode_image(data: bytes, where: str = "image") -> np.ndarray:
 
     try:
         with Image.open(io.BytesIO(data)) as img:
+            if img.mode.startswith("I;16"):  # 16-bit grayscale: convert("RGB") would clip it to white
+                wide = np.asarray(img).astype(np.uint32)
+                gray = ((wide * 255 + 32767) // 65535).astype(np.uint8)
+                return np.repeat(gray[:, :, None], 3, axis=2)
+            if img.mode in ("I", "F"):  # 32-bit integer or float pixels: no range to scale them from
+                raise DataError(
+                    f"image {where} has {'32-bit integer' if img.mode == 'I' else 'floating-point'} pixels "
+                    "(PIL mode " + img.mode + "): convert it to 8-bit RGB"
+                )
             return np.asarray(img.convert("RGB"))
     except UnidentifiedImageError:  # its message names an in-memory buffer, not the file
         raise DataError(f"corrupt or unreadable image {where}: not an image format PIL can read") from None

@@ -54,8 +54,15 @@ class Item:
     content: Callable[[], str]  # a content key: "crc32:size" for zip members, the bytes' SHA-256 for files
 
 
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:  # a broken link, a permission: one line naming the file
+        raise DataError(f"cannot read image {path}: {exc.strerror or exc}") from None
+
+
 def _file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashlib.sha256(_read_file(path)).hexdigest()
 
 
 def _constant(value: str) -> Callable[[], str]:
@@ -72,13 +79,15 @@ def _folder_items(split_dir: Path) -> list[Item]:
     items: list[Item] = []
     for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not _hidden(p.name)):
         for f in sorted(class_dir.iterdir()):
-            if f.suffix.lower() in IMAGE_EXTENSIONS and not _hidden(f.name):
-                items.append(Item(class_dir.name, str(f), f.read_bytes, functools.partial(_file_digest, f)))
+            if f.suffix.lower() in IMAGE_EXTENSIONS and not _hidden(f.name) and not f.is_dir():
+                read = functools.partial(_read_file, f)
+                items.append(Item(class_dir.name, str(f), read, functools.partial(_file_digest, f)))
     return items
 
 
 def _zip_items(archives: list[Path], split: str) -> list[Item]:
     items: list[Item] = []
+    seen: dict[tuple[str, str], str] = {}  # (class, file name) -> where: a second copy is refused
     for archive in archives:
         try:
             zf = zipfile.ZipFile(archive)
@@ -88,11 +97,18 @@ def _zip_items(archives: list[Path], split: str) -> list[Item]:
             m = _MEMBER.search(info.filename)
             hidden = any(_hidden(part) for part in info.filename.split("/"))
             if m and m.group(1) == split and info.filename.lower().endswith(IMAGE_EXTENSIONS) and not hidden:
+                where = f"{archive}:{info.filename}"
+                first = seen.setdefault((m.group(2), m.group(3)), where)
+                if first != where:  # e.g. "data.zip" and its copy "data (1).zip": every image twice
+                    raise DataError(
+                        f"{split} image {m.group(2)}/{m.group(3)} is in the data twice: {first} and "
+                        f"{where}; remove the extra archive (or entry)"
+                    )
                 key = f"{info.CRC:08x}:{info.file_size}"
                 items.append(
                     Item(
                         m.group(2),
-                        f"{archive}:{info.filename}",
+                        where,
                         functools.partial(zf.read, info.filename),
                         _constant(key),
                     )
