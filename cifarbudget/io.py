@@ -137,13 +137,19 @@ def run_lock(path: Path, *, wait: bool) -> Iterator[bool]:
     """
     from filelock import FileLock, Timeout
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(path, thread_local=False, preserve_lock_file=True)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire(timeout=-1 if wait else 0)
     except Timeout:
         yield False
         return
+    except OSError as exc:  # a read-only or full results folder: one line, not a traceback
+        raise StorageError(
+            f"cannot lock {path} (the results folder must be writable): {exc.strerror or exc}",
+            exc.errno,
+            exc.strerror,
+        ) from None
     try:
         yield True
     finally:

@@ -214,6 +214,21 @@ def test_a_run_logging_to_a_file_writes_a_line_per_epoch(tmp_path: Path) -> None
 
 
 # --- sizes the run cannot honour -----------------------------------------------------------------
+def test_a_results_folder_that_cannot_hold_the_run_lock_is_one_line(tmp_path: Path, invoke: Any) -> None:
+    """A read-only (or otherwise unwritable) results folder: the run lock cannot be created. Here
+    ``.locks`` is a file, which fails for root too (CI runs as root, where a read-only mode does not)."""
+    results = tmp_path / "runs"
+    results.mkdir()
+    (results / ".locks").write_text("not a folder")
+    out = invoke(
+        ["run", "resnet20", "--dataset", "synthetic", "--epochs", "1", "--results-dir", str(results)]
+    )
+    assert out.exit_code == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: cannot lock "), out.stderr
+    assert "(the results folder must be writable)" in lines[0] and "unexpected" not in lines[0]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
