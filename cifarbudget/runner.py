@@ -1153,11 +1153,15 @@ def _plot(record: RunResult, classes: list[str], run_dir: Path) -> None:
     spec, final = record.spec, record.final
     pipeline = "+".join(spec["augs"]) or "no aug"
     title = f"{spec['model']} | {pipeline} | {spec['sched']} | {spec['epochs']} ep | {spec['dataset']}"
+    with_tta = bool(final.get("confusion_matrix_tta"))
+    matrix = final.get("confusion_matrix_tta") if with_tta else final.get("confusion_matrix")
+    acc = final.get("test_acc_tta") if with_tta else final.get("test_acc")
+    policy = f"TTA {final.get('tta') or spec.get('tta')}" if with_tta else "no TTA"
     try:
         plot_curves(record.history, run_dir / "curves.png", title)
-        matrix = final.get("confusion_matrix_tta") or final.get("confusion_matrix")
-        if matrix:
-            acc = final.get("test_acc_tta") or final.get("test_acc")
-            plot_confusion(matrix, classes, run_dir / "confusion.png", f"{title}\ntest accuracy {acc:.4f}")
-    except OSError as exc:  # the record is written; a missing picture is not worth failing the run
-        log.warning("could not write the plots of %s: %s", record.run_id, exc.strerror or exc)
+        if matrix and acc is not None:
+            caption = f"{title}\ntest accuracy {acc:.4f} ({policy})"
+            plot_confusion(matrix, classes, run_dir / "confusion.png", caption)
+    except Exception as exc:  # the record is written; a missing picture is not worth failing the run
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else describe(exc)
+        log.warning("could not write the plots of %s: %s", record.run_id, why)

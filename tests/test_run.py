@@ -299,6 +299,31 @@ def test_train_and_test_splits_that_do_not_match_are_refused(
         )
 
 
+def test_a_plot_that_raises_is_a_warning_and_the_finished_run_stays_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """matplotlib raised ValueError on a class name with ``$`` (mathtext) after training: the run
+    was recorded failed, and the same command failed the same way after resuming."""
+    import cifarbudget.plots
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise ValueError("Unknown symbol: \\1_")
+
+    monkeypatch.setattr(cifarbudget.plots, "plot_confusion", refuse)
+    with caplog.at_level("WARNING", logger="cifarbudget"):
+        result = run(
+            "resnet20", dataset="synthetic", epochs=1, train_subset=128, val_size=0, batch_size=64,
+            results_dir=tmp_path, progress=False,
+        )  # fmt: skip
+    assert result.status == "finished" and result.error is None
+    assert load_result(result.run_dir).status == "finished"
+    assert any(
+        "could not write the plots" in r.getMessage() and "ValueError" in r.getMessage()
+        for r in caplog.records
+    )
+    assert (result.run_dir / "curves.png").is_file() and not (result.run_dir / "confusion.png").exists()
+
+
 @pytest.mark.realdata
 def test_real_cifar10_jpeg_run_with_validation_split(tmp_path: Path, real_data_dir: Path) -> None:
     """The imagefolder zips of ../shared/data: 5,000 stratified validation images, the full test split."""
