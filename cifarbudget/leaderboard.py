@@ -758,9 +758,34 @@ def _board_columns(keys: list[str], measured: bool) -> list[str]:
     return ["rank", "config_id", *keys, *stats, "train_config_id", "rerun"]
 
 
+def comparable_key(frame: pd.DataFrame) -> pd.Series:
+    """What a row is ranked among: its dataset, and where that dataset's rows hold more than one
+    data id (two image folders, or one whose images changed), its data too. Rows on different data
+    have different test sets: their accuracies are not comparable. The key reads ``imagefolder``, or
+    ``imagefolder (data 0a7d279b)`` (``data unknown`` for a record without a data id)."""
+    if "dataset" not in frame.columns:
+        return pd.Series("", index=frame.index, dtype=object)
+    dataset = frame["dataset"].astype(str)
+    if "data_id" not in frame.columns:
+        return dataset
+    data = frame["data_id"].map(lambda v: str(v)[:8] if isinstance(v, str) and v else "unknown")
+    several = data.groupby(dataset).transform("nunique") > 1
+    return dataset.where(~several, dataset + " (data " + data + ")")
+
+
+def comparable_groups(frame: pd.DataFrame, *, sort: bool = True) -> list[tuple[str, pd.DataFrame]]:
+    """``frame`` split by :func:`comparable_key`: the groups a ranking, a Pareto front or an
+    ablation is computed within."""
+    if frame.empty:
+        return []
+    key = comparable_key(frame)
+    return [(str(label), part) for label, part in frame.groupby(key, sort=sort)]
+
+
 def sort_board(board: pd.DataFrame, *, sort: str | None = None, ascending: bool = False) -> pd.DataFrame:
-    """Order ``board`` within each dataset by ``sort`` (default ``select_acc_mean``), number the rows
-    of each dataset in ``rank`` and mark ``tied`` against the first row.
+    """Order ``board`` within each dataset (and its data: :func:`comparable_key`) by ``sort``
+    (default ``select_acc_mean``), number the rows of each group in ``rank`` and mark ``tied``
+    against the group's reference row.
 
     Configurations selected on validation come first; those without a validation split (selected
     on test, a different measurement) follow, ranked among themselves, with ties judged among them.
@@ -775,7 +800,7 @@ def sort_board(board: pd.DataFrame, *, sort: str | None = None, ascending: bool 
         board = board.assign(_on_test=board["selected_on"] == "test")
         by, order = ["_on_test", *by], [True, *order]
     parts = []
-    for _, part in board.groupby("dataset", sort=True) if "dataset" in board.columns else [(None, board)]:
+    for _, part in comparable_groups(board):
         part = part.sort_values(by, ascending=order, na_position="last", kind="stable").reset_index(drop=True)
         part.insert(0, "rank", pd.RangeIndex(1, len(part) + 1).to_numpy(dtype="int64"))
         groups = part.groupby("_on_test", sort=False) if "_on_test" in part.columns else [(None, part)]
@@ -828,8 +853,8 @@ def _welch_same(a: pd.Series, b: pd.Series) -> bool:
 
 # --- Pareto fronts and ablations -----------------------------------------------------------------
 def pareto(board: pd.DataFrame, by: str = "params", metric: str = "select_acc_mean") -> pd.DataFrame:
-    """The non-dominated rows of ``board``, per dataset: no other row of the same dataset is at
-    least as accurate and as cheap, and strictly better in one of the two. ``by`` is ``params``,
+    """The non-dominated rows of ``board``, per dataset and data (:func:`comparable_key`): no other
+    row of the same group is at least as accurate and as cheap, and strictly better in one of the two. ``by`` is ``params``,
     ``macs`` or ``inference-macs`` (MACs x the TTA views actually computed); rows keep their order.
     """
     if by not in PARETO_COSTS:
@@ -838,8 +863,7 @@ def pareto(board: pd.DataFrame, by: str = "params", metric: str = "select_acc_me
         return board
     cost_column = PARETO_COSTS[by]
     keep: list[Any] = []
-    groups = board.groupby("dataset", sort=False) if "dataset" in board.columns else [(None, board)]
-    for _, part in groups:
+    for _, part in comparable_groups(board, sort=False):
         valid = part[part[metric].notna()]
         order = valid.sort_values([cost_column, metric], ascending=[True, False], kind="stable")
         best = -math.inf
@@ -884,8 +908,7 @@ def ablation(board: pd.DataFrame, metric: str = "val") -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     if board.empty:
         return pd.DataFrame(columns=list(ABLATION_COLUMNS))
-    groups = board.groupby("dataset", sort=True) if "dataset" in board.columns else [(None, board)]
-    for dataset, part in groups:
+    for dataset, part in comparable_groups(board):
         # augmentations and schedules change training: compare the trained configurations once each
         # (a configuration evaluated with several TTA policies is one training), without TTA, on the
         # row of the training that covers the most seeds (a policy may have evaluated only some)

@@ -40,6 +40,7 @@ def make_record(
     images_per_s: float = 500.0,
     error: str | None = None,
     val_split: bool = True,
+    data_id: str = "",
 ) -> dict[str, Any]:
     """A schema-valid ``result.json`` object for one synthetic run (``val_split=False``: trained on
     all images, no validation accuracy)."""
@@ -54,6 +55,7 @@ def make_record(
         lr=lr,
         seed=seed,
         allow_over_budget=params >= 5_000_000,
+        data_id=data_id,
     )
     within = params < spec.budget
     views = {"none": 1, "flip": 2, "flip-shift": 10}[tta]

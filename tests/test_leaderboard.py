@@ -730,3 +730,29 @@ def test_tracker_stores_hidden_folders_and_run_subfolders_are_not_searched(tmp_p
     (tmp_path / ".locks" / "result.json").write_text("{}")
     files, warnings = lb.find_result_files([tmp_path])
     assert files == [run / "result.json"] and warnings == []
+
+
+def test_runs_on_different_data_of_one_dataset_are_ranked_apart(tmp_path: Path) -> None:
+    """Two image folders (a 3-class toy and CIFAR-10, say) are both ``imagefolder``: their test sets
+    differ, so their accuracies are ranked, fronted and ablated apart, each group named by its data."""
+    records = []
+    for data, accs in (("aaaaaaaa11112222", (0.99, 0.98)), ("bbbbbbbb33334444", (0.61, 0.62))):
+        for seed, acc in enumerate(accs, 1):
+            for model in ("resnet20", "airnet-small"):
+                acc_of_model = acc - (0.05 if model == "resnet20" else 0)
+                records.append(make_record(model, seed, acc_of_model, dataset="imagefolder", data_id=data))
+    write_records(tmp_path, records)
+    runs, _ = lb.load_results(tmp_path)
+    board = lb.leaderboard(runs)
+    keys = lb.comparable_key(board).tolist()
+    assert sorted(set(keys)) == ["imagefolder (data aaaaaaaa)", "imagefolder (data bbbbbbbb)"]
+    for key in set(keys):
+        part = board[[k == key for k in keys]]
+        assert part["rank"].tolist() == [1, 2] and part["model"].tolist() == ["airnet-small", "resnet20"]
+        assert part["tied"].tolist()[0] == "best"
+    front = lb.pareto(board)  # one front per data (both models are on each): not the toy's alone
+    assert sorted(lb.comparable_key(front).tolist()) == sorted(keys) and len(front) == 4
+    ablation = lb.ablation(board)
+    assert set(ablation["dataset"]) == set(keys)
+    # one data id: the key is the dataset alone, as before
+    assert set(lb.comparable_key(board[[k.endswith("aaaaaaaa)") for k in keys]])) == {"imagefolder"}
