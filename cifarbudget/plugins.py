@@ -21,6 +21,7 @@ from typing import Any
 import pluggy
 
 from cifarbudget import hookspecs
+from cifarbudget import registry as registry_module
 from cifarbudget.errors import DuplicateNameError, PluginError, describe
 from cifarbudget.registry import Registry, Returns
 
@@ -283,6 +284,9 @@ def provider_of(factory: object) -> str | None:
     ``None`` when none did, or no plugin system exists yet."""
     system = _system
     return system.provider(factory) if system is not None else None
+
+
+registry_module.PROVIDER_LOOKUP.append(provider_of)  # registry's messages name the plugin through it
 
 
 def get_registry(kind: str) -> Registry:

@@ -249,11 +249,14 @@ def _note_plugin(exc: BaseException, what: str, plugin: str | None) -> None:
     note_source(exc, f"raised by the factory of {what}" + (f", plugin {plugin!r}" if plugin else ""))
 
 
+# Which plugin registered a factory: set by cifarbudget.plugins (which imports this module, so
+# the lookup is handed over rather than imported: no import circle).
+PROVIDER_LOOKUP: list[Callable[[object], str | None]] = []
+
+
 def _plugin_of(factory: object) -> str | None:
     """The plugin that registered ``factory`` in the process-wide plugin system, if one did."""
-    from cifarbudget.plugins import provider_of
-
-    return provider_of(factory)
+    return next((found for lookup in PROVIDER_LOOKUP if (found := lookup(factory))), None)
 
 
 def _factory_name(factory: Callable[..., Any]) -> str:
