@@ -20,6 +20,7 @@ residual addition.
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from cifarbudget.predict import Inputs
+
+log = logging.getLogger(__name__)
 
 DEFAULT_IMAGES = 16
 _BATCH = 500
@@ -65,18 +68,16 @@ def _require_gradcam() -> Any:
 
 
 # --- the target layer ---------------------------------------------------------------------------
-def find_target_layer(model: nn.Module, image_size: tuple[int, int] = (32, 32)) -> str:
-    """The dotted name of the last module (in execution order) whose output is a spatial feature map.
-
-    "Spatial feature map": a 4-D tensor ``(N, C, h, w)`` with ``h > 1`` and ``w > 1``. Found
-    with forward hooks on one dummy image; see the module docstring for why this rule.
-    """
-    finished: list[str] = []
+def _output_shapes(model: nn.Module, image_size: tuple[int, int]) -> dict[str, tuple[int, ...] | str]:
+    """What each named module of ``model`` outputs on one dummy image, in the order the modules
+    finish: the shape of a tensor output, else the output's type name (the last call counts for a
+    module called twice; a module the forward pass does not call is absent)."""
+    outputs: dict[str, tuple[int, ...] | str] = {}
 
     def hook(name: str) -> Any:
         def record(module: nn.Module, args: Any, output: Any) -> None:
-            if isinstance(output, torch.Tensor) and output.ndim == 4 and min(output.shape[-2:]) > 1:
-                finished.append(name)
+            outputs.pop(name, None)  # a module called again finishes later
+            outputs[name] = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
 
         return record
 
@@ -91,6 +92,24 @@ def find_target_layer(model: nn.Module, image_size: tuple[int, int] = (32, 32)) 
         for handle in handles:
             handle.remove()
         model.train(was_training)
+    return outputs
+
+
+def _is_spatial(shape: tuple[int, ...] | str) -> bool:
+    return isinstance(shape, tuple) and len(shape) == 4 and min(shape[-2:]) > 1
+
+
+def find_target_layer(model: nn.Module, image_size: tuple[int, int] = (32, 32)) -> str:
+    """The dotted name of the last module (in execution order) whose output is a spatial feature map.
+
+    "Spatial feature map": a 4-D tensor ``(N, C, h, w)`` with ``h > 1`` and ``w > 1``. Found
+    with forward hooks on one dummy image; see the module docstring for why this rule.
+    """
+    return _last_spatial(model, _output_shapes(model, image_size))
+
+
+def _last_spatial(model: nn.Module, outputs: dict[str, tuple[int, ...] | str]) -> str:
+    finished = [name for name, shape in outputs.items() if _is_spatial(shape)]
     if not finished:
         raise RunError(
             f"found no convolutional feature map in {type(model).__name__}; pass the target layer by name"
@@ -99,15 +118,35 @@ def find_target_layer(model: nn.Module, image_size: tuple[int, int] = (32, 32)) 
 
 
 def _resolve_layer(model: nn.Module, name: str | None, image_size: tuple[int, int]) -> tuple[str, nn.Module]:
-    if name is None:
-        name = find_target_layer(model, image_size)
     modules = dict(model.named_modules())
-    if not name or name not in modules:
+    if name is not None and (not name or name not in modules):
         convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)][-3:]
         raise RunError(
             f"the model has no layer {name!r}; the last conv layers are {', '.join(convs) or 'none'}"
         )
+    outputs = _output_shapes(model, image_size)
+    if name is None:
+        name = _last_spatial(model, outputs)
+        return name, modules[name]
+    shape = outputs.get(name)
+    if not (isinstance(shape, tuple) and len(shape) == 4):
+        # Grad-CAM weighs the channels of a (N, C, H, W) feature map: a head's (N, classes) has none
+        got = (
+            "is not called by the forward pass"
+            if shape is None
+            else f"outputs {_shape_text(shape)} for one image"
+        )
+        spatial = [n for n, s in outputs.items() if _is_spatial(s)]
+        hint = f"; omit the layer (--layer) for the default, {spatial[-1]!r}, the last spatial feature map"
+        raise RunError(
+            f"layer {name!r} {got}, not a 4-D (N, C, H, W) feature map as Grad-CAM needs"
+            f"{hint if spatial else ''}"
+        )
     return name, modules[name]
+
+
+def _shape_text(shape: tuple[int, ...] | str) -> str:
+    return f"({', '.join(map(str, shape))})" if isinstance(shape, tuple) else f"a {shape}"
 
 
 # --- mistakes -----------------------------------------------------------------------------------
@@ -252,17 +291,29 @@ def gradcam_grid(
 
     ``inputs``: an :class:`~cifarbudget.predict.Inputs` or anything
     :func:`~cifarbudget.predict.load_inputs` reads (a pickle, ``.npy``/``.npz``, a folder, or
-    ``NAME[:ROOT]`` for a registered dataset's test split). The images drawn are ``indices``
+    ``NAME[:ROOT]`` for a registered dataset's test split; the run's own dataset without ROOT
+    reads the folder the run read). The images drawn are ``indices``
     when given, else the first ``n``. Each map explains the predicted class; labels are shown when
-    the input has them. The PNG is written atomically. Runs on the CPU.
+    the input has them. The PNG is written atomically. Runs on the CPU. A run that has not
+    finished is explained with its last checkpoint, with a warning.
     """
     from cifarbudget.data.inputs import check_inputs
     from cifarbudget.export import NormalizedModel
-    from cifarbudget.predict import Inputs, load_inputs, load_model, load_run, map_labels
+    from cifarbudget.predict import Inputs, _with_run_data_dir, load_inputs, load_model, load_run, map_labels
+    from cifarbudget.results import FINISHED
 
     _require_gradcam()
     result, checkpoint = load_run(run_dir)
-    data = inputs if isinstance(inputs, Inputs) else load_inputs(inputs)
+    if result.status != FINISHED:  # as predict says it
+        log.warning(
+            "run %s is %s (%d of %s epochs); explaining its last checkpoint",
+            result.run_id,
+            result.status,
+            len(result.history),
+            result.spec.get("epochs"),
+        )
+    # the run's own dataset named without a folder (imagefolder) reads the folder the run read
+    data = inputs if isinstance(inputs, Inputs) else load_inputs(_with_run_data_dir(inputs, result))
     check_inputs(data)
     if indices is None:
         if n < 1:

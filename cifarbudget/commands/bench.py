@@ -34,7 +34,13 @@ from cifarbudget.commands.common import (
 )
 @deprecated_alias("--warmup", "--warmup-steps", "warmup", type=click.IntRange(min=0))
 @click.option("--steps", type=click.IntRange(min=1), help="Timed steps [default: 40 on a GPU, 5 on the CPU].")
-@click.option("--num-classes", default=10, show_default=True, type=int, help="Size of the classifier head.")
+@click.option(
+    "--num-classes",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Size of the classifier head.",
+)
 @json_option("Print a JSON list instead of a table.")
 @user_errors
 def command(

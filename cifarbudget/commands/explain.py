@@ -56,9 +56,11 @@ def command(
     Grad-CAM (Selvaraju et al., ICCV 2017) weights the target layer's feature maps by the
     gradient of the predicted class's logit. Each image is shown beside its heat map, titled
     with the predicted class and its probability, and with the true class when INPUT is labeled
-    (green: right, red: wrong). The model is the run's, with the weights it was evaluated with.
-    INPUT is anything 'cifarbudget predict' reads: a pickle, .npy/.npz, a folder of images (or of
-    class subfolders), or NAME[:ROOT] for a registered dataset's test split. Needs the [explain]
+    (green: right, red: wrong). The model is the run's, with the weights it was evaluated with (a
+    run still training: its last checkpoint, with a warning). INPUT is anything 'cifarbudget
+    predict' reads: a pickle, .npy/.npz, a folder of images (or of class subfolders), or
+    NAME[:ROOT] for a registered dataset's test split (the run's own dataset without ROOT: the
+    folder the run read). --layer must output a (N, C, H, W) feature map. Needs the [explain]
     extra (grad-cam).
 
     \b

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import os
+import secrets
+from pathlib import Path
+
 import click
+import numpy as np
 
 from cifarbudget.commands.common import (
     deprecated_alias,
@@ -12,6 +18,7 @@ from cifarbudget.commands.common import (
     output_option,
     user_errors,
 )
+from cifarbudget.errors import StorageError
 from cifarbudget.progress import plural
 
 
@@ -112,6 +119,11 @@ def command(
     columns = tuple(c.strip() for c in header.split(","))
     if len(columns) != 2 or not all(columns):
         raise click.BadParameter(f"{header!r} is not two comma-separated column names", param_hint="--header")
+    if probs and Path(probs).expanduser().resolve() == Path(out).expanduser().resolve():
+        raise click.BadParameter(f"{probs} is also the CSV (-o); name another file", param_hint="--probs")
+    for path in (out, probs):  # a file where a folder belongs: refused before predicting
+        if path and (blocked := _not_a_folder(Path(path).expanduser())) is not None:
+            raise StorageError(f"cannot write {path}: {blocked} is a file, not a folder")
     record, _ = load_run(run_or_checkpoint)  # a run it cannot use is refused before any input is read
     if is_pickle(input_path):
         click.echo(
@@ -128,7 +140,12 @@ def command(
         amp=amp,
         progress=not quiet,
     )
-    result.write_csv(out, label_format, columns)
+    files = [(out, result.csv_text(label_format, columns).encode("utf-8"))]
+    if probs:
+        buffer = io.BytesIO()
+        np.save(buffer, result.probs, allow_pickle=False)
+        files.append((probs, buffer.getvalue()))
+    _write_all_or_none(files)  # the CSV and the probabilities, or neither
     others = sorted(set((record.final or {}).get("tta_evals") or {}) - {result.tta})
     if tta is None and others:  # the run's own policy was used; say which others it was evaluated with
         click.echo(
@@ -136,8 +153,6 @@ def command(
             f"{', '.join(others)} (pass --tta NAME to use one)",
             err=True,
         )
-    if probs:
-        result.save_probs(probs)
     if as_json:
         echo_json(
             {
@@ -175,3 +190,49 @@ def _accuracy_line(acc: float, recorded: float | None, n: int, tta_text: str) ->
         verdict = "equal" if acc == recorded else "differs: other device or precision?"
         line += f"; recorded test accuracy {recorded:.4f} ({verdict})"
     return line
+
+
+def _not_a_folder(path: Path) -> Path | None:
+    """The nearest existing folder above ``path`` when it is a file (nothing can be written there)."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
+def _write_all_or_none(files: list[tuple[str, bytes]]) -> None:
+    """Write every file, or none: each goes atomically to a temporary beside its target first, and
+    the targets are replaced only once all are written. A failure (an unwritable folder, a full
+    disk) leaves every target as it was and says so in one line."""
+    from cifarbudget.io import atomic_write_bytes
+
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for name, data in files:
+            target = Path(name).expanduser()
+            tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+            try:
+                atomic_write_bytes(tmp, data)
+            except StorageError as exc:
+                raise StorageError(
+                    f"cannot write {name}: {exc.strerror or exc}; {_unchanged(files)}",
+                    exc.errno,
+                    exc.strerror,
+                ) from None
+            staged.append((tmp, target))
+        for tmp, target in staged:
+            try:
+                os.replace(tmp, target)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot write {target}: {exc.strerror or exc}", exc.errno, exc.strerror
+                ) from None
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+
+
+def _unchanged(files: list[tuple[str, bytes]]) -> str:
+    if len(files) == 1:
+        return "the file is unchanged"
+    return f"neither {' nor '.join(name for name, _ in files)} was changed"

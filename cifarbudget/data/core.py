@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cifarbudget.errors import DataError
@@ -47,15 +48,58 @@ class Split:
 def as_split(raw: object, dataset: str, which: str) -> Split:
     """What a dataset factory returned, as a checked :class:`Split`: any object with ``images``,
     ``labels`` and ``classes`` (the plugin contract, e.g. a ``SimpleNamespace``) is converted;
-    ``source`` defaults to ``"<dataset>:<which>"``."""
+    ``source`` defaults to ``"<dataset>:<which>"``.
+
+    ``images``: a uint8 tensor ``(N, 3, H, W)``, or a numpy uint8 array of that shape (converted);
+    ``labels``: an integer tensor or integer numpy array ``(N,)`` (float labels are refused, not
+    truncated); ``classes``: a list or tuple of class names (``str``). Anything else is a one-line
+    :class:`DataError` naming the dataset and the split."""
     if isinstance(raw, Split):
         return raw
+    where = f"dataset {dataset!r} ({which} split)"
     if not all(hasattr(raw, a) for a in ("images", "labels", "classes")):
-        raise DataError(
-            f"dataset {dataset!r} returned {type(raw).__name__}, not a split (images, labels, classes)"
+        raise DataError(f"{where} returned {type(raw).__name__}, not a split (images, labels, classes)")
+    images = _as_tensor(raw.images, "images", where)  # type: ignore[attr-defined]
+    labels = _as_tensor(raw.labels, "labels", where)  # type: ignore[attr-defined]
+    classes = raw.classes  # type: ignore[attr-defined]
+    if not isinstance(classes, list | tuple) or not all(isinstance(c, str) for c in classes):
+        if isinstance(classes, list | tuple):
+            name = next(c for c in classes if not isinstance(c, str))
+            bad = f"the name {name!r} ({type(name).__name__})"
+        else:
+            bad = type(classes).__name__
+        raise DataError(f"{where}: classes must be a list of class names (str), got {bad}")
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        hint = (
+            "; channels last? permute to (N, 3, H, W)" if images.ndim == 4 and images.shape[-1] == 3 else ""
         )
+        raise DataError(
+            f"{where}: images must be uint8 (N, 3, H, W), got {images.dtype} {tuple(images.shape)}{hint}"
+        )
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise DataError(
+            f"{where}: labels must be integer class indices, got {labels.dtype} (float labels are not rounded)"
+        )
+    if labels.shape != (images.shape[0],):
+        raise DataError(
+            f"{where}: labels of shape {tuple(labels.shape)} for {images.shape[0]} images; "
+            f"need one per image, shape ({images.shape[0]},)"
+        )
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= len(classes)):
+        raise DataError(f"{where}: labels outside 0..{len(classes) - 1} ({len(classes)} classes)")
     source = str(getattr(raw, "source", "") or f"{dataset}:{which}")
-    return Split(raw.images, raw.labels, list(raw.classes), source)  # type: ignore[attr-defined]
+    return Split(images, labels, list(classes), source)
+
+
+def _as_tensor(value: object, what: str, where: str) -> torch.Tensor:
+    """A torch tensor as it is, a numpy array converted (numeric dtypes only); else a DataError."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.ndarray) and (value.dtype.kind in "biuf"):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    kind = f"numpy {value.dtype} array" if isinstance(value, np.ndarray) else type(value).__name__
+    need = "a uint8" if what == "images" else "an integer"
+    raise DataError(f"{where}: {what} must be {need} torch tensor or numpy array, got {kind}")
 
 
 def default_data_dir() -> Path:

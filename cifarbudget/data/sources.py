@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from cifarbudget.data.core import Split
-from cifarbudget.errors import DataError
+from cifarbudget.errors import DataError, describe
 
 SYNTHETIC_TRAIN = 6_000
 SYNTHETIC_TEST = 2_000
@@ -26,7 +26,10 @@ def _torchvision_cifar(name: str, root: Path, train: bool, download: bool) -> Sp
     try:
         ds = cls(str(root), train=train, download=False)
     except RuntimeError:
+        damage = _damage(cls, root)  # None: there is no such folder
         if not download:
+            if damage is not None:
+                raise DataError(_corrupt(name, cls, root, damage)) from None
             raise DataError(
                 f"{name} is not in {root}; pass --download, or --data-dir pointing at the folder that holds "
                 f"the extracted {cls.base_folder}/"
@@ -36,8 +39,17 @@ def _torchvision_cifar(name: str, root: Path, train: bool, download: bool) -> Sp
         try:
             ds = _download_once(cls, root, train)
         except Exception as exc:
+            what = (
+                f"{name} is not in {root}" if damage is None else f"{name} in {root} is corrupt or incomplete"
+            )
+            if isinstance(exc, OSError) and not _network_error(exc):  # the folder, not the network
+                path = exc.filename or root
+                raise DataError(
+                    f"{what} and could not be downloaded: {exc.strerror or describe(exc, with_type=False)}: "
+                    f"{path}; pass --data-dir with a folder you can write to"
+                ) from None
             raise DataError(
-                f"{name} is not in {root} and could not be downloaded ({type(exc).__name__}); offline? "
+                f"{what} and could not be downloaded ({type(exc).__name__}); offline? "
                 f"pass --data-dir with the extracted {cls.base_folder}/, or use "
                 "--dataset imagefolder --data-dir DIR (train/ and test/ class folders or zips of them)"
             ) from None
@@ -46,6 +58,49 @@ def _torchvision_cifar(name: str, root: Path, train: bool, download: bool) -> Sp
     images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor(ds.targets, dtype=torch.long)
     return Split(images, labels, list(ds.classes), source=f"{name}:{root}:{'train' if train else 'test'}")
+
+
+def _network_error(exc: BaseException) -> bool:
+    """Whether a download failed on the network (no connection, DNS, timeout, TLS, HTTP), not on
+    the disk (a read-only or full folder, a file where a folder belongs)."""
+    import http.client
+    import ssl
+    import urllib.error
+
+    network = (urllib.error.URLError, ConnectionError, TimeoutError, socket.gaierror, socket.herror)
+    return isinstance(exc, (*network, ssl.SSLError, http.client.HTTPException))
+
+
+def _damage(cls: Any, root: Path) -> str | None:
+    """What is wrong with torchvision's extracted CIFAR folder under ``root``: ``None`` when there
+    is no such folder (nothing was ever there), else the files missing or failing their md5."""
+    from torchvision.datasets.utils import check_integrity
+
+    folder = root / cls.base_folder
+    if not folder.is_dir():
+        return None
+    files = [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])]
+    missing = [f for f, _ in files if not (folder / f).is_file()]
+    bad = [f for f, md5 in files if f not in missing and not check_integrity(str(folder / f), md5)]
+
+    def names(files: list[str]) -> str:
+        return ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+
+    parts = []
+    if missing:
+        parts.append(f"missing {names(missing)}")
+    if bad:
+        parts.append(f"{names(bad)} {'fails' if len(bad) == 1 else 'fail'} its checksum")
+    return "; ".join(parts) or "torchvision cannot read it"
+
+
+def _corrupt(name: str, cls: Any, root: Path, damage: str) -> str:
+    folder = root / cls.base_folder
+    return (
+        f"{name} in {root} is corrupt or incomplete ({cls.base_folder}/: {damage}; "
+        f"an interrupted download or copy?); delete {folder} and pass --download, "
+        "or --data-dir pointing at a complete copy"
+    )
 
 
 def _download_once(cls: Any, root: Path, train: bool) -> Any:
