@@ -153,10 +153,10 @@ def bench_model(
     batch_size = d_batch if batch_size is None else batch_size
     warmup = d_warmup if warmup is None else warmup
     steps = d_steps if steps is None else steps
-    if batch_size < 1 or warmup < 0 or steps < 1:
+    if batch_size < 1 or warmup < 0 or steps < 1 or num_classes < 1:
         raise RunError(
-            f"bench: need --batch-size >= 1, --warmup-steps >= 0 and --steps >= 1, "
-            f"got {batch_size}, {warmup}, {steps}"
+            f"bench: need --batch-size >= 1, --warmup-steps >= 0, --steps >= 1 and --num-classes >= 1, "
+            f"got {batch_size}, {warmup}, {steps}, {num_classes}"
         )
     configure_backends(settings)  # the settings a run uses on this device
 

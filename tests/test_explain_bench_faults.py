@@ -136,6 +136,11 @@ def test_bench_refuses_a_head_without_classes(invoke: Invoke, value: str) -> Non
     assert result.exit_code == 2, result.output
     assert f"Invalid value for '--num-classes': {value} is not in the range x>=1." in result.stderr
     assert "unexpected" not in result.output
+    from cifarbudget.bench import bench_model
+    from cifarbudget.errors import RunError
+
+    with pytest.raises(RunError, match=r"--num-classes >= 1, got 64, 0, 1, 0"):  # the library, too
+        bench_model("resnet20", device="cpu", batch_size=64, warmup=0, steps=1, num_classes=0)
 
 
 @pytest.mark.parametrize(
