@@ -88,6 +88,32 @@ def single_thread_module() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny finished run (resnet20, 1 epoch on 256 synthetic images, no validation split),
+    trained once per session on one thread and shared by the modules that only read it (export,
+    explain, predict's file handling). A test that changes a run copies it first."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cifarbudget.reset_plugins(autoload=False)
+        result = cifarbudget.run(
+            "resnet20",
+            dataset="synthetic",
+            epochs=1,
+            train_subset=256,
+            val_size=0,
+            lr=0.05,
+            batch_size=64,
+            results_dir=tmp_path_factory.mktemp("tiny-run"),
+            progress=False,
+        )
+    finally:
+        torch.set_num_threads(before)
+    assert result.status == "finished" and result.run_dir is not None
+    return result.run_dir
+
+
+@pytest.fixture(scope="session")
 def budget_report() -> Callable[[str], BudgetReport]:
     """``budget_report("resnet20")``: ``check_budget`` of a builtin model, computed once per session.
 

@@ -235,3 +235,15 @@ def hundred_classes(root: Path, per_class: int = 3) -> Path:
             for i in range(n):
                 Image.new("RGB", (32, 32), (c * 2, i * 40, 100)).save(folder / f"{i}.png")
     return root
+
+
+def image_folder(root: Path, shade: int, n_train: int = 30, n_test: int = 10) -> Path:
+    """A two-class ImageFolder tree (``train/`` and ``test/``, ``cat`` and ``dog``) of 32x32 PNGs
+    whose colours depend on ``shade``: the same ``shade`` gives the same images anywhere."""
+    for split, n in (("train", n_train), ("test", n_test)):
+        for c, name in enumerate(("cat", "dog")):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.new("RGB", (32, 32), (shade + 40 * c, i, 0)).save(folder / f"{i}.png")
+    return root

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
-import cifarbudget
 from cifarbudget.errors import RunError, StorageError
 from cifarbudget.explain import gradcam_grid
 
@@ -21,20 +20,8 @@ pytestmark = pytest.mark.usefixtures("single_thread_module")  # many small CPU o
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cifarbudget.reset_plugins(autoload=False)
-    result = cifarbudget.run(
-        "resnet20",
-        dataset="synthetic",
-        epochs=1,
-        train_subset=256,
-        val_size=0,
-        batch_size=64,
-        results_dir=tmp_path_factory.mktemp("runs"),
-        progress=False,
-    )
-    assert result.status == "finished" and result.run_dir is not None
-    return result.run_dir
+def run_dir(tiny_run_dir: Path) -> Path:
+    return tiny_run_dir  # conftest's session run, read-only here
 
 
 def _copy_run(run_dir: Path, dest: Path, change: Callable[[dict], None]) -> Path:

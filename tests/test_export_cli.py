@@ -1,7 +1,8 @@
 """``cifarbudget export`` and ``cifarbudget explain`` at the command line: what they print, what they
 write (read back by onnxruntime, safetensors, PIL), and their one-line errors.
 
-One tiny run (resnet20, 1 epoch on 256 synthetic images) is trained once for the module. The
+One tiny run (resnet20, 1 epoch on 256 synthetic images) is trained once per session (conftest's
+``tiny_run_dir``). The
 library behind both commands is tested in test_export.py and test_explain.py.
 """
 
@@ -19,8 +20,6 @@ import pytest
 import torch
 from click.testing import Result
 
-import cifarbudget
-
 Invoke = Callable[..., Result]
 
 
@@ -28,21 +27,8 @@ pytestmark = pytest.mark.usefixtures("single_thread_module")  # many small CPU o
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cifarbudget.reset_plugins(autoload=False)
-    result = cifarbudget.run(
-        "resnet20",
-        dataset="synthetic",
-        epochs=1,
-        train_subset=256,
-        val_size=0,
-        lr=0.05,
-        batch_size=64,
-        results_dir=tmp_path_factory.mktemp("runs"),
-        progress=False,
-    )
-    assert result.status == "finished" and result.run_dir is not None
-    return result.run_dir
+def run_dir(tiny_run_dir: Path) -> Path:
+    return tiny_run_dir  # conftest's session run, read-only here
 
 
 def _one_line_error(out: Result, code: int = 1) -> str:

@@ -22,6 +22,7 @@ import pytest
 import torch
 from click.testing import Result
 from PIL import Image
+from records import image_folder
 
 import cifarbudget
 from cifarbudget.augment.pipeline import BatchAugmentation
@@ -184,13 +185,7 @@ def test_an_option_added_at_its_neutral_value_keeps_the_recorded_ids() -> None:
 
 
 def _image_folder(root: Path, shade: int) -> Path:
-    for split in ("train", "test"):
-        for c, name in enumerate(("cat", "dog")):
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(30 if split == "train" else 10):
-                Image.new("RGB", (32, 32), (shade + 40 * c, i, 0)).save(folder / f"{i}.png")
-    return root
+    return image_folder(root, shade)
 
 
 def test_the_data_content_is_part_of_the_id_and_keys_the_decode_cache(

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import Result
+from records import image_folder
 
 import cifarbudget
 from cifarbudget.errors import DataError
@@ -369,15 +370,7 @@ def test_the_runs_dataset_by_name_reads_the_runs_data_folder(tmp_path: Path) -> 
 
 
 def _image_folder(root: Path, shade: int) -> Path:
-    from PIL import Image
-
-    for split in ("train", "test"):
-        for c, name in enumerate(("cat", "dog")):
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(12 if split == "train" else 4):
-                Image.new("RGB", (32, 32), (shade + 40 * c, i, 0)).save(folder / f"{i}.png")
-    return root
+    return image_folder(root, shade, n_train=12, n_test=4)
 
 
 def test_a_folder_of_the_same_name_elsewhere_is_not_the_runs_test_split(
