@@ -10,6 +10,7 @@ from cifarbudget.commands.common import (
     echo_json,
     expand_model_patterns,
     json_option,
+    num_classes_option,
     table,
     user_errors,
 )
@@ -34,13 +35,7 @@ from cifarbudget.commands.common import (
 )
 @deprecated_alias("--warmup", "--warmup-steps", "warmup", type=click.IntRange(min=0))
 @click.option("--steps", type=click.IntRange(min=1), help="Timed steps [default: 40 on a GPU, 5 on the CPU].")
-@click.option(
-    "--num-classes",
-    default=10,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Size of the classifier head.",
-)
+@num_classes_option()
 @json_option("Print a JSON list instead of a table.")
 @user_errors
 def command(

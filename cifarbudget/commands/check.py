@@ -6,20 +6,21 @@ import sys
 
 import click
 
-from cifarbudget.commands.common import echo_json, expand_model_patterns, json_option, table, user_errors
+from cifarbudget.commands.common import (
+    echo_json,
+    expand_model_patterns,
+    json_option,
+    num_classes_option,
+    table,
+    user_errors,
+)
 from cifarbudget.errors import EXIT_OVER_BUDGET
 
 
 @click.command("check")
 @click.argument("models", nargs=-1, required=True)
 @click.option("--budget", default="5M", show_default=True, help="Parameter budget: 5M, 4.5M, 500k, 5000000.")
-@click.option(
-    "--num-classes",
-    default=10,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Size of the classifier head.",
-)
+@num_classes_option()
 @click.option(
     "--model-param",
     "model_params",

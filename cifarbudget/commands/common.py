@@ -76,6 +76,17 @@ def json_option(help: str = "Print the result as JSON on standard output.") -> C
     return click.option("--json", "as_json", is_flag=True, help=help)
 
 
+def num_classes_option() -> Callable[[F], F]:
+    """``--num-classes N`` (at least 1, default 10): the head size of a model built without data."""
+    return click.option(
+        "--num-classes",
+        default=10,
+        show_default=True,
+        type=click.IntRange(min=1),
+        help="Size of the classifier head.",
+    )
+
+
 def output_option(help: str, *, default: str | None = None, required: bool = False) -> Callable[[F], F]:
     """``-o/--output FILE``: every file a command writes is named with it."""
     return click.option(
