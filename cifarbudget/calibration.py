@@ -266,11 +266,17 @@ def reliability_diagram(
 ) -> Figure:
     """The reliability diagram of Guo et al. (2017, fig. 1): accuracy per confidence bin.
 
-    Bars show each bin's accuracy, the red hatched part the gap to its mean confidence, the dashed
-    diagonal perfect calibration; a lower panel shows how many predictions fall in each bin. The
-    ECE is in the legend. Returns a :class:`matplotlib.figure.Figure` (no pyplot state).
+    Bars show each bin's accuracy and a black mark its mean confidence; the hatched outline between
+    the two is the bin's gap, red where the model is overconfident (confidence above accuracy) and
+    green where it is underconfident (accuracy above confidence); the dashed diagonal is perfect
+    calibration; a lower panel shows how many predictions fall in each bin. The ECE is in the
+    legend. Returns a :class:`matplotlib.figure.Figure` (no pyplot state).
     """
     return plot_reliability(calibration_bins(probs, labels, n_bins, from_logits=from_logits), title=title)
+
+
+OVERCONFIDENT = "#b22222"
+UNDERCONFIDENT = "#2e7d32"
 
 
 def plot_reliability(bins: CalibrationBins, *, title: str = "") -> Figure:
@@ -285,25 +291,45 @@ def plot_reliability(bins: CalibrationBins, *, title: str = "") -> Figure:
     acc = np.where(full, bins.accuracy, 0.0)
     conf = np.where(full, bins.confidence, 0.0)
     ax.bar(centers, acc, width=width, edgecolor="#1f3b73", color="#4c72b0", label="accuracy")
-    ax.bar(
+    # the gap: an outline from the bin's mean confidence to its accuracy, on top of the accuracy bar,
+    # coloured by its direction (an underconfident bin's gap lies inside its bar, below the top)
+    for side, color, hatch, label in (
+        (conf > acc, OVERCONFIDENT, "//", "overconfident: confidence above accuracy"),
+        (acc > conf, UNDERCONFIDENT, "\\\\", "underconfident: accuracy above confidence"),
+    ):
+        shown = full & side
+        if shown.any():
+            ax.bar(
+                centers[shown],
+                np.abs(conf - acc)[shown],
+                bottom=np.minimum(acc, conf)[shown],
+                width=width,
+                fill=False,
+                edgecolor=color,
+                hatch=hatch,
+                linewidth=1.2,
+                zorder=3,
+                label=label,
+            )
+    ax.plot(
         centers[full],
-        (conf - acc)[full],
-        bottom=acc[full],
-        width=width,
-        edgecolor="#b22222",
-        color="#f4a6a6",
-        alpha=0.6,
-        hatch="//",
-        label="gap to confidence",
+        conf[full],
+        linestyle="none",
+        marker="_",
+        markersize=14,
+        markeredgewidth=2,
+        color="black",
+        zorder=4,
+        label="mean confidence",
     )
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
-    ax.legend(loc="upper left", fontsize=8, title=f"ECE {100 * bins.ece:.2f}%", title_fontsize=8)
+    ax.legend(loc="upper left", fontsize=7, title=f"ECE {100 * bins.ece:.2f}%", title_fontsize=8)
     ax.grid(alpha=0.3)
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=9, parse_math=False, usetex=False)
     ax_count.bar(centers, bins.counts, width=width, color="#8c8c8c", edgecolor="#4d4d4d")
     ax_count.set_xlabel("confidence (max softmax probability)")
     ax_count.set_ylabel("count")

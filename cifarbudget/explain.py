@@ -239,6 +239,8 @@ def gradcam_figure(
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
+    from cifarbudget.plots import LITERAL
+
     n = len(images)
     columns = max(1, min(columns, n))
     rows = -(-n // columns)
@@ -261,12 +263,14 @@ def gradcam_figure(
         if labels is not None:
             right = int(labels[i]) == int(predicted[i])
             color = "#1a7f37" if right else "#c62828"
-            ax_img.set_title(f"true {name(int(labels[i]))}", fontsize=7)
+            ax_img.set_title(
+                f"true {name(int(labels[i]))}", fontsize=7, **LITERAL
+            )  # class names as written ($)
         ax_cam.set_title(
-            f"pred {name(int(predicted[i]))} {100 * confidence[i]:.0f}%", fontsize=7, color=color
+            f"pred {name(int(predicted[i]))} {100 * confidence[i]:.0f}%", fontsize=7, color=color, **LITERAL
         )
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(title, fontsize=9, **LITERAL)
     return fig
 
 

@@ -13,7 +13,7 @@ import io
 import json
 import math
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from cifarbudget.io import atomic_write_text
 
 DEFAULT_BUDGET = 5_000_000
 MAX_TABLE_ROWS = 100
+GRADCAM_SEED = 0  # the random sample of test images the Grad-CAM section searches for mistakes
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto;
@@ -78,15 +79,31 @@ def png_data_uri(fig_or_png: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+def row_test_accuracy(frame: pd.DataFrame, stat: str = "_mean") -> pd.Series:
+    """Each row's test accuracy with its own TTA policy (``test_acc_tta``; ``test_acc`` for a row
+    without TTA or without a TTA figure): what the configuration scores as it is ranked. ``stat``:
+    ``"_mean"`` or ``"_ci95"`` for a board, ``""`` for the rows of runs."""
+    plain = pd.to_numeric(frame[f"test_acc{stat}"], errors="coerce")
+    if f"test_acc_tta{stat}" not in frame.columns:
+        return plain
+    # the TTA figure where the row has a TTA mean (so that a mean and its CI bar come from one metric)
+    mean = pd.to_numeric(frame["test_acc_tta_mean" if stat else "test_acc_tta"], errors="coerce")
+    with_tta = (frame["tta"].astype(str) != "none") & mean.notna()
+    return pd.to_numeric(frame[f"test_acc_tta{stat}"], errors="coerce").where(with_tta, plain)
+
+
 def accuracy_vs_params(board: pd.DataFrame, runs: pd.DataFrame, budget: int) -> Any:
-    """Mean test accuracy (95% CI bars) vs. parameters, the Pareto front (chosen on validation, per
-    dataset), over-budget runs, the budget."""
+    """Mean test accuracy (each configuration with its own TTA policy, 95% CI bars) vs. parameters,
+    the Pareto front (chosen on validation, per dataset, drawn at test), over-budget runs, the budget."""
+    from cifarbudget.plots import LITERAL, literal
+
     fig = _figure(7.5, 4.6)
     ax = fig.subplots()
     costs: list[float] = [float(budget)]
+    y = row_test_accuracy(board) if not board.empty else pd.Series(dtype=float)
     if not board.empty:
-        x, y = board["params"].astype(float), board["test_acc_mean"].astype(float)
-        err = board["test_acc_ci95"].astype(float).fillna(0.0)
+        x = board["params"].astype(float)
+        err = row_test_accuracy(board, "_ci95").fillna(0.0)
         ax.errorbar(
             x,
             y,
@@ -96,46 +113,47 @@ def accuracy_vs_params(board: pd.DataFrame, runs: pd.DataFrame, budget: int) -> 
             color="#3465a4",
             ecolor="#9fb6d6",
             capsize=3,
-            label="configuration (mean, 95% CI)",
+            label="configuration (mean test accuracy, 95% CI)",
         )
         front = lb.pareto(board, by="params").sort_values("params")
         ax.step(
             front["params"],
-            front["test_acc_mean"],
+            y[front.index],
             where="post",
             color="#cc0000",
             lw=1.4,
-            label="Pareto front",
+            label="Pareto front (chosen on validation)",
         )
-        ax.plot(front["params"], front["test_acc_mean"], "o", mfc="none", mec="#cc0000", ms=9)
-        for i, (_, row) in enumerate(board.head(8).iterrows()):  # alternate above/below: neighbours collide
+        ax.plot(front["params"], y[front.index], "o", mfc="none", mec="#cc0000", ms=9)
+        # alternate above/below: neighbours collide
+        for i, (index, row) in enumerate(board.head(8).iterrows()):
             ax.annotate(
                 f"#{row['rank']} {row['model']}",
-                (row["params"], row["test_acc_mean"]),
+                (row["params"], y[index]),
                 textcoords="offset points",
                 xytext=(5, 4 if i % 2 == 0 else -11),
                 fontsize=7,
                 color="#333",
+                **LITERAL,
             )
         costs.extend(x.tolist())
     over = runs[~runs["within_budget"].astype(bool) & runs["test_acc"].notna()].drop_duplicates("run_id")
+    over_acc = row_test_accuracy(over, "")
     if len(over):
         ax.plot(
             over["params"].astype(float),
-            over["test_acc"].astype(float),
+            over_acc.astype(float),
             "x",
             color="#888",
             label="out-of-budget run (not ranked)",
         )
         costs.extend(over["params"].astype(float).tolist())
     ax.axvline(budget, color="#4e9a06", ls="--", lw=1.2, label=f"budget {budget:,}")
-    accs = [float(v) for v in (*board["test_acc_mean"].dropna(), *over["test_acc"])]
+    accs = [float(v) for v in (*y.dropna(), *over_acc.dropna())]
     if accs:  # accuracy stays in [0, 1]
         lo, hi = min(accs), max(accs)
         if not board.empty:  # the error bars too, unless a few huge ones (n=2) would flatten the points
-            ends = (
-                pd.concat([board["test_acc_mean"] - err, board["test_acc_mean"] + err]).dropna().astype(float)
-            )
+            ends = pd.concat([y - err, y + err]).dropna().astype(float)
             if len(ends) and ends.max() - ends.min() <= 3 * max(hi - lo, 0.04):
                 lo, hi = min(lo, float(ends.min())), max(hi, float(ends.max()))
             elif len(ends):
@@ -160,10 +178,10 @@ def accuracy_vs_params(board: pd.DataFrame, runs: pd.DataFrame, budget: int) -> 
             FuncFormatter(lambda v, _: _short_count(v) if _leading_digit(v) in (2, 5) else "")
         )
     ax.set_xlabel("trainable parameters")
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel("test accuracy (with each row's TTA policy)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    ax.set_title("Accuracy vs. parameters", fontsize=10)
+    literal(ax.legend(fontsize=8, loc="best").get_texts())
+    ax.set_title("Test accuracy vs. parameters (Pareto front chosen on validation)", fontsize=10)
     return fig
 
 
@@ -188,7 +206,10 @@ def _read_history(path: str) -> list[dict[str, Any]]:
 
 
 def training_curves(board: pd.DataFrame, runs: pd.DataFrame, top: int) -> Any | None:
-    """Validation accuracy per epoch of the ``top`` configurations: mean over seeds, thin seeds behind."""
+    """Validation accuracy (without TTA) per epoch of the ``top`` configurations: mean over seeds,
+    thin seeds behind."""
+    from cifarbudget.plots import literal, whole_epoch_ticks
+
     fig = _figure(7.5, 4.2)
     ax = fig.subplots()
     drawn = 0
@@ -217,18 +238,14 @@ def training_curves(board: pd.DataFrame, runs: pd.DataFrame, top: int) -> Any | 
         drawn += 1
     if not drawn:
         return None
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    low, high = (round(v) for v in ax.get_xlim())
-    if high - low < 2:  # one or two epochs: whole-epoch ticks, not 0.95 ... 1.05
-        ax.set_xlim(low - 0.5, high + 0.5)
-        ax.set_xticks(range(low, high + 1))
+    whole_epoch_ticks(ax)  # one or two epochs: whole-epoch ticks, not 0.95 ... 1.05
     ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy")
+    ax.set_ylabel("validation accuracy (no TTA)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    ax.set_title(f"Validation accuracy of the top {drawn} configurations (thin lines: seeds)", fontsize=10)
+    literal(ax.legend(fontsize=7, loc="lower right").get_texts())
+    ax.set_title(
+        f"Validation accuracy (no TTA) of the top {drawn} configurations (thin lines: seeds)", fontsize=10
+    )
     return fig
 
 
@@ -249,9 +266,22 @@ def _best_seed(board: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.Series, str]
     return candidates.sort_values(order[0], ascending=False).iloc[0], order[0]
 
 
-def best_run_confusion(board: pd.DataFrame, runs: pd.DataFrame) -> tuple[bytes, str] | None:
-    """The confusion-matrix PNG of the best run of the best configuration, and a caption."""
-    from cifarbudget.plots import plot_confusion
+def _row_confusion(final: dict[str, Any], policy: str) -> tuple[Any, Any, str | None]:
+    """The test confusion matrix of a record for the TTA ``policy`` of a row, its test accuracy, and
+    the policy it was computed with (``None``: without TTA, when the record has no matrix for it)."""
+    if policy != "none":
+        evaluated = (final.get("tta_evals") or {}).get(policy) or {}
+        if evaluated.get("confusion_matrix"):
+            return evaluated["confusion_matrix"], evaluated.get("test_acc"), policy
+        if final.get("tta") == policy and final.get("confusion_matrix_tta"):  # records before tta_evals
+            return final["confusion_matrix_tta"], final.get("test_acc_tta"), policy
+    return final.get("confusion_matrix"), final.get("test_acc"), None
+
+
+def best_run_confusion(board: pd.DataFrame, runs: pd.DataFrame) -> tuple[Any, str] | None:
+    """The confusion-matrix figure of the best run of the best configuration, with the row's TTA
+    policy (without TTA when the record has no matrix for it), and a caption."""
+    from cifarbudget.plots import MAX_GRID_CLASSES, confusion_figure
 
     if board.empty:
         return None
@@ -261,33 +291,32 @@ def best_run_confusion(board: pd.DataFrame, runs: pd.DataFrame) -> tuple[bytes, 
         data = json.loads(Path(best["path"]).read_bytes())
     except (OSError, ValueError):
         return None
-    final = data.get("final") or {}
-    use_tta = bool(final.get("confusion_matrix_tta"))
-    matrix = final.get("confusion_matrix_tta") if use_tta else final.get("confusion_matrix")
+    policy = str(best.get("tta", "none"))
+    matrix, acc, tta = _row_confusion(data.get("final") or {}, policy)
     if not matrix:
         return None
     classes = (data.get("data") or {}).get("classes") or [str(i) for i in range(len(matrix))]
-    acc = final.get("test_acc_tta") if use_tta else final.get("test_acc")
-    with_tta = f" with TTA {final.get('tta')}" if use_tta else ""
-    title = f"{best['run_id']}\ntest accuracy {acc:.4f}{with_tta}"
-    with tempfile.TemporaryDirectory() as tmp:
-        target = Path(tmp) / "confusion.png"
-        plot_confusion(matrix, classes, target, title)
-        png = target.read_bytes()
-    from cifarbudget.plots import MAX_GRID_CLASSES
-
+    figure = confusion_figure(
+        matrix, classes, str(best["run_id"]), test_acc=float(acc) if acc is not None else None, tta=tta
+    )
     what = (
         "Confusion matrix (rows: true class, columns: predicted)"
         if len(classes) <= MAX_GRID_CLASSES
         else f"The most-confused pairs and least accurate classes ({len(classes)} classes: a full "
         "confusion matrix would be unreadable)"
     )
+    if tta is not None:
+        how = f", with TTA {tta}"
+    elif policy != "none":
+        how = f", without TTA (the record has no confusion matrix with TTA {policy})"
+    else:
+        how = ", without TTA"
     caption = (
         f"{what} of run {best['run_id']}, seed "
         f"{best['seed']}, the seed of the best configuration (marked best on the leaderboard) with the best "
-        f"{chosen_on.replace('_', ' ')}" + (f", with TTA {final.get('tta')}" if use_tta else "") + "."
+        f"{chosen_on.replace('_', ' ')}{how}."
     )
-    return png, caption
+    return figure, caption
 
 
 def best_run(board: pd.DataFrame, runs: pd.DataFrame) -> pd.Series | None:
@@ -320,21 +349,79 @@ def calibration_section(best: pd.Series | None) -> list[str]:
     return [
         "<h2>Calibration</h2>",
         _img(png_data_uri(figure), "reliability diagram of the best run on the test split"),
-        f'<p class="note">Reliability diagram of run {_e(best["run_id"])} on the test split, 15 confidence '
-        f"bins (bars: accuracy per bin; the diagonal: perfect calibration). {_e(text)}.</p>",
+        f'<p class="note">Reliability diagram of run {_e(best["run_id"])} on the test split without TTA, 15 '
+        "confidence bins (bars: accuracy per bin; black marks: the bin's mean confidence; hatched outlines: "
+        "the gap between them, red where the model is overconfident, green where it is underconfident; "
+        f"the diagonal: perfect calibration). {_e(text)}.</p>",
     ]
 
 
-def gradcam_section(best: pd.Series | None, k: int = 12, max_images: int = 2000) -> list[str]:
-    """Grad-CAM maps of the best run's most confident mistakes on (the first images of) its test split."""
+def gradcam_sample(n: int, max_images: int, seed: int = GRADCAM_SEED) -> list[int]:
+    """Positions of ``max_images`` of a test split's ``n`` images drawn at random with ``seed`` (all
+    of them when there are no more), in increasing order. Not the first images: an image-folder
+    split is sorted by class, so those would be the first classes only."""
+    if n <= max_images:
+        return list(range(n))
+    import numpy as np
+
+    return sorted(int(i) for i in np.random.default_rng(seed).choice(n, size=max_images, replace=False))
+
+
+def _mistakes_grid(run_dir: Path, output: Path, k: int, max_images: int, seed: int) -> tuple[Any, int, int]:
+    """Grad-CAM of the run's ``k`` most confident mistakes among :func:`gradcam_sample` of its test
+    split (on the CPU; ``None`` when it makes no mistake on them), the number of images searched and
+    the split's size: :func:`cifarbudget.explain.mistakes_gradcam`, which searches the first
+    ``max_images`` images only."""
+    from cifarbudget.explain import gradcam_grid, most_confident_mistakes
+    from cifarbudget.export import load_test_split
+    from cifarbudget.predict import Inputs, load_model, load_run
+
+    result, checkpoint = load_run(run_dir)
+    split = load_test_split(result, None, "load for Grad-CAM")
+    sample = gradcam_sample(len(split.labels), max_images, seed)
+    model = load_model(result, checkpoint)
+    found = most_confident_mistakes(
+        model, split.images[sample], split.labels[sample], k, mean=result.data["mean"], std=result.data["std"]
+    )
+    if not found:
+        return None, len(sample), len(split.labels)
+    name = result.spec["dataset"]
+    ids = [str(i) for i in range(1, len(split.labels) + 1)]
+    data = Inputs(
+        split.images,
+        ids,
+        split.labels,
+        list(split.classes),
+        source=f"{name} test split",
+        kind="dataset",
+        dataset=name,
+    )
+    title = (
+        f"Grad-CAM of the {len(found)} most confident mistakes of {result.run_id} among "
+        f"{_searched(len(sample), len(split.labels), seed)} of {name}"
+    )
+    grid = gradcam_grid(run_dir, data, output, indices=[sample[i] for i in found], title=title)
+    return grid, len(sample), len(split.labels)
+
+
+def _searched(n_searched: int, n_split: int, seed: int) -> str:
+    """``2,000 randomly chosen test images (seed 0)``, or ``all 150 test images``."""
+    if n_searched >= n_split:
+        return f"all {n_split:,} test images"
+    return f"{n_searched:,} randomly chosen test images (seed {seed})"
+
+
+def gradcam_section(
+    best: pd.Series | None, k: int = 12, max_images: int = 2000, seed: int = GRADCAM_SEED
+) -> list[str]:
+    """Grad-CAM maps of the best run's most confident mistakes among ``max_images`` test images
+    drawn at random with ``seed`` (:func:`gradcam_sample`)."""
     if best is None:
         return []
     try:
-        from cifarbudget.explain import mistakes_gradcam
-
         with tempfile.TemporaryDirectory() as tmp:
             target = Path(tmp) / "mistakes.png"
-            grid = mistakes_gradcam(Path(best["path"]).parent, target, k=k, max_images=max_images)
+            grid, n_searched, n_split = _mistakes_grid(Path(best["path"]).parent, target, k, max_images, seed)
             png = target.read_bytes() if grid is not None else None
     except CifarBudgetError as exc:  # grad-cam not installed, data or checkpoint missing
         message = str(exc).splitlines()[0]
@@ -347,13 +434,31 @@ def gradcam_section(best: pd.Series | None, k: int = 12, max_images: int = 2000)
     return [
         "<h2>Grad-CAM: the most confident mistakes</h2>",
         _img(png_data_uri(png), "Grad-CAM maps of the best run's most confident mistakes"),
-        f'<p class="note">Grad-CAM (Selvaraju et al. 2017) of the {k} most confident wrong predictions of run '
-        f"{_e(best['run_id'])} among the first {max_images:,} test images: where the model looked for the "
+        f'<p class="note">Grad-CAM (Selvaraju et al. 2017) of the {len(grid.indices)} most confident wrong '
+        f"predictions of run {_e(best['run_id'])} among {_e(_searched(n_searched, n_split, seed))}: where the model looked for the "
         "class it predicted (title: true label, prediction, confidence).</p>",
     ]
 
 
 # --- page ----------------------------------------------------------------------------------------
+def _best_line(row: pd.Series) -> str:
+    """The header's line on the best configuration, saying which accuracy each figure is: ``Best:
+    CONFIG: test accuracy 0.8525 with TTA flip (0.8350 without TTA) (n=2), 292,688 parameters;
+    chosen on validation accuracy with TTA flip.``"""
+    tta = str(row.get("tta", "none"))
+    with_tta = row.get("test_acc_tta_mean")
+    if tta != "none" and with_tta is not None and not pd.isna(with_tta):
+        accuracy = f"test accuracy {with_tta:.4f} with TTA {tta} ({row['test_acc_mean']:.4f} without TTA)"
+    else:
+        accuracy = f"test accuracy {row['test_acc_mean']:.4f} without TTA"
+    on = "validation" if row.get("selected_on", "val") == "val" else "test (no validation split)"
+    policy = f" with TTA {tta}" if tta != "none" else " without TTA"
+    return (
+        f"Best: {lb.describe_config(row)}: {accuracy} (n={row['n']}), {int(row['params']):,} parameters; "
+        f"chosen on {on} accuracy{policy}."
+    )
+
+
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
@@ -385,14 +490,27 @@ def build_report(
     models: Sequence[str] = (),
     ttas: Sequence[str] = (),
     top: int = 5,
+    warn: Callable[[str], None] | None = None,
 ) -> tuple[str, ReportSummary]:
-    """The report page for the runs under ``paths`` as one HTML string, and its summary."""
+    """The report page for the runs under ``paths`` as one HTML string, and its summary.
+
+    ``warn`` is called with each warning (a skipped file) as soon as it is known, so that the
+    warnings are shown even when nothing is left to report (then a :class:`CifarBudgetError` says so).
+    """
     from cifarbudget import __version__
+    from cifarbudget.budget import format_macs
+    from cifarbudget.plots import figure_png
     from cifarbudget.results import now
 
     folders = [str(p) for p in paths]
     loaded = lb.load_board(
-        folders, budget=budget, compute_budget=compute_budget, datasets=datasets, models=models, ttas=ttas
+        folders,
+        budget=budget,
+        compute_budget=compute_budget,
+        datasets=datasets,
+        models=models,
+        ttas=ttas,
+        warn=warn,
     )
     runs, board, left_out, warnings, n_files = (
         loaded.runs,
@@ -429,17 +547,24 @@ def build_report(
         )
     )
     sections.append(
-        f'<p class="note">Red: the Pareto front (no configuration is both more accurate and '
-        f"smaller). Dashed green: the budget ({budget:,} parameters).</p>"
+        '<p class="note">Each configuration\'s mean test accuracy with its own TTA policy (without TTA '
+        "for a row without one), with its 95% CI. Red: the Pareto front, chosen per dataset on the "
+        "ranking's accuracy (mean validation accuracy with the row's TTA policy; test accuracy for "
+        "configurations without a validation split), as <code>cifarbudget leaderboard --pareto params</code>: "
+        "no configuration of its dataset is both more accurate on validation and smaller. It is drawn at "
+        "test accuracy, where a configuration off the front can lie above it. Dashed green: the budget "
+        f"({budget:,} parameters).</p>"
     )
 
     figures: list[str] = []
     curves = training_curves(board, runs, top) if not board.empty else None
     if curves is not None:
-        figures.append(_img(png_data_uri(curves), f"validation accuracy per epoch, top {top} configurations"))
+        figures.append(
+            _img(png_data_uri(curves), f"validation accuracy (no TTA) per epoch, top {top} configurations")
+        )
     confusion = best_run_confusion(board, runs)
     if confusion is not None:
-        figures.append(_img(png_data_uri(confusion[0]), confusion[1]))
+        figures.append(_img(png_data_uri(figure_png(confusion[0])), confusion[1]))
     if figures:
         sections.append("<h2>Training curves and confusion matrix</h2>")
         sections.append('<div class="figs">' + "".join(figures) + "</div>")
@@ -472,7 +597,17 @@ def build_report(
         "runs": f"{n_runs} ({n_files - n_runs} filtered out); {len(runs)} rows (a run evaluated with "
         f"several TTA policies has one row per policy), {ranked_runs} runs "
         f"ranked in {len(board)} configurations, {len(left_out)} rows not ranked",
-        "filters": ", ".join([f"dataset {d}" for d in datasets] + [f"model {m}" for m in models]) or "none",
+        "filters": ", ".join(
+            [f"dataset {d}" for d in datasets]
+            + [f"model {m}" for m in models]
+            + [f"tta {t}" for t in ttas]
+            + [f"parameter budget {budget:,} (runs at or over it are not ranked)"]
+            + (
+                [f"compute budget {format_macs(compute_budget)} training MACs (runs over it are not ranked)"]
+                if compute_budget is not None
+                else []
+            )
+        ),
         "devices": "; ".join(f"{d} ({c} runs)" for d, c in devices.items()) or "unknown",
         "git revisions": "; ".join(f"{r} ({c} runs)" for r, c in revisions.items()) or "unknown",
     }
@@ -488,11 +623,18 @@ def build_report(
     title = "cifarbudget report"
     best_line = ""
     if not board.empty:
-        first = best_config(board)
-        best_line = (
-            f"Best: {_e(lb.describe_config(first))}: test accuracy {first['test_acc_mean']:.4f} "
-            f"(n={first['n']}), {int(first['params']):,} parameters."
-        )
+        best_line = _e(_best_line(best_config(board)))
+        keys = lb.comparable_key(board)
+        groups = sorted(set(keys))
+        if len(groups) > 1:  # each ranking has its own best; the sections below show the first's
+            key = keys.loc[best_config(board).name]
+            best_line = (
+                _e(
+                    f"{len(groups)} rankings kept apart (different datasets or data: {', '.join(groups)}); "
+                    f"on {key}: "
+                )
+                + best_line
+            )
     page = (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -515,8 +657,10 @@ def write_report(
     models: Sequence[str] = (),
     ttas: Sequence[str] = (),
     top: int = 5,
+    warn: Callable[[str], None] | None = None,
 ) -> ReportSummary:
-    """Write the report page to ``output`` (atomically) and return its summary."""
+    """Write the report page to ``output`` (atomically) and return its summary (``warn``: as
+    :func:`build_report`)."""
     page, summary = build_report(
         paths,
         budget=budget,
@@ -525,6 +669,7 @@ def write_report(
         models=models,
         ttas=ttas,
         top=top,
+        warn=warn,
     )
     atomic_write_text(output, page)
     summary.path = Path(output)

@@ -1156,12 +1156,11 @@ def _plot(record: RunResult, classes: list[str], run_dir: Path) -> None:
     with_tta = bool(final.get("confusion_matrix_tta"))
     matrix = final.get("confusion_matrix_tta") if with_tta else final.get("confusion_matrix")
     acc = final.get("test_acc_tta") if with_tta else final.get("test_acc")
-    policy = f"TTA {final.get('tta') or spec.get('tta')}" if with_tta else "no TTA"
+    policy = str(final.get("tta") or spec.get("tta")) if with_tta else None
     try:
         plot_curves(record.history, run_dir / "curves.png", title)
-        if matrix and acc is not None:
-            caption = f"{title}\ntest accuracy {acc:.4f} ({policy})"
-            plot_confusion(matrix, classes, run_dir / "confusion.png", caption)
+        if matrix and acc is not None:  # titled "test accuracy 0.8767 (TTA flip)" or "(no TTA)"
+            plot_confusion(matrix, classes, run_dir / "confusion.png", title, test_acc=acc, tta=policy)
     except Exception as exc:  # the record is written; a missing picture is not worth failing the run
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else describe(exc)
         log.warning("could not write the plots of %s: %s", record.run_id, why)

@@ -225,3 +225,31 @@ def test_the_recorded_reliability_bins_read_the_logits_as_logits() -> None:
     filled = counts > 0
     ece = float((counts[filled] / counts.sum() * np.abs(acc[filled] - conf[filled])).sum())
     assert ece == pytest.approx(record["test"]["ece"])
+
+
+def test_an_underconfident_bin_reads_as_underconfident() -> None:
+    """The gap bar was drawn from the accuracy down to the confidence inside the accuracy bar, so a
+    bin at accuracy 0.99 and confidence 0.83 looked like one at accuracy 0.83 and confidence 0.99."""
+    bins = CalibrationBins.from_dict(
+        {"counts": [0, 10, 20], "accuracy": [None, 0.5, 0.99], "confidence": [None, 0.6, 0.83]}
+    )
+    ax = plot_reliability(bins).axes[0]
+    legend = {t.get_text() for t in ax.get_legend().get_texts()}
+    assert legend == {
+        "accuracy",
+        "overconfident: confidence above accuracy",
+        "underconfident: accuracy above confidence",
+        "mean confidence",
+        "perfect calibration",
+    }
+    accuracy, over, under = ax.containers
+    assert [round(b.get_height(), 6) for b in accuracy] == [0, 0.5, 0.99]
+    # each gap spans confidence..accuracy, outlined on top of its bar, coloured by its direction
+    (o,) = over
+    (u,) = under
+    assert (round(o.get_y(), 6), round(o.get_y() + o.get_height(), 6)) == (0.5, 0.6)
+    assert (round(u.get_y(), 6), round(u.get_y() + u.get_height(), 6)) == (0.83, 0.99)
+    assert not o.get_fill() and not u.get_fill() and o.get_zorder() > accuracy[2].get_zorder()
+    assert o.get_edgecolor() != u.get_edgecolor()
+    (marks,) = [line for line in ax.lines if line.get_label() == "mean confidence"]
+    assert list(marks.get_ydata()) == pytest.approx([0.6, 0.83])

@@ -57,9 +57,8 @@ def command(
         models=models,
         ttas=ttas,
         top=top,
+        warn=lambda w: click.echo(f"warning: {w}", err=True),  # as they come, also when nothing loads
     )
-    for warning in summary.warnings:
-        click.echo(f"warning: {warning}", err=True)
     if as_json:
         echo_json(
             {
