@@ -157,3 +157,14 @@ def test_a_broken_link_is_one_line_and_a_folder_named_like_an_image_is_not_an_im
         imagefolder_metadata(root)
     with pytest.raises(DataError, match=r"cannot read image .*gone\.jpg"):
         load_imagefolder(root, train=True)
+
+
+def test_an_image_of_another_size_is_named(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from cifarbudget.data.imagefolder import load_imagefolder
+
+    root = _tree(tmp_path / "data")  # 8x8 images
+    _png(root / "train" / "dog" / "odd.png", Image.new("RGB", (9, 8)))  # 8 rows of 9 pixels
+    with pytest.raises(DataError, match=r"odd\.png is 8x9, most are 8x8 \(height x width\); resize them"):
+        load_imagefolder(root, train=True)

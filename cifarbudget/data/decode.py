@@ -66,7 +66,11 @@ def decode_images(sources: Sequence[Source], *, where: str = "") -> torch.Tensor
         arrays = list(pool.map(_decode_source, sources, chunksize=256))
     shapes = sorted({a.shape for a in arrays})
     if len(shapes) != 1:
+        common = max(shapes, key=[a.shape for a in arrays].count)
+        odd = next(i for i, a in enumerate(arrays) if a.shape != common)
+        size = "x".join(map(str, arrays[odd].shape[:2]))
         raise DataError(
-            f"images in {where or 'the input'} have different sizes {shapes[:3]}: resize them to one size"
+            f"images in {where or 'the input'} have different sizes {shapes[:3]}: {sources[odd][0]} is "
+            f"{size}, most are {common[0]}x{common[1]} (height x width); resize them to one size"
         )
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
