@@ -115,6 +115,9 @@ def accuracy_vs_params(board: pd.DataFrame, runs: pd.DataFrame, budget: int) -> 
             capsize=3,
             label="configuration (mean test accuracy, 95% CI)",
         )
+        single = pd.to_numeric(board["n"], errors="coerce") == 1
+        if single.any():  # no spread to draw: hollow, so that no bar does not read as certainty
+            ax.plot(x[single], y[single], "o", ms=5, mfc="white", mec="#3465a4", label="one seed (no CI)")
         front = lb.pareto(board, by="params").sort_values("params")
         ax.step(
             front["params"],

@@ -305,9 +305,22 @@ def test_accuracy_vs_params_draws_the_rows_test_accuracy_with_their_tta_and_says
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "Pareto front (chosen on validation)" in legend
     assert "configuration (mean test accuracy, 95% CI)" in legend
+    assert "one seed (no CI)" not in legend  # every row has two seeds
     page, _ = build_report([tmp_path], top=1)
     assert "no configuration is both more accurate and smaller" not in page
     assert "no configuration of its dataset is both more accurate on validation and smaller" in page
+
+
+def test_one_seed_points_are_drawn_hollow_and_named(tmp_path: Path) -> None:
+    """A one-seed row has no confidence interval: without a mark, no bar read as certainty."""
+    write_records(tmp_path, [*grid_records(), make_record("airnet-small", 1, 0.7, lr=0.3)])
+    board = lb.load_board([tmp_path])
+    assert (board.ranking["n"] == 1).sum() == 1
+    ax = accuracy_vs_params(board.ranking, board.runs, 5_000_000).axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "one seed (no CI)" in legend
+    (hollow,) = [line for line in ax.get_lines() if line.get_label() == "one seed (no CI)"]
+    assert list(hollow.get_xdata()) == [292_688] and hollow.get_markerfacecolor() == "white"
 
 
 def test_user_text_with_dollars_is_drawn_as_written(tmp_path: Path) -> None:
