@@ -384,6 +384,13 @@ def coerce(name: str, value: Any) -> Any:
         out = text if isinstance(text, dict) else None
     if out is None:
         raise RunError(f"{name}: {value!r} is not {_EXPECTED.get(kind, kind.__name__)}")
+    if name == "aug_params":  # one table of parameters per augmentation
+        for aug, params in out.items():
+            if not isinstance(params, dict):
+                raise RunError(
+                    f"aug_params.{aug}: {params!r} is not a table of the augmentation's parameters "
+                    f"(KEY = VALUE, e.g. aug_params.{aug}.p = 0.5)"
+                )
     return out
 
 

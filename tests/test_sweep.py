@@ -609,6 +609,12 @@ def test_toml_file_grid_equals_the_cli_grid_and_options_override_it(
         ),
         ("[grid]\nmodel = []\n", "the model axis has no values"),
         ('[grid]\nmodel = ["resnet20"]\nseeds = 0\n', "seeds must be a positive number of seeds"),
+        ('[grid]\nmodel = ["resnet20"]\nseeds = 2.5\n', "seeds must be a positive number of seeds (got 2.5)"),
+        ('[grid]\nmodel = ["resnet20"]\nseeds = "3"\n', "seeds must be a positive number of seeds (got '3')"),
+        (
+            '[grid]\nmodel = ["resnet20"]\naug = ["crop-flip"]\n[fixed.aug_params]\ncutmix = 3\n',
+            "aug_params.cutmix: 3 is not a table of the augmentation's parameters",
+        ),
         (
             '[fixed]\nmodel = "resnet20"\nallow_over_budget = true\n',
             "a sweep never trains over-budget models",

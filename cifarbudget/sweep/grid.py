@@ -221,10 +221,7 @@ class Sweep:
 def _seed_range(value: Any) -> list[int]:
     if isinstance(value, list | tuple) and len(value) == 1:
         value = value[0]
-    try:
-        n = int(value) if not isinstance(value, bool) else -1
-    except (TypeError, ValueError):
-        n = -1
+    n = value if isinstance(value, int) and not isinstance(value, bool) else -1  # not 2.5, not "3"
     if n < 1:
         raise SweepError(
             f"seeds must be a positive number of seeds (got {value!r}); seeds N runs seeds 0..N-1"
