@@ -263,9 +263,7 @@ def gradcam_figure(
         if labels is not None:
             right = int(labels[i]) == int(predicted[i])
             color = "#1a7f37" if right else "#c62828"
-            ax_img.set_title(
-                f"true {name(int(labels[i]))}", fontsize=7, **LITERAL
-            )  # class names as written ($)
+            ax_img.set_title(f"true {name(int(labels[i]))}", fontsize=7, **LITERAL)  # names as written
         ax_cam.set_title(
             f"pred {name(int(predicted[i]))} {100 * confidence[i]:.0f}%", fontsize=7, color=color, **LITERAL
         )
@@ -303,7 +301,7 @@ def gradcam_grid(
     """
     from cifarbudget.data.inputs import check_inputs
     from cifarbudget.export import NormalizedModel
-    from cifarbudget.predict import Inputs, _with_run_data_dir, load_inputs, load_model, load_run, map_labels
+    from cifarbudget.predict import Inputs, load_inputs, load_model, load_run, map_labels, with_run_data_dir
     from cifarbudget.results import FINISHED
 
     _require_gradcam()
@@ -317,7 +315,7 @@ def gradcam_grid(
             result.spec.get("epochs"),
         )
     # the run's own dataset named without a folder (imagefolder) reads the folder the run read
-    data = inputs if isinstance(inputs, Inputs) else load_inputs(_with_run_data_dir(inputs, result))
+    data = inputs if isinstance(inputs, Inputs) else load_inputs(with_run_data_dir(inputs, result))
     check_inputs(data)
     if indices is None:
         if n < 1:

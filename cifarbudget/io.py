@@ -122,6 +122,41 @@ def read_toml(path: Path | str, error: type[Exception] = ValueError) -> dict[str
 LOCK_DIR = ".locks"
 
 
+def atomic_write_all(files: list[tuple[Path | str, bytes]]) -> None:
+    """Write every ``(path, data)``, or none: each goes atomically (:func:`atomic_write_bytes`) to a
+    temporary beside its target first, and the targets are replaced only once all are written. A
+    failure (an unwritable folder, a full disk) leaves every target as it was, and says so."""
+    import secrets
+
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for name, data in files:
+            target = Path(name).expanduser()
+            tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+            try:
+                atomic_write_bytes(tmp, data)
+            except StorageError as exc:
+                unchanged = (
+                    "the file is unchanged"
+                    if len(files) == 1
+                    else f"neither {' nor '.join(str(n) for n, _ in files)} was changed"
+                )
+                raise StorageError(
+                    f"cannot write {name}: {exc.strerror or exc}; {unchanged}", exc.errno, exc.strerror
+                ) from None
+            staged.append((tmp, target))
+        for tmp, target in staged:
+            try:
+                os.replace(tmp, target)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot write {target}: {exc.strerror or exc}", exc.errno, exc.strerror
+                ) from None
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+
+
 def lock_path(results_dir: Path, run_id: str) -> Path:
     return Path(results_dir) / LOCK_DIR / f"{run_id}.lock"
 

@@ -92,11 +92,15 @@ class Predictions:
         """Write :meth:`csv_text` atomically."""
         atomic_write_text(path, self.csv_text(labels, header))
 
-    def save_probs(self, path: Path | str) -> None:
-        """Save the ``(N, C)`` float32 probabilities as ``.npy``, atomically."""
+    def probs_npy(self) -> bytes:
+        """The ``(N, C)`` float32 probabilities as the bytes of a ``.npy`` file."""
         buffer = io.BytesIO()
         np.save(buffer, self.probs, allow_pickle=False)
-        atomic_write_bytes(path, buffer.getvalue())
+        return buffer.getvalue()
+
+    def save_probs(self, path: Path | str) -> None:
+        """Save the ``(N, C)`` float32 probabilities as ``.npy``, atomically."""
+        atomic_write_bytes(path, self.probs_npy())
 
     def confusion_matrix(self, tta: bool = True) -> list[list[int]]:
         """Rows: true class, columns: predicted (as ``result.json`` records it); needs labels."""
@@ -134,7 +138,7 @@ def load_run(run_or_checkpoint: Path | str) -> tuple[RunResult, Path]:
     return result, checkpoint
 
 
-def _with_run_data_dir(inputs: str | Path, result: RunResult) -> str | Path:
+def with_run_data_dir(inputs: str | Path, result: RunResult) -> str | Path:
     """The run's own dataset named without a folder (``imagefolder``) reads the folder the run read
     (``manifest.settings.data_dir``), not the default data folder; anything else is left as given."""
     name = str(inputs)
@@ -255,7 +259,7 @@ def predict(
     else:
         tta_name, params = tta, dict(tta_params or {})
     check_tta_params(tta_name, params)
-    data = inputs if isinstance(inputs, Inputs) else load_inputs(_with_run_data_dir(inputs, result))
+    data = inputs if isinstance(inputs, Inputs) else load_inputs(with_run_data_dir(inputs, result))
     check_inputs(data)
     model = load_model(result, checkpoint)
     settings = _settings_like_the_run(result, device, amp)

@@ -355,12 +355,12 @@ def test_the_runs_dataset_by_name_reads_the_runs_data_folder(tmp_path: Path) -> 
     a folder that is not there says how to name one."""
     from types import SimpleNamespace
 
-    from cifarbudget.predict import _with_run_data_dir
+    from cifarbudget.predict import with_run_data_dir
 
     run = SimpleNamespace(spec={"dataset": "imagefolder"}, manifest={"settings": {"data_dir": "/data/cifar"}})
-    assert _with_run_data_dir("imagefolder", run) == "imagefolder:/data/cifar"  # type: ignore[arg-type]
-    assert _with_run_data_dir("imagefolder:/elsewhere", run) == "imagefolder:/elsewhere"  # type: ignore[arg-type]
-    assert _with_run_data_dir("cifar10", run) == "cifar10"  # type: ignore[arg-type]
+    assert with_run_data_dir("imagefolder", run) == "imagefolder:/data/cifar"  # type: ignore[arg-type]
+    assert with_run_data_dir("imagefolder:/elsewhere", run) == "imagefolder:/elsewhere"  # type: ignore[arg-type]
+    assert with_run_data_dir("cifar10", run) == "cifar10"  # type: ignore[arg-type]
     with pytest.raises(DataError, match=r"does not exist: give the input as imagefolder:ROOT"):
         load_inputs(f"imagefolder:{tmp_path / 'nope'}")
     afile = tmp_path / "afile"

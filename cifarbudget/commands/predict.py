@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import io
-import os
-import secrets
 from pathlib import Path
 
 import click
-import numpy as np
 
 from cifarbudget.commands.common import (
     deprecated_alias,
@@ -19,6 +15,7 @@ from cifarbudget.commands.common import (
     user_errors,
 )
 from cifarbudget.errors import StorageError
+from cifarbudget.io import atomic_write_all
 from cifarbudget.progress import plural
 
 
@@ -140,12 +137,10 @@ def command(
         amp=amp,
         progress=not quiet,
     )
-    files = [(out, result.csv_text(label_format, columns).encode("utf-8"))]
+    files: list[tuple[Path | str, bytes]] = [(out, result.csv_text(label_format, columns).encode("utf-8"))]
     if probs:
-        buffer = io.BytesIO()
-        np.save(buffer, result.probs, allow_pickle=False)
-        files.append((probs, buffer.getvalue()))
-    _write_all_or_none(files)  # the CSV and the probabilities, or neither
+        files.append((probs, result.probs_npy()))
+    atomic_write_all(files)  # the CSV and the probabilities, or neither
     others = sorted(set((record.final or {}).get("tta_evals") or {}) - {result.tta})
     if tta is None and others:  # the run's own policy was used; say which others it was evaluated with
         click.echo(
@@ -198,41 +193,3 @@ def _not_a_folder(path: Path) -> Path | None:
         if parent.exists():
             return None if parent.is_dir() else parent
     return None
-
-
-def _write_all_or_none(files: list[tuple[str, bytes]]) -> None:
-    """Write every file, or none: each goes atomically to a temporary beside its target first, and
-    the targets are replaced only once all are written. A failure (an unwritable folder, a full
-    disk) leaves every target as it was and says so in one line."""
-    from cifarbudget.io import atomic_write_bytes
-
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for name, data in files:
-            target = Path(name).expanduser()
-            tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-            try:
-                atomic_write_bytes(tmp, data)
-            except StorageError as exc:
-                raise StorageError(
-                    f"cannot write {name}: {exc.strerror or exc}; {_unchanged(files)}",
-                    exc.errno,
-                    exc.strerror,
-                ) from None
-            staged.append((tmp, target))
-        for tmp, target in staged:
-            try:
-                os.replace(tmp, target)
-            except OSError as exc:
-                raise StorageError(
-                    f"cannot write {target}: {exc.strerror or exc}", exc.errno, exc.strerror
-                ) from None
-    finally:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-
-
-def _unchanged(files: list[tuple[str, bytes]]) -> str:
-    if len(files) == 1:
-        return "the file is unchanged"
-    return f"neither {' nor '.join(name for name, _ in files)} was changed"
