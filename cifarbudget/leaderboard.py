@@ -984,12 +984,10 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     hidden = ("rerun", "data_dir", "one_seed", "train_config_id")
     out = frame.drop(columns=[c for c in hidden if c in frame.columns])
     if "config_id" in out.columns and len(out) > 1:
-        constant = [
-            c
-            for c in SPEC_ORDER
-            if c in out.columns and c not in CORE_KEYS and out[c].astype(str).nunique(dropna=False) == 1
-        ]
-        out = out.drop(columns=constant)
+        varying = varying_spec_columns(out)
+        out = out.drop(
+            columns=[c for c in SPEC_ORDER if c in out.columns and c not in CORE_KEYS + tuple(varying)]
+        )
     elif "config_id" in out.columns:
         out = out.drop(columns=[c for c in SPEC_ORDER if c in out.columns and c not in CORE_KEYS])
     if "config_id" in out.columns and len(out):  # e.g. the TTA columns when no configuration uses TTA
@@ -1089,7 +1087,35 @@ def _numeric(values: pd.Series) -> bool:
     return bool(pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values))
 
 
-def describe_config(row: pd.Series | dict[str, Any]) -> str:
-    """``resnet20 | crop-flip+cutout | cosine | tta flip | 30 ep``: a short label for plots."""
+def varying_spec_columns(frame: pd.DataFrame) -> list[str]:
+    """The spec columns beyond :data:`CORE_KEYS` whose value differs between rows of ``frame``:
+    what tells its configurations apart besides model, dataset, augs, sched, tta and epochs."""
+    return [
+        c
+        for c in SPEC_ORDER
+        if c in frame.columns and c not in CORE_KEYS and frame[c].astype(str).nunique(dropna=False) > 1
+    ]
+
+
+def describe_config(row: pd.Series | dict[str, Any], among: pd.DataFrame | None = None) -> str:
+    """``resnet20 | crop-flip+cutout | cosine | tta flip | 30 ep``: a short label for plots.
+
+    With ``among`` (the rows drawn or compared together), the spec fields that vary among them
+    follow (``| lr=0.4 aug_params={cutmix:{alpha:0.5}}``), so that two configurations differing
+    only in, say, their learning rate or an augmentation's parameters get different labels."""
     tta = f" | tta {row['tta']}" if str(row.get("tta", "none")) != "none" else ""
-    return f"{row['model']} | {row['augs']} | {row['sched']}{tta} | {row['epochs']} ep"
+    label = f"{row['model']} | {row['augs']} | {row['sched']}{tta} | {row['epochs']} ep"
+    if among is not None:
+        extra = [f"{key}={_label_value(row.get(key))}" for key in varying_spec_columns(among)]
+        if extra:
+            label += " | " + " ".join(extra)
+    return label
+
+
+def _label_value(value: Any) -> str:
+    """A spec value in a label: floats as ``%g``, JSON objects without their quotes, none as ``-``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value).replace('"', "").replace(" ", "")

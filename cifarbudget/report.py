@@ -218,7 +218,8 @@ def training_curves(board: pd.DataFrame, runs: pd.DataFrame, top: int) -> Any | 
     drawn = 0
     colors = ["#3465a4", "#cc0000", "#4e9a06", "#f57900", "#75507b", "#c4a000", "#06989a", "#555753"]
     ranked = runs[lb.ranked_mask(runs)]
-    for i, (_, row) in enumerate(board.head(top).iterrows()):
+    shown = board.head(top)
+    for i, (_, row) in enumerate(shown.iterrows()):
         color = colors[i % len(colors)]
         curves: list[pd.Series] = []
         for path in ranked.loc[ranked["config_id"] == row["config_id"], "path"]:
@@ -236,7 +237,7 @@ def training_curves(board: pd.DataFrame, runs: pd.DataFrame, top: int) -> Any | 
             color=color,
             lw=1.8,
             marker="." if len(mean) < 30 else None,
-            label=f"#{row['rank']} {lb.describe_config(row)} (n={row['n']})",
+            label=f"#{row['rank']} {lb.describe_config(row, among=shown)} (n={row['n']})",
         )
         drawn += 1
     if not drawn:
@@ -444,10 +445,11 @@ def gradcam_section(
 
 
 # --- page ----------------------------------------------------------------------------------------
-def _best_line(row: pd.Series) -> str:
+def _best_line(row: pd.Series, board: pd.DataFrame | None = None) -> str:
     """The header's line on the best configuration, saying which accuracy each figure is: ``Best:
     CONFIG: test accuracy 0.8525 with TTA flip (0.8350 without TTA) (n=2), 292,688 parameters;
-    chosen on validation accuracy with TTA flip.``"""
+    chosen on validation accuracy with TTA flip.`` CONFIG names the spec fields that vary across
+    ``board`` (:func:`cifarbudget.leaderboard.describe_config`)."""
     tta = str(row.get("tta", "none"))
     with_tta = row.get("test_acc_tta_mean")
     if tta != "none" and with_tta is not None and not pd.isna(with_tta):
@@ -457,7 +459,7 @@ def _best_line(row: pd.Series) -> str:
     on = "validation" if row.get("selected_on", "val") == "val" else "test (no validation split)"
     policy = f" with TTA {tta}" if tta != "none" else " without TTA"
     return (
-        f"Best: {lb.describe_config(row)}: {accuracy} (n={row['n']}), {int(row['params']):,} parameters; "
+        f"Best: {lb.describe_config(row, among=board)}: {accuracy} (n={row['n']}), {int(row['params']):,} parameters; "
         f"chosen on {on} accuracy{policy}."
     )
 
@@ -626,7 +628,7 @@ def build_report(
     title = "cifarbudget report"
     best_line = ""
     if not board.empty:
-        best_line = _e(_best_line(best_config(board)))
+        best_line = _e(_best_line(best_config(board), board))
         keys = lb.comparable_key(board)
         groups = sorted(set(keys))
         if len(groups) > 1:  # each ranking has its own best; the sections below show the first's

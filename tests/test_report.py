@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from click.testing import Result
 from PIL import Image, ImageStat
@@ -369,6 +370,48 @@ def test_user_text_with_dollars_is_drawn_as_written(tmp_path: Path) -> None:
     assert [t.get_text() for t in curves_ax.get_legend().get_texts()] == [
         "#1 net_$1_$2 | crop-flip | multistep | 3 ep (n=2)"
     ]
+
+
+def test_configurations_differing_only_in_a_parameter_get_different_labels(tmp_path: Path) -> None:
+    """Two learning rates of one recipe: the curves' legend told them apart by rank alone, and the
+    best line did not say which learning rate won."""
+    records = [make_record("airnet-small", seed, 0.80 + 0.01 * seed, lr=0.4) for seed in (0, 1)]
+    records += [make_record("airnet-small", seed, 0.70 + 0.01 * seed, lr=0.1) for seed in (0, 1)]
+    write_records(tmp_path / "runs", records)
+    board = lb.load_board([tmp_path / "runs"])
+    ax = training_curves(board.ranking, board.runs, top=2).axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "#1 airnet-small | crop-flip | multistep | 3 ep | lr=0.4 (n=2)",
+        "#2 airnet-small | crop-flip | multistep | 3 ep | lr=0.1 (n=2)",
+    ]
+    page, _ = build_report([tmp_path / "runs"], top=2)
+    assert "Best: airnet-small | crop-flip | multistep | 3 ep | lr=0.4: test accuracy" in page
+    # one configuration drawn alone, or fields that are the same in every row: no suffix
+    ax = training_curves(board.ranking.head(1), board.runs, top=1).axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "#1 airnet-small | crop-flip | multistep | 3 ep (n=2)"
+    ]
+
+
+def test_describe_config_writes_varying_values_compactly() -> None:
+    among = pd.DataFrame(
+        {
+            "model": ["a", "a", "a"],
+            "augs": ["x", "x", "x"],
+            "sched": ["s", "s", "s"],
+            "epochs": [1, 1, 1],
+            "ema": [0.99, float("nan"), 0.0],
+            "aug_params": ['{"cutmix": {"alpha": 0.5}}', "{}", "{}"],
+            "batch_size": [128, 128, 128],
+        }
+    )
+    labels = [lb.describe_config(row, among=among) for _, row in among.iterrows()]
+    assert labels == [
+        "a | x | s | 1 ep | ema=0.99 aug_params={cutmix:{alpha:0.5}}",
+        "a | x | s | 1 ep | ema=- aug_params={}",
+        "a | x | s | 1 ep | ema=0 aug_params={}",
+    ]
+    assert lb.describe_config(among.iloc[0]) == "a | x | s | 1 ep"  # without among: the core label
 
 
 def test_the_confusion_matrix_is_the_best_rows_tta_policy_and_says_which(tmp_path: Path) -> None:
