@@ -1097,25 +1097,81 @@ def varying_spec_columns(frame: pd.DataFrame) -> list[str]:
     ]
 
 
+def _leaves(value: Any) -> dict[str, Any] | None:
+    """A parameter cell (a JSON object) flattened to dotted keys: ``{"crop-flip": {"padding": 2}}``
+    is ``{"crop-flip.padding": 2}``; None when the cell is not a JSON object."""
+    if not isinstance(value, str) or not value.startswith("{"):
+        return None
+    try:
+        obj = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: dict[str, Any]) -> None:
+        for key, item in node.items():
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(item, dict) and item:
+                walk(dotted, item)
+            else:
+                out[dotted] = item
+
+    walk("", obj)
+    return out
+
+
+def varying_fields(frame: pd.DataFrame) -> list[tuple[str, str | None]]:
+    """What tells the rows of ``frame`` apart beyond :data:`CORE_KEYS`, as ``(column, leaf)``: a
+    spec column whose value differs as ``(column, None)``; a parameter column (``aug_params``,
+    ``opt_params``, ...) by the parameters that differ, ``("aug_params", "crop-flip.padding")``
+    (a parameter one row sets and another leaves at its default differs too)."""
+    fields: list[tuple[str, str | None]] = []
+    for column in varying_spec_columns(frame):
+        parsed = [_leaves(v) for v in frame[column]]
+        if any(p is None for p in parsed):
+            fields.append((column, None))
+            continue
+        keys = sorted({key for p in parsed if p is not None for key in p})
+        for key in keys:
+            values = {json.dumps(p.get(key) if p is not None else None, sort_keys=True) for p in parsed}
+            if len(values) > 1:
+                fields.append((column, key))
+    return fields
+
+
 def describe_config(row: pd.Series | dict[str, Any], among: pd.DataFrame | None = None) -> str:
     """``resnet20 | crop-flip+cutout | cosine | tta flip | 30 ep``: a short label for plots.
 
-    With ``among`` (the rows drawn or compared together), the spec fields that vary among them
-    follow (``| lr=0.4 aug_params={cutmix:{alpha:0.5}}``), so that two configurations differing
-    only in, say, their learning rate or an augmentation's parameters get different labels."""
+    With ``among`` (the rows drawn or compared together), what varies among them follows
+    (:func:`varying_fields`): ``| lr=0.4 aug.crop-flip.padding=2 opt.muon_lr=0.02``, so that two
+    configurations differing only in, say, their learning rate or one augmentation parameter get
+    different labels. A parameter this row leaves at its default is not named."""
     tta = f" | tta {row['tta']}" if str(row.get("tta", "none")) != "none" else ""
     label = f"{row['model']} | {row['augs']} | {row['sched']}{tta} | {row['epochs']} ep"
-    if among is not None:
-        extra = [f"{key}={_label_value(row.get(key))}" for key in varying_spec_columns(among)]
-        if extra:
-            label += " | " + " ".join(extra)
-    return label
+    if among is None:
+        return label
+    extra = []
+    for column, leaf in varying_fields(among):
+        if leaf is None:
+            extra.append(f"{column}={_label_value(row.get(column))}")
+            continue
+        leaves = _leaves(row.get(column)) or {}
+        if leaf in leaves:
+            extra.append(f"{column.removesuffix('_params')}.{leaf}={_label_value(leaves[leaf])}")
+    return label + (" | " + " ".join(extra) if extra else "")
 
 
 def _label_value(value: Any) -> str:
-    """A spec value in a label: floats as ``%g``, JSON objects without their quotes, none as ``-``."""
+    """A value in a label: floats as ``%g``, lists and objects as compact JSON without quotes,
+    none as ``-``."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
+    if isinstance(value, bool):  # as the options and sweep files spell it
+        return "true" if value else "false"
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, (list, dict)):
+        value = json.dumps(value, separators=(",", ":"))
     return str(value).replace('"', "").replace(" ", "")

@@ -26,6 +26,9 @@ from cifarbudget.io import atomic_write_text
 
 DEFAULT_BUDGET = 5_000_000
 MAX_TABLE_ROWS = 100
+# Legend labels longer than this go below the curves, wrapped at LEGEND_WRAP_CHARS.
+LEGEND_ON_PLOT_CHARS = 70
+LEGEND_WRAP_CHARS = 120
 GRADCAM_SEED = 0  # the random sample of test images the Grad-CAM section searches for mistakes
 
 CSS = """
@@ -210,26 +213,41 @@ def _read_history(path: str) -> list[dict[str, Any]]:
 
 def training_curves(board: pd.DataFrame, runs: pd.DataFrame, top: int) -> Any | None:
     """Validation accuracy (without TTA) per epoch of the ``top`` configurations: mean over seeds,
-    thin seeds behind."""
+    thin seeds behind. Each is labelled by what tells it apart from the others drawn
+    (:func:`cifarbudget.leaderboard.describe_config`); labels too long to sit on the plot go
+    below it, wrapped."""
+    import textwrap
+
     from cifarbudget.plots import literal, whole_epoch_ticks
 
-    fig = _figure(7.5, 4.2)
-    ax = fig.subplots()
-    drawn = 0
-    colors = ["#3465a4", "#cc0000", "#4e9a06", "#f57900", "#75507b", "#c4a000", "#06989a", "#555753"]
     ranked = runs[lb.ranked_mask(runs)]
     shown = board.head(top)
-    for i, (_, row) in enumerate(shown.iterrows()):
-        color = colors[i % len(colors)]
+    curves_of: list[tuple[pd.Series, list[pd.Series]]] = []
+    for _, row in shown.iterrows():
         curves: list[pd.Series] = []
         for path in ranked.loc[ranked["config_id"] == row["config_id"], "path"]:
             points = {h["epoch"]: h["val_acc"] for h in _read_history(path) if h.get("val_acc") is not None}
             if points:
-                curve = pd.Series(points, dtype=float).sort_index()
-                curves.append(curve)
-                ax.plot(curve.index, curve.to_numpy(), color=color, alpha=0.25, lw=0.8)
-        if not curves:
-            continue
+                curves.append(pd.Series(points, dtype=float).sort_index())
+        if curves:
+            curves_of.append((row, curves))
+    if not curves_of:
+        return None
+    drawn = pd.DataFrame([row for row, _ in curves_of])
+    labels = [f"#{row['rank']} {lb.describe_config(row, among=drawn)} (n={row['n']})" for row, _ in curves_of]
+    below = max(len(label) for label in labels) > LEGEND_ON_PLOT_CHARS
+    if below:  # one entry per configuration, wrapped, under the axes
+        labels = [
+            "\n".join(textwrap.wrap(label, LEGEND_WRAP_CHARS, subsequent_indent="    ")) for label in labels
+        ]
+    lines = sum(label.count("\n") + 1 for label in labels)
+    fig = _figure(7.5, 4.2 + (0.15 * lines + 0.3 if below else 0.0))
+    ax = fig.subplots()
+    colors = ["#3465a4", "#cc0000", "#4e9a06", "#f57900", "#75507b", "#c4a000", "#06989a", "#555753"]
+    for i, ((_, curves), label) in enumerate(zip(curves_of, labels, strict=True)):
+        color = colors[i % len(colors)]
+        for curve in curves:
+            ax.plot(curve.index, curve.to_numpy(), color=color, alpha=0.25, lw=0.8)
         mean = pd.concat(curves, axis=1).mean(axis=1)
         ax.plot(
             mean.index,
@@ -237,18 +255,20 @@ def training_curves(board: pd.DataFrame, runs: pd.DataFrame, top: int) -> Any | 
             color=color,
             lw=1.8,
             marker="." if len(mean) < 30 else None,
-            label=f"#{row['rank']} {lb.describe_config(row, among=shown)} (n={row['n']})",
+            label=label,
         )
-        drawn += 1
-    if not drawn:
-        return None
     whole_epoch_ticks(ax)  # one or two epochs: whole-epoch ticks, not 0.95 ... 1.05
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy (no TTA)")
     ax.grid(alpha=0.3)
-    literal(ax.legend(fontsize=7, loc="lower right").get_texts())
+    if below:
+        legend = fig.legend(loc="outside lower left", fontsize=7, frameon=False)
+    else:
+        legend = ax.legend(fontsize=7, loc="lower right")
+    literal(legend.get_texts())
     ax.set_title(
-        f"Validation accuracy (no TTA) of the top {drawn} configurations (thin lines: seeds)", fontsize=10
+        f"Validation accuracy (no TTA) of the top {len(curves_of)} configurations (thin lines: seeds)",
+        fontsize=10,
     )
     return fig
 

@@ -11,6 +11,7 @@ import io
 import re
 import shutil
 import subprocess
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -393,7 +394,7 @@ def test_configurations_differing_only_in_a_parameter_get_different_labels(tmp_p
     ]
 
 
-def test_describe_config_writes_varying_values_compactly() -> None:
+def test_describe_config_names_the_parameters_that_vary_not_whole_tables() -> None:
     among = pd.DataFrame(
         {
             "model": ["a", "a", "a"],
@@ -401,17 +402,44 @@ def test_describe_config_writes_varying_values_compactly() -> None:
             "sched": ["s", "s", "s"],
             "epochs": [1, 1, 1],
             "ema": [0.99, float("nan"), 0.0],
-            "aug_params": ['{"cutmix": {"alpha": 0.5}}', "{}", "{}"],
+            "aug_params": [
+                '{"cutmix": {"alpha": 0.5, "p": 1.0}}',
+                '{"cutmix": {"p": 1.0}}',
+                '{"cutmix": {"alpha": 2.0, "p": 1.0}}',
+            ],
+            "model_params": ['{"whiten": true}', '{"whiten": false}', '{"whiten": true}'],
+            "opt_params": ['{"betas": [0.9, 0.99]}', '{"betas": [0.9, 0.99]}', "{}"],
             "batch_size": [128, 128, 128],
         }
     )
     labels = [lb.describe_config(row, among=among) for _, row in among.iterrows()]
-    assert labels == [
-        "a | x | s | 1 ep | ema=0.99 aug_params={cutmix:{alpha:0.5}}",
-        "a | x | s | 1 ep | ema=- aug_params={}",
-        "a | x | s | 1 ep | ema=0 aug_params={}",
+    assert labels == [  # cutmix.p is the same everywhere: not named; a default is left out
+        "a | x | s | 1 ep | ema=0.99 aug.cutmix.alpha=0.5 model.whiten=true opt.betas=[0.9,0.99]",
+        "a | x | s | 1 ep | ema=- model.whiten=false opt.betas=[0.9,0.99]",
+        "a | x | s | 1 ep | ema=0 aug.cutmix.alpha=2 model.whiten=true",
     ]
     assert lb.describe_config(among.iloc[0]) == "a | x | s | 1 ep"  # without among: the core label
+
+
+def test_long_curve_labels_go_below_the_plot_wrapped(tmp_path: Path) -> None:
+    """The labels of configurations that differ in many parameters squeezed the axes to nothing
+    (matplotlib: "axes sizes collapsed to zero")."""
+    records = [make_record("airnet-small", seed, 0.80 + 0.01 * seed, lr=0.4) for seed in (0, 1)]
+    records += [make_record("airnet-small", seed, 0.70 + 0.01 * seed, lr=0.1) for seed in (0, 1)]
+    for record in records[2:]:
+        record["spec"]["aug_params"] = {"crop-flip": {"padding": 2, "padding_mode": "reflect", "flip": True}}
+        record["spec"]["opt_params"] = {"nesterov_extra": 1, "bn_bias_lr_scale": 64, "norm_weight_decay": 0}
+    write_records(tmp_path / "runs", records)
+    board = lb.load_board([tmp_path / "runs"])
+    fig = training_curves(board.ranking, board.runs, top=2)
+    assert fig.axes[0].get_legend() is None and len(fig.legends) == 1  # under the axes, not on them
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert len(texts) == 2 and all(max(len(line) for line in t.split("\n")) <= 120 for t in texts)
+    assert "opt.bn_bias_lr_scale=64" in texts[1].replace("\n    ", " ") and "lr=0.1" in texts[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "constrained_layout not applied" is a UserWarning
+        figure_png(fig)
+    assert fig.axes[0].get_window_extent().height > 200  # the plot keeps its size
 
 
 def test_the_confusion_matrix_is_the_best_rows_tta_policy_and_says_which(tmp_path: Path) -> None:
