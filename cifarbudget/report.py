@@ -525,7 +525,7 @@ def build_report(
     from cifarbudget import __version__
     from cifarbudget.budget import format_macs
     from cifarbudget.plots import figure_png
-    from cifarbudget.results import now
+    from cifarbudget.results import git_revision, now
 
     folders = [str(p) for p in paths]
     loaded = lb.load_board(
@@ -617,7 +617,7 @@ def build_report(
     revisions = runs["git_revision"].dropna().value_counts()
     provenance = {
         "generated at": now(),
-        "cifarbudget version": __version__,
+        "cifarbudget version": __version__ + (f" (git {revision})" if (revision := git_revision()) else ""),
         "result folders": ", ".join(folders),
         "runs": f"{n_runs} ({n_files - n_runs} filtered out); {len(runs)} rows (a run evaluated with "
         f"several TTA policies has one row per policy), {ranked_runs} runs "

@@ -34,6 +34,7 @@ from cifarbudget.report import (
     row_test_accuracy,
     training_curves,
 )
+from cifarbudget.results import git_revision
 
 Invoke = Callable[..., Result]
 DATA_URI = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
@@ -103,6 +104,8 @@ def test_report_content(report_file: Path) -> None:
         in page
     )
     assert "<dt>cifarbudget version</dt>" in page and "<dt>generated at</dt>" in page
+    if git_revision():  # a checkout: the code that generated the page, beside its version
+        assert f" (git {git_revision()})</dd>" in page
     assert (
         "12 (0 filtered out); 12 rows (a run evaluated with several TTA policies has one row per policy), "
         "8 runs ranked in 4 configurations, 4 rows not ranked" in page
