@@ -278,6 +278,10 @@ def call_with_params(
     propagates as it is, with a note naming ``what`` and its plugin; the library's own errors
     always propagate as they are.
     """
+    flags = flag_params(factory)
+    for key, value in params.items():  # "False" or 0 would otherwise count as true
+        if key in flags and not isinstance(value, bool):
+            raise RunError(f"{what}: {key} must be true or false, got {value!r}")
     try:
         return factory(*args, **run_args, **params)
     except Exception as exc:
@@ -288,6 +292,19 @@ def call_with_params(
         raise RunError(
             f"{what}: a parameter value it cannot use ({given}): {describe(exc, with_type=False)}"
         ) from exc
+
+
+def flag_params(factory: Callable[..., Any]) -> set[str]:
+    """The parameters of ``factory`` that are flags: a ``True``/``False`` default, annotated
+    ``bool`` or not annotated. A user's value for one must be a bool (:func:`call_with_params`):
+    a factory that tests ``if flag`` or calls ``bool(flag)`` reads the text ``"False"`` as true."""
+    target = factory.resolve() if hasattr(factory, "resolve") else factory
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):
+        return set()
+    plain = (inspect.Parameter.empty, bool, "bool")
+    return {n for n, p in sig.parameters.items() if isinstance(p.default, bool) and p.annotation in plain}
 
 
 def accepted_params(factory: Callable[..., Any]) -> set[str] | None:

@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -448,12 +449,20 @@ def parse_pipeline(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 def _value(raw: str) -> Any:
-    """A command-line parameter value: JSON where it parses (numbers, true/false, lists), else text."""
+    """A command-line parameter value: JSON where it parses (numbers, lists), ``true``/``false`` in
+    any case (``False`` is not the text "False", which a factory would read as true), a decimal
+    JSON does not take (``.5``, ``1.``); else text."""
+    text = raw.strip()
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
     try:
-        return json.loads(raw)
+        return json.loads(text)
     except json.JSONDecodeError:
-        return raw
+        return float(text) if _DECIMAL.fullmatch(text) else raw
 
 
 def parse_params(items: Iterable[str], what: str = "--aug-param") -> dict[str, dict[str, Any]]:
@@ -464,7 +473,12 @@ def parse_params(items: Iterable[str], what: str = "--aug-param") -> dict[str, d
         name, dot, param = key.strip().rpartition(".")
         if not sep or not dot or not name or not param:
             raise RunError(f"{what} {item!r} is not NAME.KEY=VALUE (e.g. cutmix.p=0.5)")
-        out.setdefault(name, {})[param] = _value(raw)
+        inner = out.setdefault(name, {})
+        if param in inner:
+            raise RunError(
+                f"{what} {name}.{param} is given twice ({inner[param]!r}, then {raw!r}): give it once"
+            )
+        inner[param] = _value(raw)
     return out
 
 
@@ -475,6 +489,10 @@ def parse_flat_params(items: Iterable[str], what: str) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise RunError(f"{what} {item!r} is not KEY=VALUE")
+        if key.strip() in out:
+            raise RunError(
+                f"{what} {key.strip()} is given twice ({out[key.strip()]!r}, then {raw!r}): give it once"
+            )
         out[key.strip()] = _value(raw)
     return out
 
@@ -541,7 +559,7 @@ def resolve_spec(
         chosen = {k: v for k, v in options.items() if v is not None}
         if model is not None:
             chosen["model"] = model
-        values.update(_recipe_params_for(recipe, preset, chosen))
+        values.update(inherited_params(f"recipe {recipe}", preset, chosen))
     if model is not None:
         values["model"] = model
     unknown = set(options) - set(known)
@@ -581,9 +599,11 @@ _LABELS = {
 }
 
 
-def _recipe_params_for(recipe: str, preset: Mapping[str, Any], chosen: Mapping[str, Any]) -> dict[str, Any]:
-    """The recipe's parameter fields, less what the components ``chosen`` instead of the recipe's
-    do not take (see :func:`resolve_spec`)."""
+def inherited_params(source: str, preset: Mapping[str, Any], chosen: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameter fields of ``preset`` (a recipe's options, or a recorded run's for ``run
+    --from``), less what the components ``chosen`` instead of the preset's do not take, and less
+    the ``aug_params`` of augmentations the chosen pipeline drops; each left out once, with a note
+    naming ``source`` ("recipe speedrun-cpu", "run RUN"). See :func:`resolve_spec`."""
     from cifarbudget.plugins import get_registry
     from cifarbudget.registry import accepted_params
 
@@ -600,8 +620,8 @@ def _recipe_params_for(recipe: str, preset: Mapping[str, Any], chosen: Mapping[s
         if len(kept) < len(params):
             left_out = ", ".join(sorted(set(params) - set(kept)))
             _say_once(
-                f"recipe {recipe}: {_LABELS[kind]} {new!r} does not take {left_out} "
-                f"(the recipe's {params_field}); not used"
+                f"{source}: {_LABELS[kind]} {new!r} does not take {left_out} "
+                f"(the {source.split()[0]}'s {params_field}); not used"
             )
         out[params_field] = kept
     params = preset.get("aug_params")
@@ -611,8 +631,8 @@ def _recipe_params_for(recipe: str, preset: Mapping[str, Any], chosen: Mapping[s
         if len(kept) < len(params):
             left_out = ", ".join(sorted(set(params) - set(kept)))
             _say_once(
-                f"recipe {recipe}: the pipeline {'+'.join(pipeline) or 'none'} has no {left_out} "
-                "(the recipe's aug_params); not used"
+                f"{source}: the pipeline {'+'.join(pipeline) or 'none'} has no {left_out} "
+                f"(the {source.split()[0]}'s aug_params); not used"
             )
         out["aug_params"] = kept
     return out

@@ -24,6 +24,7 @@ error, and that tracker is off for the rest of the run. The trackers import thei
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -123,6 +124,9 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
 class SafeCallback:
     """Calls ``callback``'s methods; the first exception becomes one ``warn`` and disables it.
 
+    Each call gets its own deep copy of the arguments: a callback that edits the final metrics it
+    is given changes neither the run's ``result.json`` nor what the next callback sees.
+
     Never raises (``KeyboardInterrupt`` and ``SystemExit`` still stop the run). After the
     failure the callback's ``close()`` is called, if it has one, to release what it holds (its
     errors are ignored), and every later call is skipped. ``warn`` defaults to this module's
@@ -146,7 +150,7 @@ class SafeCallback:
         if fn is None:
             return
         try:
-            fn(*args)
+            fn(*copy.deepcopy(args))  # its own copies: what it changes is not what the run records
         except Exception as exc:
             self.error = f"tracker {self.name!r} failed in {method}: {_one_line(exc)}; it is off for the rest of this run"
             try:

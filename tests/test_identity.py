@@ -434,3 +434,85 @@ def test_git_revision_is_dirty_for_code_changes_not_for_result_records(
     (package / "mod.py").write_text("x = 2\n")
     assert revision() == clean + "+dirty"  # code changed
     results_module.git_revision.cache_clear()
+
+
+def test_run_from_with_one_changed_parameter_keeps_the_recorded_others(
+    tmp_path: Path, invoke: Invoke
+) -> None:
+    """``run --from RUN --sched-param min_lr_factor=0.1`` replaced the recorded sched_params, so a
+    recorded ``per_epoch: true`` was silently dropped; an augmentation the new pipeline drops
+    takes its recorded parameters with it, with a note (it failed naming an option not given)."""
+    base = ["run", "airnet-small", *TINY_ARGS, "--quiet", "--json", "--results-dir", str(tmp_path / "a")]
+    sched = ["--sched", "cosine", "--sched-param", "per_epoch=true"]
+    first = json.loads(invoke([*base, *sched, "--aug", "cutmix", "--aug-param", "cutmix.alpha=0.5"]).stdout)
+    again = invoke(
+        [
+            "run",
+            "--from",
+            first["run_dir"],
+            "--sched-param",
+            "min_lr_factor=0.1",
+            "--results-dir",
+            str(tmp_path / "b"),
+            "--quiet",
+            "--json",
+        ]
+    )
+    assert again.exit_code == 0, again.output
+    spec = json.loads(again.stdout)["spec"]
+    assert spec["sched_params"] == {"per_epoch": True, "min_lr_factor": 0.1}
+    assert spec["aug_params"] == {"cutmix": {"alpha": 0.5}}
+    other = invoke(
+        ["run", "--from", first["run_dir"], "--aug", "blur", "--results-dir", str(tmp_path / "b"), "--quiet"]
+    )
+    assert other.exit_code == 0, other.output
+    assert "the pipeline crop-flip+blur has no cutmix (the run's aug_params); not used" in other.output
+
+
+@pytest.mark.parametrize("spelling", ["False", "FALSE", "false"])
+def test_a_flag_spelled_false_in_any_case_is_false(tmp_path: Path, invoke: Invoke, spelling: str) -> None:
+    """``--sched-param per_epoch=False`` was the text "False", which the scheduler read as true:
+    it trained the per_epoch=true run under a third run id."""
+    argv = ["run", "airnet-small", *TINY_ARGS, "--sched", "cosine", "--quiet", "--json"]
+    out = invoke([*argv, "--sched-param", f"per_epoch={spelling}", "--results-dir", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    plain = invoke([*argv, "--sched-param", "per_epoch=false", "--results-dir", str(tmp_path)])
+    assert json.loads(out.stdout)["run_id"] == json.loads(plain.stdout)["run_id"]
+    assert json.loads(out.stdout)["spec"]["sched_params"] == {"per_epoch": False}
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (
+            ["--sched", "cosine", "--sched-param", "per_epoch=no"],
+            "scheduler 'cosine': per_epoch must be true or false, got 'no'",
+        ),
+        (["--aug-param", "crop-flip.flip=0"], "augmentation 'crop-flip': flip must be true or false, got 0"),
+        (["--tta", "paper5", "--tta-param", "quantize=yes"], "quantize must be true or false, got 'yes'"),
+        (
+            ["--sched", "onecycle", "--sched-param", "cycle_momentum=1"],
+            "cycle_momentum must be true or false, got 1",
+        ),
+        (
+            ["--aug-param", "crop-flip.padding=2", "--aug-param", "crop-flip.padding=3"],
+            "crop-flip.padding is given twice",
+        ),
+        (["--opt-param", "nesterov_x=1", "--opt-param", "nesterov_x=2"], "nesterov_x is given twice"),
+    ],
+)
+def test_a_flag_that_is_not_true_or_false_and_a_repeated_key_are_one_line(
+    tmp_path: Path, invoke: Invoke, option: list[str], message: str
+) -> None:
+    out = invoke(["run", "airnet-small", *TINY_ARGS, "--results-dir", str(tmp_path), "--quiet", *option])
+    assert out.exit_code != 0 and message in out.output, out.output
+    assert "Traceback" not in out.output and not any(tmp_path.glob("*/result.json"))
+
+
+def test_parameter_values_spelled_as_people_write_them() -> None:
+    from cifarbudget.spec import parse_flat_params
+
+    values = parse_flat_params(
+        ["a=.5", "b=1.", "c=5e+6", "d=True", "e=[1, 2]", "f=reflect", "g=-3", "h= 2 "], "--opt-param"
+    )
+    assert values == {"a": 0.5, "b": 1.0, "c": 5e6, "d": True, "e": [1, 2], "f": "reflect", "g": -3, "h": 2}

@@ -411,3 +411,40 @@ def test_callbacks_that_would_never_be_called_are_refused(
     with pytest.raises(RunError, match=re.escape(message)):
         cifarbudget.run("resnet20", dataset="synthetic", epochs=1, results_dir=tmp_path, callbacks=[callback])
     assert not any(tmp_path.iterdir())
+
+
+def test_a_callback_that_edits_what_it_is_given_changes_neither_the_record_nor_the_next(
+    tmp_path: Path,
+) -> None:
+    """A callback that rounded ``final["test_acc"]`` and popped the confusion matrix in
+    ``on_evaluation`` changed the run's result.json: it was handed the dict the run then saved."""
+    import json
+
+    import cifarbudget
+
+    seen: list[dict[str, Any]] = []
+
+    class Meddler:
+        def on_evaluation(self, final: dict[str, Any]) -> None:
+            final["test_acc"] = 0.999
+            final.pop("confusion_matrix", None)
+
+    class Watcher:
+        def on_evaluation(self, final: dict[str, Any]) -> None:
+            seen.append(final)
+
+    result = cifarbudget.run(
+        "airnet-small",
+        dataset="synthetic",
+        epochs=1,
+        train_subset=64,
+        val_size=32,
+        batch_size=32,
+        results_dir=tmp_path,
+        progress=False,
+        callbacks=[Meddler(), Watcher()],
+    )
+    record = json.loads((result.run_dir / "result.json").read_text())
+    assert record["final"]["test_acc"] == result.test_acc != 0.999
+    assert "confusion_matrix" in record["final"]
+    assert seen[0]["test_acc"] == result.test_acc and "confusion_matrix" in seen[0]

@@ -7,6 +7,7 @@ declared here.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -64,6 +65,7 @@ def command(
     """
     from cifarbudget.runner import recorded_run_options
     from cifarbudget.runner import run as run_api
+    from cifarbudget.spec import inherited_params, merge_options
 
     options = spec_values(params, sweep=False)
     settings = setting_values(params)
@@ -75,7 +77,9 @@ def command(
         if model is not None or settings.get("recipe") is not None:
             raise click.UsageError("--from reruns a recorded run: give no MODEL and no --recipe with it")
         recorded, recorded_settings = recorded_run_options(from_run)
-        options = {**recorded, **options}
+        # the record's parameters stay, key by key, unless a changed component or pipeline drops them
+        recorded.update(inherited_params(f"run {Path(from_run).name}", recorded, options))
+        options = merge_options(recorded, options)
         model = options.pop("model")
         for key, value in recorded_settings.items():  # the data folder, aug_chunk: unless given here
             if settings.get(key) is None:
