@@ -679,6 +679,9 @@ def _recheck_budget(spec: RunSpec, report: BudgetReport, n_classes: int) -> Budg
 def _settled_record(run_dir: Path, restart: bool) -> RunResult | None:
     """A finished or diverged record of this run (returned as is), or None to train (or resume)."""
     if restart and run_dir.exists():
+        # the record first: a deletion cut short (a kill) must not leave a "finished" record
+        # without its checkpoint, which a plain rerun would take as done
+        (run_dir / RESULT_FILE).unlink(missing_ok=True)
         shutil.rmtree(run_dir)
     if not (run_dir / RESULT_FILE).exists():
         return None

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -346,3 +347,31 @@ def test_real_cifar10_jpeg_run_with_validation_split(tmp_path: Path, real_data_d
     assert (result.data["n_train"], result.data["n_val"], result.data["n_test"]) == (4000, 5000, 10000)
     assert result.test_acc > 0.20  # chance is 0.10; 2 short epochs on 4,000 images (measured 0.2485)
     assert all(0 <= h["val_acc"] <= 1 for h in result.history)
+
+
+def test_a_restart_cut_short_while_deleting_never_leaves_a_finished_record_without_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--restart`` deleted the run folder in directory order (plots, checkpoint, then the record):
+    a kill in between left a "finished" record without ``checkpoint.pt``, which a plain rerun took
+    as done (exit 0) while predict, export and TTA evaluations failed."""
+    import shutil
+
+    import cifarbudget.runner as runner
+
+    tiny = dict(dataset="synthetic", epochs=1, train_subset=64, val_size=32, batch_size=32, progress=False)
+    first = run("airnet-small", results_dir=tmp_path, **tiny)
+    real_rmtree = shutil.rmtree
+
+    def killed_after_the_checkpoint(path: Any, *args: Any, **kwargs: Any) -> None:
+        (Path(path) / "checkpoint.pt").unlink()
+        raise KeyboardInterrupt  # the kill, before the record's turn came
+
+    monkeypatch.setattr(runner.shutil, "rmtree", killed_after_the_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        run("airnet-small", results_dir=tmp_path, restart=True, **tiny)
+    monkeypatch.setattr(runner.shutil, "rmtree", real_rmtree)
+    assert not (first.run_dir / "result.json").exists()  # the record went first
+    again = run("airnet-small", results_dir=tmp_path, **tiny)  # a plain rerun trains it again
+    assert again.status == "finished" and (again.run_dir / "checkpoint.pt").exists()
+    assert again.test_acc == first.test_acc  # bit-identical on the CPU

@@ -42,6 +42,11 @@ def user_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            # numpy from Python, before anything imports torch: torch imports it from C and drops a
+            # Ctrl-C that lands there, leaving numpy half-initialised (the run went on, then failed
+            # with "module 'numpy' has no attribute ...")
+            import numpy  # noqa: F401
+
             return func(*args, **kwargs)
         except CifarBudgetError as exc:
             raise UserError(one_line(exc), exc.exit_code) from None

@@ -20,7 +20,13 @@ from typing import Any
 from cifarbudget.sweep.grid import Sweep, SweepError
 from cifarbudget.sweep.worker import OUTCOME_PREFIX, WORKER_LOG, describe_error, execute_run
 
-WORKER_CODE = "from cifarbudget.sweep import worker_loop; worker_loop()"
+# Workers ignore SIGINT, from their first line: a terminal's Ctrl-C reaches the whole process
+# group, and the driver stops its workers itself (SIGTERM in close(cancel=True); PR_SET_PDEATHSIG
+# should it die). A worker's KeyboardInterrupt printed its traceback over the driver's one line.
+WORKER_CODE = (
+    "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "from cifarbudget.sweep import worker_loop; worker_loop()"
+)
 
 
 def cpu_count() -> int:
