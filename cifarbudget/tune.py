@@ -39,14 +39,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import decimal
 import difflib
 import json
 import logging
 import math
 import os
+import signal
 import socket
 import statistics
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,6 +186,7 @@ def space_from_tables(
         raise TuneError(f"{source}: {', '.join(duplicates)} is searched twice in [params] (two spellings?)")
     fixed = dict(fixed or {})
     settings = {k.replace("-", "_"): fixed.pop(k) for k in list(fixed) if k.replace("-", "_") in SETTINGS}
+    _refuse_fixed(fixed, f"[fixed] of {source}")
     try:
         shared = Sweep().with_overrides({}, fixed, **settings)
     except CifarBudgetError as exc:
@@ -190,6 +194,23 @@ def space_from_tables(
     space = TuneSpace(parsed, shared, source)
     _check_overlap(space, shared.fixed, "[fixed]")
     return space
+
+
+_NOT_FIXED = {
+    "seed": "seeds come from --seeds (--seeds N trains seeds 0..N-1 of every trial)",
+    "allow_over_budget": "tune never trains over budget (trials over the budget are pruned)",
+}
+
+
+def _refuse_fixed(fixed: Mapping[str, Any], where: str) -> None:
+    """``seed`` and ``allow_over_budget`` cannot be fixed: a trial's runs would silently ignore them."""
+    for raw in fixed:
+        try:
+            name = field_for_key(raw, where=where).name
+        except RunError:
+            continue  # an unknown key: the sweep's check names it, with suggestions
+        if name in _NOT_FIXED:
+            raise TuneError(f"{raw!r} cannot be set in {where}: {_NOT_FIXED[name]}")
 
 
 def _field(raw: str, where: str) -> tuple[SpecField, tuple[str, ...]]:
@@ -217,10 +238,16 @@ def parse_param(raw: str, value: Any, *, where: str = "[params]") -> Param:
     spec_field, path = _field(raw, where)
     from cifarbudget.identity import NOT_TRAINING
 
-    if spec_field.name in ("seed", "allow_over_budget", *NOT_TRAINING):
+    if spec_field.name in ("seed", "allow_over_budget", "val_size", "dataset", *NOT_TRAINING):
+        one_split = (
+            "the objective must be measured on one validation split, so every trial is compared on "
+            "the same images; give it in [fixed] or as an option"
+        )
         why = {
             "seed": "seeds come from --seeds",
             "allow_over_budget": "tune never trains over budget",
+            "val_size": one_split,
+            "dataset": one_split,
         }.get(
             spec_field.name,
             "it does not change training, so every value would train the same runs and score the "
@@ -269,23 +296,42 @@ def _range_param(
             raise TuneError(
                 f"{raw!r} in {where}: {key} must be {'an integer' if kind == 'int' else 'a number'}"
             )
+        if not math.isfinite(v):
+            raise TuneError(f"{raw!r} in {where}: {key} must be a finite number (got {v})")
         bounds[key] = float(v) if kind == "float" else int(v)
     low, high = bounds["low"], bounds["high"]
     log_scale = value.get("log", False)
     if not isinstance(log_scale, bool):
         raise TuneError(f"{raw!r} in {where}: log must be true or false")
     step = value.get("step")
-    if step is not None and (isinstance(step, bool) or not isinstance(step, number) or step <= 0):
+    if step is not None and (
+        isinstance(step, bool) or not isinstance(step, number) or not math.isfinite(step) or step <= 0
+    ):
         raise TuneError(
             f"{raw!r} in {where}: step must be a positive {'integer' if kind == 'int' else 'number'}"
         )
     if low > high:
         raise TuneError(f"{raw!r} in {where}: low {low:g} is above high {high:g}")
+    if step is not None:
+        _check_step(raw, where, low, high, step)
     if log_scale and low <= 0:
         raise TuneError(f"{raw!r} in {where}: a log scale needs low > 0 (got {low:g})")
     if log_scale and step is not None and (kind == "float" or step != 1):  # Optuna's rule
         raise TuneError(f"{raw!r} in {where}: give log or step, not both")
     return Param(name, field_name, path, kind, low, high, log_scale, step)
+
+
+def _check_step(raw: str, where: str, low: float, high: float, step: float) -> None:
+    """``step`` must divide ``high - low`` (Optuna's decimal test): Optuna would otherwise lower
+    ``high`` with a warning of its own, and the values the user named would never be drawn."""
+    d_low, d_high, d_step = (decimal.Decimal(str(v)) for v in (low, high, step))
+    if (d_high - d_low) % d_step == 0:
+        return
+    last = (d_high - d_low) // d_step * d_step + d_low
+    raise TuneError(
+        f"{raw!r} in {where}: step {step} does not divide high - low ({high} - {low}); "
+        f"the highest value it reaches is {last.normalize():f}: give high = {last.normalize():f}, or another step"
+    )
 
 
 def _choices(
@@ -385,33 +431,58 @@ def check_space(space: TuneSpace) -> RunSpec:
     """Check every value the space can produce before the study starts; returns the first trial's spec.
 
     Every parameter's probe values (both ends of a range, every choice) are resolved into a spec
-    with the other parameters at their first probe, so a bad name, a bad range end or a
-    validation split of 0 is a one-line error before any data loads.
+    with the other parameters at their first probe and checked as a run checks them before its
+    data load (parameter names and values, the components, the model against the budget, the
+    schedule), so a bad name, a bad range end, a bad fixed setting or a validation split of 0 is a
+    one-line error before the study is created, not a failed trial on every attempt. A probe
+    over the parameter or compute budget is fine: such a trial is pruned.
     """
-    from cifarbudget.runner import check_component_params
+    from cifarbudget.data.core import default_data_dir
+    from cifarbudget.plugins import get_registry
+    from cifarbudget.runner import check_component_params, check_spec_budget, validate_components
 
     has_model = any(p.field == "model" for p in space.params) or "model" in space.shared.fixed
     if not has_model and space.shared.recipe is None:
         raise TuneError(
             f"no model: set model in [fixed] or [params] of {space.source}, or pass --model or --recipe"
         )
+    for name in space.shared.track:  # an unknown tracker would fail every trial
+        get_registry("callbacks").get(name)
+    root = Path(space.shared.data_dir).expanduser() if space.shared.data_dir else default_data_dir()
     first = {p.name: p.probes()[0] for p in space.params}
-    specs = []
-    for p in space.params:
-        for probe in p.probes():
-            try:
-                spec = trial_spec(space, {**first, p.name: probe})
-                check_component_params(spec)
-            except CifarBudgetError as exc:
-                raise TuneError(f"{p.name} = {probe!r}: {exc}") from None
-            specs.append(spec)
+    probes: list[tuple[dict[str, Any], str]] = [({}, "")] + [
+        ({p.name: probe}, f"{p.name} = {probe!r}: ") for p in space.params for probe in p.probes()[1:]
+    ]
+    specs, seen = [], set()
+    for change, where in probes:
+        values = {**first, **change}
+        key = json.dumps(values, sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            spec = trial_spec(space, values)
+            check_component_params(spec)
+            validate_components(spec)
+            with contextlib.suppress(OverBudgetError):  # a trial over a budget is pruned, not an error
+                check_spec_budget(spec, root)
+        except CifarBudgetError as exc:
+            if not where:  # every parameter at its first value: name them, the cause may be [fixed]
+                raise TuneError(f"{exc} (the trial {_describe(values)})") from None
+            raise TuneError(f"{where}{exc}") from None
+        specs.append(spec)
     reachable = {aug for spec in specs for aug in spec.augs}  # the probes cover every pipeline choice
+    pipelines = ", ".join(sorted({"+".join(s.augs) or "none" for s in specs}))
     for p in space.params:
         if p.field == "aug_params" and p.path[0] not in reachable:
             raise TuneError(
                 f"{p.name} is searched, but {p.path[0]} is in no pipeline a trial can have "
-                f"({', '.join(sorted({'+'.join(s.augs) or 'none' for s in specs}))}): every value "
-                "would train the same runs"
+                f"({pipelines}): every value would train the same runs"
+            )
+    for aug in space.shared.fixed.get("aug_params") or {}:  # trial_spec drops them silently
+        if aug not in reachable:
+            raise TuneError(
+                f"--aug-param {aug}.* (aug_params): {aug!r} is in no pipeline a trial can have ({pipelines})"
             )
     for spec in specs:
         if spec.val_size == 0:
@@ -474,12 +545,33 @@ def _check_setup(study: Any, setup: dict[str, Any], name: str) -> None:
         study.set_user_attr(SETUP_ATTR, setup)
         return
     for key in ("objective", "seeds", "params", "fixed", "recipe", "data"):
-        if json.dumps(stored.get(key), sort_keys=True) != json.dumps(setup[key], sort_keys=True):
-            was, now = json.dumps(stored.get(key), sort_keys=True), json.dumps(setup[key], sort_keys=True)
+        was, now = stored.get(key), setup[key]
+        if json.dumps(was, sort_keys=True) != json.dumps(now, sort_keys=True):
             raise TuneError(
-                f"study {name!r} was made with other {key} (was {_short(was)}, now {_short(now)}); "
+                f"study {name!r} was made with other {key} ({_difference(was, now)}); "
                 "continue it with the same space, options and --seeds, or pass another --study-name"
             )
+
+
+def _difference(was: Any, now: Any) -> str:
+    """What differs between two stored values: for tables, the keys that differ (``weight_decay:
+    absent -> 0.0005``), so the difference is never cut off by the values before it."""
+    if isinstance(was, dict) and isinstance(now, dict):
+        changed = []
+        for key in sorted(set(was) | set(now), key=str):
+            a, b = was.get(key, _ABSENT), now.get(key, _ABSENT)
+            if a is _ABSENT or b is _ABSENT or json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
+                changed.append(f"{key}: {_shown(a)} -> {_shown(b)}")
+        shown = changed[:3] + ([f"{len(changed) - 3} more"] if len(changed) > 3 else [])
+        return "; ".join(shown)
+    return f"was {_shown(was)}, now {_shown(now)}"
+
+
+_ABSENT = object()
+
+
+def _shown(value: Any) -> str:
+    return "absent" if value is _ABSENT else _short(json.dumps(value, sort_keys=True), 120)
 
 
 def _short(text: str, limit: int = 80) -> str:
@@ -525,12 +617,107 @@ def fail_stale_trials(study: Any, storage: Any) -> list[int]:
             storage.set_trial_state_values(trial_id, TrialState.FAIL)
         except Exception:  # another tune process handled it first
             continue
-        study.enqueue_trial(trial.params)
+        _enqueue_once(study, trial.params)
         failed.append(trial.number)
         log.warning(
             "trial %d was left running by a process that is gone: marked failed, queued again", trial.number
         )
     return failed
+
+
+class _Interrupts:
+    """Ctrl-C (and any other Python-handled signal, such as the CLI's SIGTERM) raises only while a
+    trial's objective runs; elsewhere it is held and raised at the next safe point.
+
+    Raised anywhere, the exception lands in Optuna's bookkeeping after the objective (which then
+    fails with an unrelated error and leaves the trial RUNNING) or in a finalizer of Optuna's
+    ``gc.collect()`` between trials (where Python prints it and drops it, so the study goes on).
+    Held, it is raised by :meth:`check`: between trials (an Optuna callback), before the study
+    starts and after it ends, and when the next objective starts.
+    """
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.pending: list[tuple[Any, int, Any]] = []  # (previous handler, signal, frame)
+        self.previous: dict[int, Any] = {}
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_Interrupts]:
+        """Handle the signals for the duration (only the main thread can; elsewhere nothing changes)."""
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                number = getattr(signal, name, None)
+                if number is None:
+                    continue
+                handler = signal.getsignal(number)
+                if callable(handler):  # a Python handler that raises (SIGINT: KeyboardInterrupt)
+                    self.previous[number] = handler
+                    signal.signal(number, self._handle)
+        try:
+            yield self
+        finally:
+            for number, handler in self.previous.items():
+                signal.signal(number, handler)
+            self.previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        handler = self.previous.get(signum, signal.default_int_handler)
+        self.pending.append((handler, signum, frame))  # kept in case a finalizer swallows the raise
+        if self.armed:
+            self.armed = False  # the objective's cleanup (queueing the trial again) is not cut short
+            handler(signum, frame)
+
+    def delivered(self) -> None:
+        """The objective has seen the exception: nothing is held any more."""
+        self.pending.clear()
+
+    def check(self) -> None:
+        """Raise a held signal's exception now."""
+        if self.pending:
+            handler, signum, frame = self.pending.pop(0)
+            self.pending.clear()
+            handler(signum, frame)
+
+    @contextlib.contextmanager
+    def armed_while(self) -> Iterator[None]:
+        """Signals raise at once inside (a held one first)."""
+        self.check()
+        self.armed = True
+        try:
+            yield
+        finally:
+            self.armed = False
+
+    def between_trials(self, study: Any, trial: Any) -> None:
+        """An Optuna callback: after a trial is stored and collected, raise a held signal."""
+        self.check()
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` arose while a Ctrl-C was being handled (a KeyboardInterrupt in its context)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__context__ or current.__cause__
+    return False
+
+
+def _enqueue_once(study: Any, params: Mapping[str, Any]) -> None:
+    """Queue ``params`` unless a waiting trial already holds them (an interrupted trial was queued
+    by its process, and the next ``tune`` finds it left RUNNING as well)."""
+    from optuna.trial import TrialState
+
+    wanted = json.dumps(dict(params), sort_keys=True)
+    for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        held = waiting.system_attrs.get("fixed_params", waiting.params)
+        if json.dumps(dict(held), sort_keys=True) == wanted:
+            return
+    study.enqueue_trial(dict(params))
 
 
 # --- the objective -------------------------------------------------------------------------------
@@ -545,20 +732,33 @@ class _Reporter:
     name = "optuna"
 
     def __init__(
-        self, trial: Any, seed_index: int, previous: list[list[float]], reported: set[int], prune: bool
+        self,
+        trial: Any,
+        seed_index: int,
+        previous: list[list[float]],
+        reported: set[int],
+        prune: bool,
+        epochs: int,
+        check: Callable[[], None] = lambda: None,
     ) -> None:
         self.trial = trial
         self.seed_index = seed_index
         self.previous = previous  # the validation curves of the seeds before this one
         self.reported = reported  # the steps this trial has reported
         self.prune = prune
+        self.epochs = epochs  # the run's last epoch: only its evaluation follows
+        self.check = check  # raises a Ctrl-C that a finalizer swallowed during the epoch
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.check()
         value = metrics.get("val_acc")
         if value is None or not math.isfinite(float(value)):
             return
         _report(self.trial, self.reported, self.seed_index, int(epoch), [*self._at(epoch), float(value)])
-        if self.prune and self.trial.should_prune():
+        # never stop a run after its last epoch: the training is spent, the run would stay "running",
+        # and a fully trained last seed would lose its value; after a seed that is not the last,
+        # the trial's check after the seed prunes it with the finished record
+        if self.prune and int(epoch) < self.epochs and self.trial.should_prune():
             raise _StopRun(f"the median rule after epoch {epoch} of seed {self.seed_index}")
 
     def _at(self, epoch: int) -> list[float]:
@@ -618,16 +818,22 @@ class _Objective:
     seeds: int
     prune: bool
     progress: bool
+    interrupts: _Interrupts = field(default_factory=_Interrupts)
     ran: list[int] = field(default_factory=list)  # the trials this objective ran
 
     def __call__(self, trial: Any) -> float:
         self.ran.append(trial.number)
         try:
-            return self._run(trial)
+            with self.interrupts.armed_while():
+                return self._run(trial)
         except KeyboardInterrupt:
+            self.interrupts.delivered()
             # Optuna marks the trial FAIL; queue its parameters so that a rerun resumes its runs
-            trial.study.enqueue_trial(trial.params)
-            trial.set_user_attr("failed_because", "interrupted; its parameters were queued again")
+            if trial.params:
+                _enqueue_once(trial.study, trial.params)
+                trial.set_user_attr("failed_because", "interrupted; its parameters were queued again")
+            else:
+                trial.set_user_attr("failed_because", "interrupted before it drew its parameters")
             raise
 
     def _run(self, trial: Any) -> float:
@@ -663,7 +869,7 @@ class _Objective:
             spec = dataclasses.replace(spec0, seed=k)
             run_ids.append(spec.run_id)
             trial.set_user_attr("run_ids", run_ids)
-            reporter = _Reporter(trial, k, curves, reported, self.prune)
+            reporter = _Reporter(trial, k, curves, reported, self.prune, spec.epochs, self.interrupts.check)
             live_callbacks: dict[str, Any] = {"callbacks": (reporter,)} if live else {}
             settings = RunSettings(
                 data_dir=root if shared.data_dir else None,
@@ -873,6 +1079,76 @@ def _quiet_optuna(optuna: Any) -> Iterator[None]:
         optuna.logging.set_verbosity(before)
 
 
+def _optimize(
+    optuna: Any,
+    space: TuneSpace,
+    rdb: Any,
+    url: str,
+    interrupts: _Interrupts,
+    *,
+    seeds: int,
+    trials: int,
+    study_name: str,
+    sampler_seed: int | None,
+    prune: bool,
+    prune_startup: int,
+    prune_warmup: int,
+    progress: bool,
+) -> tuple[Any, list[int], _Objective]:
+    """Open (or continue) the study and run its missing trials; Ctrl-C raises only inside a trial."""
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    results_dir = Path(space.shared.results_dir).expanduser()
+    pruner = (
+        seed_median_pruner(optuna, startup=prune_startup, warmup=prune_warmup)
+        if prune
+        else optuna.pruners.NopPruner()
+    )
+    try:
+        study = optuna.create_study(
+            study_name=study_name, storage=rdb, direction="maximize", pruner=pruner, load_if_exists=True
+        )
+    except Exception as exc:
+        first = describe(exc, with_type=False)
+        raise TuneError(f"cannot open study {study_name!r} in {shown_url(url)}: {first}") from None
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise TuneError(f"study {study_name!r} minimises; tune maximises accuracy: use another --study-name")
+    _check_setup(study, setup_of(space, seeds), study_name)
+    stale = fail_stale_trials(study, rdb)
+    existing = len(study.get_trials(deepcopy=False))
+    study.sampler = optuna.samplers.TPESampler(seed=None if sampler_seed is None else sampler_seed + existing)
+    objective = _Objective(space, seeds, prune, progress, interrupts)
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    remaining = trials - len(study.get_trials(deepcopy=False, states=finished))
+    interrupts.check()  # a Ctrl-C while the study was opened: no trial starts
+    if remaining > 0:
+        log.info(
+            "study %r: %d of %d trials finished; running %d more (%d seeds each) into %s",
+            study_name,
+            trials - remaining,
+            trials,
+            remaining,
+            seeds,
+            results_dir,
+        )
+        study.optimize(
+            objective,
+            n_trials=remaining,
+            callbacks=[MaxTrialsCallback(trials, states=finished), interrupts.between_trials],
+            catch=(),
+            gc_after_trial=True,
+        )
+    else:
+        log.info(
+            "study %r already has %d finished trials (--trials %d): nothing to run",
+            study_name,
+            trials - remaining,
+            trials,
+        )
+    return study, stale, objective
+
+
 def tune(
     space: TuneSpace | str | Path,
     *,
@@ -901,8 +1177,6 @@ def tune(
     ``prune_startup`` completed trials first and ``prune_warmup`` epochs of the first seed.
     """
     optuna = require_optuna()
-    from optuna.study import MaxTrialsCallback
-    from optuna.trial import TrialState
 
     if seeds < 1 or trials < 1:
         raise TuneError(f"--seeds and --trials must be at least 1 (got {seeds} and {trials})")
@@ -919,6 +1193,7 @@ def tune(
         keys = {field_for_key(k, where="the run options").name: v for k, v in options.items()}
     except RunError as exc:
         raise TuneError(str(exc)) from None
+    _refuse_fixed(keys, "the run options")
     _check_overlap(space, keys, "options")
     try:
         shared = space.shared.with_overrides({}, keys, **settings)
@@ -928,59 +1203,35 @@ def tune(
     check_space(space)
 
     results_dir = Path(shared.results_dir).expanduser()
-    results_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TuneError(f"cannot create the results folder {results_dir}: {exc.strerror or exc}") from None
     url = storage or default_storage(results_dir, study_name)
     rdb = open_storage(url)
-    with _quiet_optuna(optuna):
-        pruner = (
-            seed_median_pruner(optuna, startup=prune_startup, warmup=prune_warmup)
-            if prune
-            else optuna.pruners.NopPruner()
-        )
+    interrupts = _Interrupts()
+    with interrupts.installed(), _quiet_optuna(optuna):
         try:
-            study = optuna.create_study(
-                study_name=study_name, storage=rdb, direction="maximize", pruner=pruner, load_if_exists=True
+            study, stale, objective = _optimize(
+                optuna,
+                space,
+                rdb,
+                url,
+                interrupts,
+                seeds=seeds,
+                trials=trials,
+                study_name=study_name,
+                sampler_seed=sampler_seed,
+                prune=prune,
+                prune_startup=prune_startup,
+                prune_warmup=prune_warmup,
+                progress=progress,
             )
         except Exception as exc:
-            first = describe(exc, with_type=False)
-            raise TuneError(f"cannot open study {study_name!r} in {shown_url(url)}: {first}") from None
-        if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-            raise TuneError(
-                f"study {study_name!r} minimises; tune maximises accuracy: use another --study-name"
-            )
-        _check_setup(study, setup_of(space, seeds), study_name)
-        stale = fail_stale_trials(study, rdb)
-        existing = len(study.get_trials(deepcopy=False))
-        study.sampler = optuna.samplers.TPESampler(
-            seed=None if sampler_seed is None else sampler_seed + existing
-        )
-        objective = _Objective(space, seeds, prune, progress)
-        finished = (TrialState.COMPLETE, TrialState.PRUNED)
-        remaining = trials - len(study.get_trials(deepcopy=False, states=finished))
-        if remaining > 0:
-            log.info(
-                "study %r: %d of %d trials finished; running %d more (%d seeds each) into %s",
-                study_name,
-                trials - remaining,
-                trials,
-                remaining,
-                seeds,
-                results_dir,
-            )
-            study.optimize(
-                objective,
-                n_trials=remaining,
-                callbacks=[MaxTrialsCallback(trials, states=finished)],
-                catch=(),
-                gc_after_trial=True,
-            )
-        else:
-            log.info(
-                "study %r already has %d finished trials (--trials %d): nothing to run",
-                study_name,
-                trials - remaining,
-                trials,
-            )
+            if interrupts.pending or _interrupted(exc):  # Ctrl-C, seen through another error
+                raise KeyboardInterrupt from None
+            raise
+        interrupts.check()
         rows = [TrialRow.from_frozen(t) for t in study.get_trials(deepcopy=False)]
     return TuneResult(
         study_name=study_name,
