@@ -33,8 +33,18 @@ INPUT_SHAPE = (1, 3, 32, 32)
 # fvcore operator names that are convolutions or matrix products: the MACs that matter.
 MAC_OPERATORS = frozenset({"conv", "linear", "addmm", "matmul", "bmm", "einsum", "mm"})
 
-_BUDGET = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)(?:e(\d+))?\s*([kmgtp]?)\s*$", re.IGNORECASE)
+_BUDGET = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)(?:e\+?(\d+))?\s*([kmgtp]?)\s*$", re.IGNORECASE)
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
+
+
+def is_zero(value: str | int | float) -> bool:
+    """Whether ``value`` spells zero (``0``, ``0.0``, ``0T``): for a compute budget, "none"."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return value == 0
+    match = _BUDGET.match(str(value))
+    return match is not None and Decimal(match.group(1)) == 0
 
 
 def parse_budget(value: str | int | float, *, what: str = "budget", unit: str = "parameter count") -> int:
@@ -56,9 +66,9 @@ def parse_budget(value: str | int | float, *, what: str = "budget", unit: str = 
                 example = "30T, 1.5P or 3e13" if what != "budget" else "5M, 4.5M, 500k or 5000000"
                 raise BudgetError(f"invalid {what} {value!r}: use a {unit} such as {example}")
             digits, exponent, suffix = match.groups()
-            if exponent and int(exponent) > 18:
+            number = Decimal(digits) * Decimal(10) ** min(int(exponent or 0), 40) * _SUFFIX[suffix.lower()]
+            if number > 10**21:  # 1e18P was accepted where 1e30 was not: the size, suffix included
                 raise BudgetError(f"invalid {what} {value!r}: it is too large")
-            number = Decimal(digits) * Decimal(10) ** int(exponent or 0) * _SUFFIX[suffix.lower()]
         if not number.is_finite():
             raise BudgetError(f"invalid {what} {value!r}: it must be a finite number")
     except InvalidOperation:

@@ -227,8 +227,20 @@ def run_spec(
     # left by a process killed mid-write (the caller holds the run's lock: nobody else writes here)
     for name in (RESULT_FILE, "metrics.csv", CHECKPOINT, "curves.png", "confusion.png", ERROR_LOG):
         remove_stale_temporaries(run_dir, name)
+    for name in settings.track:  # an unknown name fails also when nothing is trained
+        get_registry("callbacks").get(name)
     previous = _settled_record(run_dir, settings.restart)
     if previous is not None:
+        recorded_chunk = (previous.manifest.get("engine") or {}).get("aug_chunk", 1)
+        if settings.aug_chunk != recorded_chunk:
+            log.warning(
+                "%s: trained with --aug-chunk %s, not %s (which draws other random augmentations and "
+                "is not part of the run id); use --restart to train it with %s",
+                spec.run_id,
+                recorded_chunk,
+                settings.aug_chunk,
+                settings.aug_chunk,
+            )
         if needs_tta_evaluation(previous, spec):
             return add_tta_evaluation(previous, spec, root, settings, report)
         log.info(

@@ -217,7 +217,8 @@ class RunSpec:
             (self.warmup_epochs >= 0, f"--warmup must be non-negative (got {self.warmup_epochs})"),
             (
                 self.warmup_epochs < self.epochs,
-                f"--warmup {self.warmup_epochs:g} must be shorter than the run ({self.epochs} epochs)",
+                f"--warmup {self.warmup_epochs:g} must be shorter than the run "
+                f"({self.epochs} epoch{'' if self.epochs == 1 else 's'})",
             ),
             (self.seed >= 0, f"--seed must be a non-negative integer (got {self.seed})"),
             (self.momentum >= 0, f"--momentum must be non-negative (got {self.momentum})"),
@@ -370,9 +371,9 @@ def coerce(name: str, value: Any) -> Any:
 
         return parse_budget(value)
     if name == "compute_budget":
-        from cifarbudget.budget import parse_compute
+        from cifarbudget.budget import is_zero, parse_compute
 
-        return 0 if value in (0, "0") else parse_compute(value)
+        return 0 if is_zero(value) else parse_compute(value)  # 0, 0T, 0.0: no compute budget
     text = value.strip() if isinstance(value, str) else value
     out: Any
     if kind is bool:

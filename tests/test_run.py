@@ -375,3 +375,40 @@ def test_a_restart_cut_short_while_deleting_never_leaves_a_finished_record_witho
     again = run("airnet-small", results_dir=tmp_path, **tiny)  # a plain rerun trains it again
     assert again.status == "finished" and (again.run_dir / "checkpoint.pt").exists()
     assert again.test_acc == first.test_acc  # bit-identical on the CPU
+
+
+def test_a_finished_run_returned_as_it_is_still_checks_tracker_names_and_says_its_aug_chunk(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``--track bogus`` on a finished run returned it with exit 0 (the name was only looked up
+    before training), and ``--aug-chunk 2`` silently returned a run trained with 1."""
+    from cifarbudget.errors import UnknownNameError
+
+    tiny = dict(dataset="synthetic", epochs=1, train_subset=64, val_size=32, batch_size=32, progress=False)
+    first = run("airnet-small", results_dir=tmp_path, **tiny)
+    with pytest.raises(UnknownNameError, match="bogus"):
+        run("airnet-small", results_dir=tmp_path, track=("bogus",), **tiny)
+    with caplog.at_level("WARNING", logger="cifarbudget"):
+        again = run("airnet-small", results_dir=tmp_path, aug_chunk=2, **tiny)
+    assert again.run_id == first.run_id and again.test_acc == first.test_acc
+    assert any("trained with --aug-chunk 1, not 2" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("5e+6", 5_000_000), ("3e+13", 30 * 10**12), ("4.5M", 4_500_000)],
+)
+def test_budget_spellings(given: str, expected: int) -> None:
+    from cifarbudget.budget import parse_budget, parse_compute
+
+    assert parse_budget(given) == expected and parse_compute(given) == expected
+
+
+def test_budget_edges_zero_is_no_compute_budget_and_sizes_are_checked_after_the_suffix() -> None:
+    from cifarbudget.budget import parse_budget
+    from cifarbudget.spec import coerce
+
+    assert [coerce("compute_budget", v) for v in ("0", "0T", "0.0", " 0", 0)] == [0] * 5
+    for too_large in ("1e30", "1e18P"):
+        with pytest.raises(BudgetError, match="too large"):
+            parse_budget(too_large)
