@@ -341,11 +341,19 @@ class MLflowTracker(RunCallback):
         added = [k for k in wanted if k not in os.environ]
         for k in added:
             os.environ[k] = wanted[k]
+        # -q: MLflow's own INFO lines (creating its database tables) are quiet too
+        quiet = not logging.getLogger("cifarbudget").isEnabledFor(logging.INFO)
+        loggers = [logging.getLogger(n) for n in ("mlflow", "alembic")] if quiet else []
+        levels = [lg.level for lg in loggers]
+        for lg in loggers:
+            lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
         try:
             yield
         finally:
             for k in added:
                 os.environ.pop(k, None)
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)
 
     def on_run_start(self, info: RunInfo) -> None:
         try:
