@@ -164,7 +164,10 @@ class RayExecutor:
         self.started = not ray.is_initialized()
         if self.started:
             try:
-                ray.init(address=sweep.ray_address, include_dashboard=False, log_to_driver=False)
+                # no address: a fresh local instance, as documented; Ray's own default would join
+                # whatever cluster a leftover file names (and wait for it when it is gone)
+                address = sweep.ray_address or "local"
+                ray.init(address=address, include_dashboard=False, log_to_driver=False)
             except Exception as exc:  # no cluster at the address, a version mismatch, ...
                 where = sweep.ray_address or "a local instance"
                 raise SweepError(f"cannot start or connect to Ray ({where}): {describe_error(exc)}") from None
