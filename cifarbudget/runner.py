@@ -17,6 +17,7 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,8 +228,7 @@ def run_spec(
     # left by a process killed mid-write (the caller holds the run's lock: nobody else writes here)
     for name in (RESULT_FILE, "metrics.csv", CHECKPOINT, "curves.png", "confusion.png", ERROR_LOG):
         remove_stale_temporaries(run_dir, name)
-    for name in settings.track:  # an unknown name fails also when nothing is trained
-        get_registry("callbacks").get(name)
+    check_tracker_names(settings.track)  # also when nothing is trained
     previous = _settled_record(run_dir, settings.restart)
     if previous is not None:
         recorded_chunk = (previous.manifest.get("engine") or {}).get("aug_chunk", 1)
@@ -428,6 +428,13 @@ def add_tta_evaluation(
     record.final.setdefault("tta_evals", {})[spec.tta_key] = entry
     record.save(run_dir)
     return record
+
+
+def check_tracker_names(names: Iterable[str]) -> None:
+    """An unknown ``--track`` name is one line with close matches (:class:`UnknownNameError`)."""
+    registry = get_registry("callbacks")
+    for name in names:
+        registry.get(name)
 
 
 def build_callbacks(names: tuple[str, ...], objects: tuple[Any, ...] = ()) -> Any:

@@ -438,16 +438,19 @@ def check_space(space: TuneSpace) -> RunSpec:
     over the parameter or compute budget is fine: such a trial is pruned.
     """
     from cifarbudget.data.core import default_data_dir
-    from cifarbudget.plugins import get_registry
-    from cifarbudget.runner import check_component_params, check_spec_budget, validate_components
+    from cifarbudget.runner import (
+        check_component_params,
+        check_spec_budget,
+        check_tracker_names,
+        validate_components,
+    )
 
     has_model = any(p.field == "model" for p in space.params) or "model" in space.shared.fixed
     if not has_model and space.shared.recipe is None:
         raise TuneError(
             f"no model: set model in [fixed] or [params] of {space.source}, or pass --model or --recipe"
         )
-    for name in space.shared.track:  # an unknown tracker would fail every trial
-        get_registry("callbacks").get(name)
+    check_tracker_names(space.shared.track)  # an unknown tracker would fail every trial
     root = Path(space.shared.data_dir).expanduser() if space.shared.data_dir else default_data_dir()
     first = {p.name: p.probes()[0] for p in space.params}
     probes: list[tuple[dict[str, Any], str]] = [({}, "")] + [

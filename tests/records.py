@@ -12,6 +12,10 @@ from PIL import Image
 from cifarbudget.spec import RunSpec
 
 # --- result records without training: shared by the leaderboard and report tests ----------------
+# options of a run that trains in about a second: ``cifarbudget.run("airnet-small", **TINY_RUN)``
+TINY_RUN: dict[str, Any] = dict(
+    dataset="synthetic", epochs=1, train_subset=64, val_size=32, batch_size=32, progress=False
+)
 MODELS = {  # trainable parameters and MACs of the real builtin models
     "airnet-small": (292_688, 21_431_552),
     "resnet20": (269_722, 40_551_040),

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from records import TINY_RUN
 
 import cifarbudget
 from cifarbudget.device import cpu_info
@@ -359,7 +360,7 @@ def test_a_restart_cut_short_while_deleting_never_leaves_a_finished_record_witho
 
     import cifarbudget.runner as runner
 
-    tiny = dict(dataset="synthetic", epochs=1, train_subset=64, val_size=32, batch_size=32, progress=False)
+    tiny = TINY_RUN
     first = run("airnet-small", results_dir=tmp_path, **tiny)
     real_rmtree = shutil.rmtree
 
@@ -384,7 +385,7 @@ def test_a_finished_run_returned_as_it_is_still_checks_tracker_names_and_says_it
     before training), and ``--aug-chunk 2`` silently returned a run trained with 1."""
     from cifarbudget.errors import UnknownNameError
 
-    tiny = dict(dataset="synthetic", epochs=1, train_subset=64, val_size=32, batch_size=32, progress=False)
+    tiny = TINY_RUN
     first = run("airnet-small", results_dir=tmp_path, **tiny)
     with pytest.raises(UnknownNameError, match="bogus"):
         run("airnet-small", results_dir=tmp_path, track=("bogus",), **tiny)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from records import TINY_RUN
 
 from cifarbudget.trackers import (
     MLflowTracker,
@@ -434,15 +435,7 @@ def test_a_callback_that_edits_what_it_is_given_changes_neither_the_record_nor_t
             seen.append(final)
 
     result = cifarbudget.run(
-        "airnet-small",
-        dataset="synthetic",
-        epochs=1,
-        train_subset=64,
-        val_size=32,
-        batch_size=32,
-        results_dir=tmp_path,
-        progress=False,
-        callbacks=[Meddler(), Watcher()],
+        "airnet-small", results_dir=tmp_path, callbacks=[Meddler(), Watcher()], **TINY_RUN
     )
     record = json.loads((result.run_dir / "result.json").read_text())
     assert record["final"]["test_acc"] == result.test_acc != 0.999
