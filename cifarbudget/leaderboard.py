@@ -505,6 +505,18 @@ def judge_budget(runs: pd.DataFrame, budget: int, compute_budget: int | None = N
     return out
 
 
+def judge_seeds(runs: pd.DataFrame, min_seeds: int) -> pd.DataFrame:
+    """``enough_seeds``: the run's configuration (row: a run and its TTA policy) has at least
+    ``min_seeds`` runs that would be ranked otherwise (finished, within the board's budgets, with a
+    test accuracy). Judge the budgets first (:func:`judge_budget`). ``min_seeds=1`` keeps every run."""
+    if runs.empty:
+        return runs
+    runs = runs.drop(columns=["enough_seeds"], errors="ignore")
+    counted = runs[ranked_mask(runs)].groupby("config_id", dropna=False)["run_id"].nunique()
+    seeds = runs["config_id"].map(counted).fillna(0).astype("int64")
+    return runs.assign(enough_seeds=seeds.ge(min_seeds), config_seeds=seeds, board_min_seeds=min_seeds)
+
+
 # --- the board: load -> filter -> judge -> rank, shared by the leaderboard command and the report -
 @dataclass
 class Board:
@@ -523,6 +535,7 @@ def load_board(
     *,
     budget: int | None = None,
     compute_budget: int | None = None,
+    min_seeds: int = 1,
     datasets: Sequence[str] = (),
     models: Sequence[str] = (),
     ttas: Sequence[str] = (),
@@ -531,7 +544,8 @@ def load_board(
     warn: Callable[[str], None] | None = None,
 ) -> Board:
     """Read every record under ``paths``, filter, judge against the board's ``budget`` (default 5M),
-    rank; one-line errors when nothing is left.
+    its ``compute_budget`` and ``min_seeds`` (a configuration with fewer finished seeds is not
+    ranked), rank; one-line errors when nothing is left.
 
     ``warn`` is called with each warning (a skipped file) as soon as it is known, so the warnings
     are shown even when nothing is left to rank.
@@ -547,6 +561,8 @@ def load_board(
     n_read = runs["run_id"].nunique()
     runs = filter_runs(runs, datasets=datasets, models=models, ttas=ttas)
     runs = judge_budget(runs, budget, compute_budget)
+    if min_seeds > 1:
+        runs = judge_seeds(runs, min_seeds)
     if runs.empty:
         raise CifarBudgetError("no runs match --dataset/--model/--tta")
     board = leaderboard(runs, sort=sort, ascending=ascending)
@@ -568,9 +584,10 @@ def spec_keys(runs: pd.DataFrame) -> list[str]:
 
 
 def ranked_mask(runs: pd.DataFrame) -> pd.Series:
-    """True for the runs a leaderboard ranks: finished, within the board's budgets, with a test accuracy."""
+    """True for the runs a leaderboard ranks: finished, within the board's budgets, with a test
+    accuracy, and (once :func:`judge_seeds` has run) in a configuration with enough such seeds."""
     ok = pd.Series(True, index=runs.index)
-    for column in ("within_budget", "within_compute"):
+    for column in ("within_budget", "within_compute", "enough_seeds"):
         if column in runs.columns:
             ok &= runs[column].astype(bool)
     return (runs["status"] == FINISHED) & ok & runs["test_acc"].notna()
@@ -594,8 +611,11 @@ def _reason(row: pd.Series) -> str:
         return "failed" + (f": {row['error']}" if isinstance(row["error"], str) else "")
     if status == RUNNING:
         return f"running or killed: {row['epochs_done']} of {row['epochs']} epochs recorded"
-    if status == FINISHED:
+    if status == FINISHED and pd.isna(row.get("test_acc")):
         return "finished without a test accuracy"
+    if status == FINISHED and not bool(row.get("enough_seeds", True)):
+        have, need = int(row["config_seeds"]), int(row["board_min_seeds"])
+        return f"too few seeds: {have} of its configuration finished, --min-seeds {need}"
     return f"unknown status {status!r}"
 
 

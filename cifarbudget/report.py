@@ -511,6 +511,7 @@ def build_report(
     *,
     budget: int = DEFAULT_BUDGET,
     compute_budget: int | None = None,
+    min_seeds: int = 1,
     datasets: Sequence[str] = (),
     models: Sequence[str] = (),
     ttas: Sequence[str] = (),
@@ -532,6 +533,7 @@ def build_report(
         folders,
         budget=budget,
         compute_budget=compute_budget,
+        min_seeds=min_seeds,
         datasets=datasets,
         models=models,
         ttas=ttas,
@@ -632,6 +634,11 @@ def build_report(
                 if compute_budget is not None
                 else []
             )
+            + (
+                [f"at least {min_seeds} finished seeds (configurations with fewer are not ranked)"]
+                if min_seeds > 1
+                else []
+            )
         ),
         "devices": "; ".join(f"{d} ({c} runs)" for d, c in devices.items()) or "unknown",
         "git revisions": "; ".join(f"{r} ({c} runs)" for r, c in revisions.items()) or "unknown",
@@ -678,6 +685,7 @@ def write_report(
     *,
     budget: int = DEFAULT_BUDGET,
     compute_budget: int | None = None,
+    min_seeds: int = 1,
     datasets: Sequence[str] = (),
     models: Sequence[str] = (),
     ttas: Sequence[str] = (),
@@ -690,6 +698,7 @@ def write_report(
         paths,
         budget=budget,
         compute_budget=compute_budget,
+        min_seeds=min_seeds,
         datasets=datasets,
         models=models,
         ttas=ttas,

@@ -45,6 +45,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import signal
 import socket
 import statistics
@@ -1064,8 +1065,12 @@ class TuneResult:
                 f"best: trial {best.number}, mean val_acc {best.value:.4f}: {_describe(best.params)}"
             )
             lines.append(f"  runs: {', '.join(best.run_ids)}")
+        # a trial pruned after its first seeds leaves configurations with fewer seeds, which a plain
+        # board would rank by their mean like the complete ones
+        min_seeds = f" --min-seeds {self.seeds}" if self.seeds > 1 else ""
         lines.append(
-            f"rank the runs: cifarbudget leaderboard {self.results_dir}; search further: rerun with a larger --trials"
+            f"rank the runs: cifarbudget leaderboard {shlex.quote(str(self.results_dir))}{min_seeds}; "
+            "search further: rerun with a larger --trials"
         )
         return "\n".join(lines)
 

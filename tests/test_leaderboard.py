@@ -658,6 +658,43 @@ def test_a_one_seed_row_above_the_rest_is_not_the_best(tmp_path: Path) -> None:
     assert board["rank"].tolist() == [1, 2, 3, 4]
 
 
+def test_min_seeds_ranks_only_configurations_with_enough_finished_seeds(
+    invoke: Invoke, tmp_path: Path
+) -> None:
+    """What a study pruned after one seed leaves: a lucky one-seed configuration, and one whose
+    second seed failed. ``--min-seeds 2`` ranks the complete ones and says why the others are not."""
+    records = [make_record("resnet20", 0, 0.5, sched="cosine", val_acc=0.90)]  # one seed, highest mean
+    records += [
+        make_record("resnet20", s, 0.5, sched="multistep", val_acc=v) for s, v in enumerate([0.8, 0.82])
+    ]
+    records += [
+        make_record("airnet-small", 0, 0.5, sched="cosine", val_acc=0.95),
+        make_record("airnet-small", 1, None, sched="cosine", status="failed", error="boom"),
+    ]
+    write_records(tmp_path, records)
+    plain = lb.load_board([tmp_path])
+    assert plain.ranking["select_acc_mean"].tolist() == pytest.approx([0.95, 0.90, 0.81])
+
+    loaded = lb.load_board([tmp_path], min_seeds=2)
+    assert list(zip(loaded.ranking["model"], loaded.ranking["sched"], strict=True)) == [
+        ("resnet20", "multistep")
+    ]
+    assert loaded.ranking["n"].tolist() == [2]
+    reasons = dict(zip(loaded.not_ranked["run_id"], loaded.not_ranked["reason"], strict=True))
+    assert sorted(reasons.values()) == [
+        "failed: boom",
+        "too few seeds: 1 of its configuration finished, --min-seeds 2",
+        "too few seeds: 1 of its configuration finished, --min-seeds 2",
+    ]
+    assert lb.load_board([tmp_path], min_seeds=1).ranking.equals(plain.ranking)
+
+    result = invoke(["leaderboard", str(tmp_path), "--min-seeds", "2"])
+    assert result.exit_code == 0, result.output
+    assert "Not ranked (3 runs)" in result.output and "--min-seeds 2" in result.output
+    result = invoke(["leaderboard", str(tmp_path), "--min-seeds", "0"])
+    assert result.exit_code == 2 and "--min-seeds" in result.output
+
+
 def test_each_dataset_has_its_own_ranking(tmp_path: Path) -> None:
     write_records(
         tmp_path,

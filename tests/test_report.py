@@ -565,6 +565,12 @@ def test_provenance_lists_every_filter(tmp_path: Path) -> None:
         "<dt>filters</dt><dd>dataset synthetic, model resnet*, parameter budget 5,000,000 (runs at or "
         "over it are not ranked)</dd>" in page
     )
+    page, summary = build_report([tmp_path], min_seeds=3)
+    assert (
+        "<dt>filters</dt><dd>parameter budget 5,000,000 (runs at or over it are not ranked), at least 3 "
+        "finished seeds (configurations with fewer are not ranked)</dd>" in page
+    )
+    assert summary.n_ranked_configs == 0  # the grid has two seeds per configuration
 
 
 def test_a_runs_curves_have_whole_epoch_ticks_and_say_no_tta() -> None:

@@ -212,6 +212,19 @@ def test_a_trial_below_the_median_is_pruned_after_its_first_seed(
     # its one epoch was the run's last: live pruning leaves it to the check after the seed, so the
     # run is finished and recorded (never left "running" with every epoch trained)
     assert record["status"] == "finished" and poor["val_accs"] == [record["final"]["val_acc"]]
+    # the pruned trial's one finished seed is a configuration of its own on a plain board; the
+    # command tune ends with ranks only the configurations with every seed
+    plain = _invoke(["leaderboard", str(results), "--json"])
+    assert any(r["n"] == 1 and r["lr"] == 0.02 for r in json.loads(plain.stdout)["data"])
+    end = _invoke([*searched["args"], "--trials", "6", "--quiet"])  # the target is reached: trains nothing
+    assert end.exit_code == 0, end.output
+    (pointer,) = [line for line in end.stdout.splitlines() if line.startswith("rank the runs:")]
+    command = pointer.removeprefix("rank the runs: cifarbudget ").split(";")[0]
+    assert command == f"leaderboard {results} --min-seeds 2"
+    board = _invoke([*command.split(), "--json"])
+    assert board.exit_code == 0, board.output
+    rows = json.loads(board.stdout)["data"]
+    assert len(rows) == 4 and all(r["n"] == 2 for r in rows) and 0.02 not in [r["lr"] for r in rows]
 
 
 def test_an_over_budget_trial_is_pruned_without_training(tmp_path: Path, invoke: Invoke) -> None:

@@ -157,6 +157,14 @@ def board_options(func: F) -> F:
                 help="Rank only runs that spent at most this many training MACs: 30T, 1.5P [default: none].",
             ),
             click.option(
+                "--min-seeds",
+                type=click.IntRange(min=1),
+                default=1,
+                show_default=True,
+                help="Rank only configurations with at least this many finished seeds (the others are "
+                "listed as not ranked), e.g. the seeds a study's complete trials have.",
+            ),
+            click.option(
                 "--dataset", "datasets", multiple=True, help="Keep runs on this dataset (repeatable)."
             ),
             click.option(

@@ -55,6 +55,7 @@ def command(
     results_dirs: tuple[str, ...],
     budget: str | None,
     compute_budget: str | None,
+    min_seeds: int,
     datasets: tuple[str, ...],
     models: tuple[str, ...],
     ttas: tuple[str, ...],
@@ -83,6 +84,7 @@ def command(
     Examples:
       cifarbudget leaderboard
       cifarbudget leaderboard results/runs --budget 1M --model 'resnet*'
+      cifarbudget leaderboard results/tune --min-seeds 3
       cifarbudget leaderboard --pareto params --format csv -o pareto.csv
       cifarbudget leaderboard --ablation
       cifarbudget leaderboard --json -o board.json
@@ -97,6 +99,7 @@ def command(
         results_dirs or DEFAULT_RESULTS,
         budget=limit,
         compute_budget=parse_compute(compute_budget) if compute_budget else None,
+        min_seeds=min_seeds,
         datasets=datasets,
         models=models,
         ttas=ttas,
