@@ -418,6 +418,54 @@ def test_a_misspelled_key_in_a_run_file_is_one_line_with_a_suggestion(tmp_path: 
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # the file names the place, not a [fixed] table it does not have (it did)
+        ('model = "resnet20"\nepochz = 3\n', "unknown key 'epochz' in {path}. Did you mean: epochs?"),
+        (
+            '[fixed]\nmodel = "resnet20"\nepochz = 3\n',
+            "unknown key 'epochz' in {path}. Did you mean: epochs?",
+        ),
+        # a setting is a known key: the suggestion comes from options and settings alike
+        (
+            'model = "resnet20"\ndata_dri = "x"\n',
+            "unknown key 'data_dri' in {path}. Did you mean: data_dir, data_id?",
+        ),
+        ('model = "resnet20"\nworkers = 2\n', "{path}: 'workers' is a sweep setting; a run config holds one"),
+    ],
+)
+def test_a_run_file_names_itself_in_its_errors(
+    tmp_path: Path, invoke: Invoke, text: str, message: str
+) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    out = invoke(["run", "--config", str(path), "--results-dir", str(tmp_path / "runs")])
+    assert out.exit_code == 1, out.output
+    assert out.stderr.splitlines() == [out.stderr.splitlines()[0]]
+    assert out.stderr.startswith("Error: " + message.format(path=path)), out.stderr
+
+
+def test_a_run_file_may_allow_an_over_budget_model_as_the_option_does(tmp_path: Path, invoke: Invoke) -> None:
+    """``allow_over_budget = true`` in a run file was refused with the sweep's rule ("a sweep never
+    trains over-budget models"); a run may, when asked, and the file asks as the option does."""
+    path = tmp_path / "run.toml"
+    lines = [
+        "model = 'resnet20'",
+        "dataset = 'synthetic'",
+        "epochs = 1",
+        "train_subset = 128",
+        "val_size = 0",
+    ]
+    path.write_text("\n".join([*lines, "batch_size = 64", "budget = 100000"]) + "\n")
+    refused = invoke(["run", "--config", str(path), "--results-dir", str(tmp_path / "runs")])
+    assert refused.exit_code == 3 and "pass --allow-over-budget" in refused.stderr, refused.output
+    path.write_text(path.read_text() + "allow_over_budget = true\n")
+    out = invoke(["run", "--config", str(path), "--results-dir", str(tmp_path / "runs"), "--quiet", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["out_of_budget"] is True
+
+
 @pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
 def test_every_builtin_parameter_given_text_or_nothing_is_a_library_error() -> None:
     """Every keyword parameter of every builtin component (models, augmentations, schedules,

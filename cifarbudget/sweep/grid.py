@@ -96,6 +96,26 @@ def _setting_key(raw: str, allowed: Sequence[str], where: str) -> str:
     return key
 
 
+def _check_run_config_keys(path: Path, keys: Sequence[str]) -> None:
+    """A run config file's keys are run options and settings: a sweep's own settings are refused
+    as such, any other unknown key with the closest known keys (options and settings alike)."""
+    from cifarbudget.spec import spec_fields
+
+    known = [*SETTINGS] + [name for f in spec_fields() for name in (f.name, *f.aliases)]
+    for raw in keys:
+        key = str(raw).strip().replace("-", "_")
+        if key in ("executor", "workers", "ray_address"):
+            raise SweepError(f"{path}: {raw!r} is a sweep setting; a run config holds one run's options")
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+            hint = (
+                f" Did you mean: {', '.join(close)}?"
+                if close
+                else f" Known keys: {', '.join(sorted(set(known)))}."
+            )
+            raise SweepError(f"unknown key {raw!r} in {path}.{hint}")
+
+
 def _coerce(key: str, value: Any) -> Any:
     try:
         return coerce(key, value)
@@ -146,9 +166,12 @@ class Sweep:
         """
         path = Path(path)
         data = read_toml(path)
+        where = "[fixed]"
         if flat:
             tables = {k: data.pop(k) for k in ("grid", "fixed") if isinstance(data.get(k), dict)}
+            _check_run_config_keys(path, [*data, *tables.get("fixed", {}), *tables.get("grid", {})])
             data = {**tables, "fixed": {**data, **tables.get("fixed", {})}}
+            where = str(path)
         for key in data:
             if key not in TOP_LEVEL:
                 _setting_key(key, TOP_LEVEL, str(path))  # raises with a suggestion
@@ -159,10 +182,24 @@ class Sweep:
         spec_fixed = {k: v for k, v in fixed.items() if k not in settings}
         settings = {k.replace("-", "_"): v for k, v in settings.items()}
         top = {k: data[k] for k in ("executor", "workers", "ray_address") if k in data}
+        if flat:  # a run may train over budget when asked (--allow-over-budget); a sweep never does
+            return cls().with_overrides(grid, spec_fixed, _where=where, _run=True, **settings)
         return cls().with_overrides(grid, spec_fixed, **settings, **top)
 
-    def with_overrides(self, grid: Mapping[str, Any], fixed: Mapping[str, Any], **settings: Any) -> Sweep:
-        """A copy where the given axes, fixed fields and settings (not ``None``) replace this sweep's."""
+    def with_overrides(
+        self,
+        grid: Mapping[str, Any],
+        fixed: Mapping[str, Any],
+        *,
+        _where: str = "[fixed]",
+        _run: bool = False,
+        **settings: Any,
+    ) -> Sweep:
+        """A copy where the given axes, fixed fields and settings (not ``None``) replace this sweep's.
+
+        ``_where`` names the fixed fields' place in errors; ``_run``: they are one run's options
+        (``run --config``), which may set ``allow_over_budget``.
+        """
         new_grid, new_fixed = dict(self.grid), dict(self.fixed)
         grid_keys = [_spec_key(k, "[grid]", grid=True) for k in grid]
         if "seeds" in grid_keys and "seed" in grid_keys:
@@ -180,8 +217,8 @@ class Sweep:
             new_grid[key] = list(dict.fromkeys(_hashable(p) for p in points))
             new_fixed.pop(key, None)
         for raw, value in fixed.items():
-            key = _spec_key(raw, "[fixed]", grid=False)
-            if key == "allow_over_budget":
+            key = _spec_key(raw, _where, grid=False)
+            if key == "allow_over_budget" and not _run:
                 raise SweepError("a sweep never trains over-budget models: allow_over_budget cannot be set")
             new_fixed[key] = _coerce(key, value)
             new_grid.pop(key, None)
