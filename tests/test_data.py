@@ -146,6 +146,50 @@ def test_a_second_copy_of_an_archive_is_refused_not_read_twice(tmp_path: Path) -
         imagefolder_metadata(data)
 
 
+def _zip_tree(folder: Path, archive: Path) -> Path:
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted(folder.rglob("*.png")):
+            zf.write(f, f.relative_to(folder).as_posix())
+    return archive
+
+
+def test_a_zip_is_listed_once_per_version_and_opened_only_to_decode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The archive's directory is read once however often a run lists it (the data id, each
+    split's cache key); a changed archive is read again, so the fingerprint follows the data; a
+    split whose images are cached never opens the archive."""
+    from PIL import Image
+
+    from cifarbudget.data import imagefolder as im
+
+    monkeypatch.setenv("CIFARBUDGET_CACHE", str(tmp_path / "cache"))
+    folder = _tree(tmp_path / "tree")
+    data = tmp_path / "data"
+    _zip_tree(folder, data / "data.zip")
+    opened: list[str] = []
+    real = zipfile.ZipFile
+
+    def counting(file: object, *args: object, **kwargs: object) -> zipfile.ZipFile:
+        opened.append(str(file))
+        return real(file, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(im.zipfile, "ZipFile", counting)
+    first = im.imagefolder_metadata(data)
+    train = im.load_imagefolder(data, train=True)  # decodes: the archive is opened to read
+    assert im.imagefolder_metadata(data) == first
+    assert len(opened) == 2  # one listing, one reader
+    again = im.load_imagefolder(data, train=True)  # from the decode cache: nothing opened
+    assert len(opened) == 2 and torch.equal(again.images, train.images)
+
+    _png(folder / "train" / "cat" / "0.png", Image.new("RGB", (8, 8), (255, 255, 255)))
+    _zip_tree(folder, data / "data.zip")  # the same names, one image changed
+    changed = im.imagefolder_metadata(data)
+    assert changed["fingerprint"] != first["fingerprint"] and changed["n_train"] == first["n_train"]
+    assert im.load_imagefolder(data, train=True).images[0].max() == 255
+
+
 def test_a_broken_link_is_one_line_and_a_folder_named_like_an_image_is_not_an_image(tmp_path: Path) -> None:
     from cifarbudget.data.imagefolder import imagefolder_metadata, load_imagefolder
 
