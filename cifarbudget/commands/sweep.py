@@ -10,7 +10,7 @@ from cifarbudget.commands.common import UserError, echo_json, json_option, table
 from cifarbudget.commands.options import SpecCommand, setting_values, spec_values, sweep_options
 from cifarbudget.errors import EXIT_OVER_BUDGET
 from cifarbudget.progress import format_duration, plural
-from cifarbudget.results import FAILED, FINISHED, RUNNING
+from cifarbudget.results import FAILED, FINISHED, RUNNING, SETTLED
 
 
 @click.command("sweep", cls=SpecCommand, spec_options=sweep_options)
@@ -60,6 +60,7 @@ def command(
       cifarbudget sweep --file sweep.toml --executor ray --ray-address auto
     """
     from cifarbudget.sweep import OVER_BUDGET, Sweep, hyperparameter_keys, plan_sweep, run_sweep
+    from cifarbudget.sweep.executors import check_executor
 
     n_seeds, seed_list = params.pop("n_seeds"), params.pop("seed_list")
     values = spec_values(params, sweep=True)
@@ -82,6 +83,10 @@ def command(
 
     planned = plan_sweep(the_sweep)
     keys = hyperparameter_keys(the_sweep)
+    if any(p.within_budget and p.state not in SETTLED for p in planned):  # runs to train: an executor
+        # Ray missing is the same line in a dry run as in the real run, which also probes the address
+        # now, before any dataset downloads (a dry run does not: the cluster may not be up yet)
+        check_executor(the_sweep, connect=not dry_run)
     if dry_run:
         rows = _plan_rows(planned, keys)
         if as_json:

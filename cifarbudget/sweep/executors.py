@@ -9,6 +9,8 @@ import contextlib
 import json
 import os
 import queue
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +18,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from cifarbudget.errors import Terminated
 from cifarbudget.sweep.grid import Sweep, SweepError
 from cifarbudget.sweep.worker import OUTCOME_PREFIX, WORKER_LOG, describe_error, execute_run
 
@@ -27,6 +31,14 @@ WORKER_CODE = (
     "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
     "from cifarbudget.sweep import worker_loop; worker_loop()"
 )
+
+
+# Ray's own connection to an address where nothing answers retries for many minutes: the address is
+# probed first (a plain TCP connect), and an address that gives no answer in this time is an error.
+RAY_CONNECT_TIMEOUT = 10.0  # seconds; docs/sweeps.md
+RAY_CLIENT_PORT = 10001  # Ray Client's default port (ray://HOST)
+RAY_POLL = 0.25  # seconds between two ray.wait calls, so that a held SIGTERM is handled in Python
+RAY_CANCEL_WAIT = 10.0  # seconds to wait for cancelled Ray tasks to end before Ray is shut down
 
 
 def cpu_count() -> int:
@@ -150,27 +162,155 @@ class LocalExecutor:
                 proc.wait()
 
 
+def require_ray() -> Any:
+    """The ``ray`` module, or the one line saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise SweepError("--executor ray needs Ray: pip install 'cifarbudget[ray]' (or 'ray>=2.9')") from None
+    return ray
+
+
+def check_executor(sweep: Sweep, *, connect: bool = False) -> None:
+    """What can be checked of the sweep's executor without starting it: that Ray is installed and,
+    with ``connect``, that its address answers (:func:`check_ray_address`). ``sweep --dry-run``
+    checks the first only: it plans on this machine, and may well come before the cluster is up."""
+    if sweep.executor == "ray":
+        require_ray()
+        if connect and sweep.ray_address:
+            check_ray_address(sweep.ray_address)
+
+
+def _ray_endpoint(address: str) -> tuple[str, int] | None:
+    """The host and port that ``ray.init(address=...)`` connects to; None for a local instance, or
+    when it cannot be told (``auto`` with no cluster found: ray.init says so at once)."""
+    if address == "local":
+        return None
+    if address == "auto":  # as ray.init reads it: $RAY_ADDRESS, else what the last `ray start` here recorded
+        address = os.environ.get("RAY_ADDRESS", "")
+        if not address:
+            try:
+                from ray._private.services import canonicalize_bootstrap_address
+
+                address = canonicalize_bootstrap_address("auto") or ""
+            except Exception:  # none found, or a Ray without this (private) helper
+                return None
+    parts = urlsplit(address if "://" in address else f"//{address}")  # ray://HOST:PORT or HOST:PORT
+    try:
+        port = parts.port or (RAY_CLIENT_PORT if parts.scheme == "ray" else None)
+    except ValueError:
+        return None
+    return (parts.hostname, port) if parts.hostname and port is not None else None
+
+
+def check_ray_address(address: str, timeout: float | None = None) -> None:
+    """One line, within ``timeout`` seconds, when nothing accepts a connection at ``address``.
+
+    A TCP connect to the GCS (or Ray Client) port before ``ray.init``: Ray retries an unreachable
+    address for many minutes (an unreachable ``ray://`` for 30 s, with a warning). The connect runs
+    in a thread so that the host name's lookup, which has no timeout of its own, is bounded too.
+    """
+    timeout = RAY_CONNECT_TIMEOUT if timeout is None else timeout
+    endpoint = _ray_endpoint(address)
+    if endpoint is None:
+        return
+    host, port = endpoint
+    outcome: list[str] = []  # why it failed; "" when it connected
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except socket.gaierror as exc:
+            outcome.append(f"cannot resolve host {host!r} ({exc.strerror})")
+        except TimeoutError:
+            outcome.append(f"no answer within {timeout:g} s")
+        except OSError as exc:
+            outcome.append(exc.strerror or describe_error(exc))
+        else:
+            outcome.append("")
+
+    probe = threading.Thread(target=connect, name="ray-address-probe", daemon=True)
+    probe.start()
+    probe.join(timeout)
+    reason = outcome[0] if outcome else f"no answer within {timeout:g} s"
+    if reason:
+        where = f"{address} ({host}:{port})" if address == "auto" else address
+        raise SweepError(f"cannot connect to Ray at {where}: {reason}")
+
+
+class _HeldSigterm:
+    """SIGTERM while the driver waits on Ray: held by a handler that only notes it, then handed to
+    the handler it was meant for (the CLI's raises :class:`Terminated`) from plain Python.
+
+    ``ray.init`` replaces SIGTERM's handler twice: in Python (``sys.exit``), and in C, where the core
+    worker's failure handler prints a stack and aborts (exit 134, Ray left to die on its own). And a
+    Python handler that raises while the main thread is inside ``ray.wait`` is lost: Ray's signal
+    check forwards ``KeyboardInterrupt`` only. Ctrl-C needs none of this.
+    """
+
+    def __init__(self) -> None:
+        # only the main thread may set handlers (and it is the one that Python runs them in)
+        self.main = threading.current_thread() is threading.main_thread()
+        # the handler before ray.init: a function, SIG_DFL, SIG_IGN, or None (not set from Python)
+        self.previous = signal.getsignal(signal.SIGTERM) if self.main else None
+        self.received = False
+
+    def install(self) -> None:
+        if self.main:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN if self.previous == signal.SIG_IGN else self._hold)
+
+    def _hold(self, signum: int, frame: Any) -> None:
+        self.received = True
+
+    def deliver(self) -> None:
+        """Hand a held SIGTERM on: call the previous handler, or raise Terminated where it was the default."""
+        if not self.received:
+            return
+        self.received = False
+        if callable(self.previous):
+            self.previous(signal.SIGTERM, None)
+        else:
+            raise Terminated
+
+    def restore(self) -> None:
+        """Put back the handler from before (ray.init's would end the process with ``sys.exit``)."""
+        if self.main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if self.previous is None else self.previous)
+
+
 class RayExecutor:
-    """Each run is a Ray task (one GPU when the cluster has GPUs) writing into the same results store."""
+    """Each run is a Ray task (one GPU when the cluster has GPUs) writing into the same results store.
+
+    SIGTERM stops the sweep as it stops local workers: the runs in flight are cancelled (their
+    workers killed, even on a cluster or a Ray the caller started, which outlive the sweep), Ray is
+    shut down when the sweep started it, and the handler from before ``ray.init`` is back.
+    """
 
     def __init__(self, sweep: Sweep) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise SweepError(
-                "--executor ray needs Ray: pip install 'cifarbudget[ray]' (or 'ray>=2.9')"
-            ) from None
+        ray = require_ray()
         self.ray = ray
         self.started = not ray.is_initialized()
+        self._running: set[Any] = set()  # the task refs not yet settled, cancelled by close(cancel=True)
+        self._sigterm = _HeldSigterm()  # before ray.init, which replaces the handler
         if self.started:
+            if sweep.ray_address:
+                check_ray_address(sweep.ray_address)
             try:
                 # no address: a fresh local instance, as documented; Ray's own default would join
                 # whatever cluster a leftover file names (and wait for it when it is gone)
                 address = sweep.ray_address or "local"
                 ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            except SystemExit as exc:  # ray.init's own SIGTERM handler (sys.exit) while Ray started
+                if exc.code != signal.SIGTERM:
+                    raise
+                self._sigterm.received = True
+                self.close(cancel=True)  # stops what Ray started so far, hands the SIGTERM on
+                raise Terminated from None  # where the handler it was handed to did not raise
             except Exception as exc:  # no cluster at the address, a version mismatch, ...
+                self._sigterm.restore()
                 where = sweep.ray_address or "a local instance"
                 raise SweepError(f"cannot start or connect to Ray ({where}): {describe_error(exc)}") from None
+        self._sigterm.install()
         resources = ray.cluster_resources()
         cpus = max(1, int(resources.get("CPU", 1)))
         gpus = int(resources.get("GPU", 0)) if sweep.device not in ("cpu", "mps") else 0
@@ -193,12 +333,20 @@ class RayExecutor:
         return f"ray executor: cluster of {self._cluster}; {per} per run{cap}"
 
     def submit(self, task: dict[str, Any]) -> Any:
-        return self._remote.remote({**task, "threads": self.threads})
+        ref = self._remote.remote({**task, "threads": self.threads})
+        self._running.add(ref)
+        return ref
 
     def wait(self, handles: list[Any]) -> list[tuple[Any, dict[str, Any]]]:
-        done, _ = self.ray.wait(handles, num_returns=1)
+        if not handles:
+            return []
+        done: list[Any] = []
+        while not done:  # short waits: a SIGTERM held meanwhile is handed on here, in Python
+            self._sigterm.deliver()
+            done, _ = self.ray.wait(handles, num_returns=1, timeout=RAY_POLL)
         out = []
         for ref in done:
+            self._running.discard(ref)
             try:
                 out.append((ref, self.ray.get(ref)))
             except Exception as exc:  # the worker or its node died
@@ -206,8 +354,24 @@ class RayExecutor:
         return out
 
     def close(self, cancel: bool = False) -> None:
-        if self.started:
-            self.ray.shutdown()
+        try:
+            if cancel and self._running:
+                # kill the runs' workers now (their runs resume from their last checkpoint, as after
+                # a local worker's SIGTERM), and wait for them: none outlives the driver
+                refs = list(self._running)
+                self._running.clear()
+                for ref in refs:
+                    with contextlib.suppress(Exception):
+                        self.ray.cancel(ref, force=True)
+                with contextlib.suppress(Exception):
+                    self.ray.wait(refs, num_returns=len(refs), timeout=RAY_CANCEL_WAIT)
+        finally:
+            try:
+                if self.started:
+                    self.ray.shutdown()
+            finally:
+                self._sigterm.restore()
+        self._sigterm.deliver()  # one that came while the last runs settled: the sweep still stops
 
 
 def make_executor(sweep: Sweep) -> LocalExecutor | RayExecutor:
