@@ -25,7 +25,13 @@ are built in the batch's own layout (:func:`box_weight`) and applied with ``torc
 vectorised kernel; ``where``/``masked_fill`` run scalar loops on the CPU). A 0/1 ``lerp`` weight
 selects exactly one of its two inputs, so the results equal those of ``torch.where`` value for
 value. On the CPU, where reading a count costs no device sync, blur, vertical flip and pixel
-erasing compute only the images they change; on a GPU they stay sync-free. Every
+erasing compute only the images they change, constant and colour erasing rewrite only the rows
+of the boxes (channels_last) and batch-mode CutMix works out its one box on the host; on a GPU
+they stay sync-free. At the recipes' batch size (128) much of the CPU cost is per op, not per
+value, so the small per-image vectors are computed with few ops: consecutive draws are one call
+on the CPU (:func:`consecutive_draws`, the same values and RNG stream), index tensors that
+depend only on the shape are made once (cached), and box heights and widths are computed side
+by side as one tensor. Every
 normalised-stage one here is an :class:`~cifarbudget.augment.pipeline.InPlaceAugmentation`: in a
 pipeline, on the batch normalisation made, it writes into that batch instead of copying the whole
 batch (``out=images``; the values are the same either way).
@@ -35,7 +41,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -62,6 +68,7 @@ __all__ = [
     "blur_matrix",
     "box_mask",
     "box_weight",
+    "consecutive_draws",
     "copy_images_",
     "crop_rows",
     "gather_pixels",
@@ -88,6 +95,23 @@ def syncs_freely(device: torch.device) -> bool:
     """Whether reading a tensor's value on the host is free here (the CPU): then an op may count
     or select the images it changes; on an accelerator it stays one sync-free batched op."""
     return device.type == "cpu"
+
+
+def consecutive_draws(
+    sample: Callable[[int], torch.Tensor], device: torch.device, *counts: int
+) -> torch.Tensor:
+    """``torch.cat([sample(count) for count in counts])``: consecutive draws as one flat tensor.
+
+    On the CPU it is one call, ``sample(sum(counts))``: torch's CPU generator fills a ``rand`` or
+    ``randint`` tensor value by value in order, so one draw of the total gives the same values
+    and leaves the generator in the same state as the consecutive draws
+    (``tests/test_aug_equivalence.py`` checks it), in one op instead of several. Elsewhere each
+    draw is its own call (a GPU generator advances per call), so the stream is the same as drawing
+    them one by one there too.
+    """
+    if device.type == "cpu":
+        return sample(sum(counts))
+    return torch.cat([sample(count) for count in counts])
 
 
 def _out(images: torch.Tensor, inplace: bool) -> torch.Tensor | None:
@@ -224,8 +248,8 @@ class CropFlip(BatchAugmentation):
             )
         elif mode == "reflect":
             check(p < h and p < w, f"crop-flip: reflect padding {p} must be smaller than the image ({h}x{w})")
-        dy = torch.randint(0, 2 * p + 1, (n,), device=dev)
-        dx = torch.randint(0, 2 * p + 1, (n,), device=dev)
+        offsets = consecutive_draws(lambda m: torch.randint(0, 2 * p + 1, (m,), device=dev), dev, n, n)
+        dy, dx = offsets.view(2, n)
         flip = torch.rand(n, device=dev) < 0.5 if self.flip else None
         pad = {"value": 0} if mode in ("black", "zeros") else {"mode": mode}
         padded = F.pad(images, (p, p, p, p), **pad) if p else images
@@ -257,9 +281,10 @@ def crop_rows(
         pixels = padded.contiguous().view(n, c, sh, sw, 1)
     flat = pixels.reshape(-1)
     windows = flat.as_strided((flat.numel() // unit - w + 1, w * unit), (unit, 1))  # a window per pixel
-    # first pixel of output row y of plane k of image i: ((i * planes + k) * SH + dy + y) * SW + dx
-    plane = (torch.arange(n, device=dev)[:, None] * planes + torch.arange(planes, device=dev)) * sh
-    start = (plane[:, :, None] + dy[:, None, None] + torch.arange(h, device=dev)) * sw + dx[:, None, None]
+    # first pixel of output row y of plane k of image i: ((i * planes + k) * SH + dy + y) * SW + dx,
+    # i.e. the crop at offset 0 (made once per shape) plus dy * SW + dx
+    offset = torch.add(dx, dy, alpha=sw)
+    start = _row_starts(n, planes, sh, sw, h, dev) + offset[:, None, None]
     out = windows.index_select(0, start.view(-1)).view(n, planes, h, w, unit)
     if flip is not None:  # mirror the crops of the images that flip, whole pixels at a time
         if syncs_freely(dev):
@@ -270,6 +295,14 @@ def crop_rows(
     if planes == 1:
         return out.view(n, h, w, c).permute(0, 3, 1, 2)
     return out.view(n, c, h, w)
+
+
+@functools.lru_cache(maxsize=32)
+def _row_starts(n: int, planes: int, sh: int, sw: int, h: int, device: torch.device) -> torch.Tensor:
+    """``(N, planes, h)``: the first pixel of each output row of :func:`crop_rows` at offset 0,
+    ``((i * planes + k) * SH + y) * SW`` (made once per shape)."""
+    plane = (torch.arange(n, device=device)[:, None] * planes + torch.arange(planes, device=device)) * sh
+    return (plane[:, :, None] + torch.arange(h, device=device)) * sw
 
 
 def copy_images_(out: torch.Tensor, index: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
@@ -374,6 +407,8 @@ class CutMix(InPlaceAugmentation):
         perm = torch.randperm(n, device=dev)
         cy = torch.randint(0, h, (draws,), device=dev)
         cx = torch.randint(0, w, (draws,), device=dev)
+        if self.mode == "batch" and syncs_freely(dev):
+            return _paste_one_box(images, targets, lam, apply, perm, cy, cx, inplace)
         ratio = torch.sqrt(1.0 - lam)
         cut_h = (h * ratio).long() * apply
         cut_w = (w * ratio).long() * apply
@@ -384,20 +419,46 @@ class CutMix(InPlaceAugmentation):
             top, bottom = (cy - cut_h // 2).clamp(0, h), (cy + (cut_h + 1) // 2).clamp(0, h)
             left, right = (cx - cut_w // 2).clamp(0, w), (cx + (cut_w + 1) // 2).clamp(0, w)
         area = ((bottom - top) * (right - left)).to(targets.dtype) / (h * w)  # exact pasted fraction
-        if self.mode == "batch" and syncs_freely(dev):  # one box: copy it, nothing else
-            y0, y1, x0, x1 = (int(v) for v in (top[0], bottom[0], left[0], right[0]))
-            if y0 == y1 or x0 == x1:
-                return images, targets
-            out = images if inplace else images.clone()
-            out[:, :, y0:y1, x0:x1] = images[:, :, y0:y1, x0:x1][perm]  # the right side is a copy
-        else:
-            if self.mode == "batch":
-                top, bottom, left, right = (v.expand(n) for v in (top, bottom, left, right))
-                area = area.expand(n)
-            weight = box_weight(images, top, bottom, left, right)
-            out = torch.lerp(images, images[perm], weight, out=_out(images, inplace))
+        if self.mode == "batch":
+            top, bottom, left, right = (v.expand(n) for v in (top, bottom, left, right))
+            area = area.expand(n)
+        weight = box_weight(images, top, bottom, left, right)
+        out = torch.lerp(images, images[perm], weight, out=_out(images, inplace))
         targets = (1.0 - area[:, None]) * targets + area[:, None] * targets[perm]
         return out, targets
+
+
+def _paste_one_box(
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    lam: torch.Tensor,
+    apply: torch.Tensor,
+    perm: torch.Tensor,
+    cy: torch.Tensor,
+    cx: torch.Tensor,
+    inplace: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:class:`CutMix` ``mode="batch"`` on the CPU, from its draws (one of each): the box worked
+    out on the host (reading the draws is free here) and copied as one slice, nothing else.
+
+    The same values as the batched form: the cut sizes are computed in float32 as there, the box
+    is clipped the same way, and the targets are mixed with the same tensor ops.
+    """
+    _, _, h, w = images.shape
+    if not bool(apply):  # the batch is not cut-mixed (the batched form's box is empty)
+        return images, targets
+    ratio = torch.sqrt(1.0 - lam)  # (1,)
+    cut_h, cut_w = (ratio * _box_limits(h, w, images.device)[0][:, 0]).long().tolist()  # h * ratio, w * ratio
+    y, x = int(cy), int(cx)
+    y0, y1 = max(y - cut_h // 2, 0), min(y + cut_h // 2, h)  # rand_bbox of the official code, clipped
+    x0, x1 = max(x - cut_w // 2, 0), min(x + cut_w // 2, w)
+    if y0 == y1 or x0 == x1:
+        return images, targets
+    out = images if inplace else images.clone()
+    out[:, :, y0:y1, x0:x1] = images[:, :, y0:y1, x0:x1][perm]  # the right side is a copy
+    pasted = torch.tensor((y1 - y0) * (x1 - x0), dtype=targets.dtype, device=targets.device)
+    area = pasted / (h * w)  # exact pasted fraction
+    return out, (1.0 - area) * targets + area * targets[perm]
 
 
 class Mixup(InPlaceAugmentation):
@@ -483,8 +544,9 @@ class Blur(InPlaceAugmentation):
         n, _, h, w = images.shape
         dev = images.device
         lo, hi = self.sigma
-        sigma = lo + (hi - lo) * torch.rand(n, device=dev)
-        apply = torch.rand(n, device=dev) < self.p
+        sigma_u, apply_u = consecutive_draws(lambda m: torch.rand(m, device=dev), dev, n, n).view(2, n)
+        sigma = sigma_u.mul_(hi - lo).add_(lo)  # lo + (hi - lo) * u
+        apply = apply_u < self.p
         r = self.kernel_size // 2
         check(r < h and r < w, f"blur: kernel_size {self.kernel_size} is too large for {h}x{w} images")
         if r == 0:
@@ -513,9 +575,15 @@ class Blur(InPlaceAugmentation):
 
 def gaussian_kernels(sigma: torch.Tensor, radius: int, dtype: torch.dtype) -> torch.Tensor:
     """``(N, 2 * radius + 1)`` sampled Gaussians ``exp(-t^2 / 2 sigma^2)``, one per sigma, rows summing to 1."""
-    taps = torch.arange(-radius, radius + 1, device=sigma.device, dtype=torch.float32)
-    kernel = torch.exp(-0.5 * (taps[None, :] / sigma[:, None]) ** 2)
-    return (kernel / kernel.sum(dim=1, keepdim=True)).to(dtype)
+    taps = _taps(radius, sigma.device)
+    kernel = (taps[None, :] / sigma[:, None]).pow_(2).mul_(-0.5).exp_()  # exp(-0.5 * (t / sigma) ** 2)
+    return kernel.div_(kernel.sum(dim=1, keepdim=True)).to(dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def _taps(radius: int, device: torch.device) -> torch.Tensor:
+    """The float32 tap offsets ``-radius, ..., radius`` (made once per radius)."""
+    return torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
 
 
 # kernels with at least this many taps blur by matrix products: benchmarks/test_bench_blur.py on the
@@ -683,29 +751,96 @@ class RandomErasing(InPlaceAugmentation):
         dev, k = images.device, self.attempts
         a_lo, a_hi = self.area
         log_lo, log_hi = math.log(self.aspect[0]), math.log(self.aspect[1])
-        target_area = (a_lo + (a_hi - a_lo) * torch.rand(n, k, device=dev)) * (h * w)
-        aspect = torch.exp(log_lo + (log_hi - log_lo) * torch.rand(n, k, device=dev))
-        box_h = torch.sqrt(target_area * aspect).round().long()
-        box_w = torch.sqrt(target_area / aspect).round().long()
-        fits = (box_h < h) & (box_w < w) & (box_h > 0) & (box_w > 0)  # as in the paper: w < W, h < H
-        first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # first candidate that fits
-        box_h, box_w = box_h.gather(1, first)[:, 0], box_w.gather(1, first)[:, 0]
-        apply = (torch.rand(n, device=dev) < self.p) & fits.any(dim=1)
-        top = (torch.rand(n, device=dev) * (h - box_h + 1)).long().clamp(max=h - 1)
-        left = (torch.rand(n, device=dev) * (w - box_w + 1)).long().clamp(max=w - 1)
-        box_h, box_w = box_h * apply, box_w * apply
+        # the uniform draws in their order: (N, K) candidate areas, (N, K) aspect ratios, then per
+        # image whether to erase, the top and the left offset
+        u = consecutive_draws(lambda m: torch.rand(m, device=dev), dev, n * k, n * k, n, n, n)
+        area_u, aspect_u = u[: 2 * n * k].view(2, n, k)
+        erase_u, offset_u = u[2 * n * k : 2 * n * k + n], u[2 * n * k + n :].view(2, n)
+        target_area = area_u.mul_(a_hi - a_lo).add_(a_lo).mul_(h * w)
+        aspect = aspect_u.mul_(log_hi - log_lo).add_(log_lo).exp_()
+        # heights and widths (2, N, K) side by side, so that each step is one op for both; box
+        # sizes and offsets stay whole numbers in float32 (exact; no integer conversions)
+        sides = torch.stack([target_area * aspect, target_area / aspect]).sqrt_().round_()
+        size, size_plus_1, size_minus_1 = _box_limits(h, w, dev)  # (2, 1): [[h], [w]], ...
+        fits = ((sides > 0) & (sides < size[:, :, None])).all(0)  # as in the paper: w < W, h < H
+        any_fits, first = fits.max(dim=1)  # the first candidate that fits (max gives the first maximum)
+        box = sides.gather(2, first[None, :, None].expand(2, n, 1))[:, :, 0]  # (2, N): height, width
+        apply = (erase_u < self.p) & any_fits
+        # top and left, uniform over the offsets that keep the box inside: trunc is .long() here (>= 0)
+        corner = (offset_u * (size_plus_1 - box)).trunc_().clamp_(max=size_minus_1)
+        box *= apply  # an image not erased gets an empty box
+        (top, left), (box_h, box_w) = corner, box
         if self.mode == "pixel" and not syncs_freely(dev):
             # on a GPU: one fused where, no host sync (counting the erased pixels would need one)
             mask = box_mask(top, top + box_h, left, left + box_w, h, w)[:, None]
             return torch.where(mask, torch.randn_like(images), images, out=_out(images, inplace)), targets
         if self.mode == "pixel":
+            top, left, box_h, box_w = torch.cat([corner, box]).long()
             return _erase_with_noise(images, top, left, box_h, box_w, inplace), targets
-        if self.mode == "rand":
-            fill = per_image_colour(images, torch.randn(n, c, device=dev, dtype=images.dtype))
+        colour = torch.randn(n, c, device=dev, dtype=images.dtype) if self.mode == "rand" else None
+        if syncs_freely(dev) and is_channels_last(images):  # write the boxes' rows only
+            return _fill_boxes(images, corner, box, colour, inplace), targets
+        if colour is not None:
+            fill = per_image_colour(images, colour)
         else:
             fill = torch.zeros((), device=dev, dtype=images.dtype)
         weight = box_weight(images, top, top + box_h, left, left + box_w)
         return torch.lerp(images, fill, weight, out=_out(images, inplace)), targets
+
+
+@functools.lru_cache(maxsize=32)
+def _box_limits(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(2, 1)`` float32 columns ``[[h], [w]]``, ``[[h + 1], [w + 1]]`` and ``[[h - 1], [w - 1]]``,
+    made once per image size: the bounds of (height, width) pairs of box sizes and offsets."""
+    size = torch.tensor([[h], [w]], dtype=torch.float32, device=device)
+    return size, size + 1, size - 1
+
+
+@functools.lru_cache(maxsize=32)
+def _positions(size: int, device: torch.device) -> torch.Tensor:
+    """``torch.arange(size)`` in float32, made once per size."""
+    return torch.arange(size, dtype=torch.float32, device=device)
+
+
+def _fill_boxes(
+    images: torch.Tensor,
+    corner: torch.Tensor,
+    box: torch.Tensor,
+    colour: torch.Tensor | None,
+    inplace: bool,
+) -> torch.Tensor:
+    """Set each image's box to its ``colour`` ``(N, C)`` (``None``: 0) in a channels_last batch,
+    touching only the rows of the boxes.
+
+    ``corner`` ``(2, N)`` is the boxes' (top, left), ``box`` ``(2, N)`` their (height, width)
+    (0: no box), whole numbers. The CPU path of constant and per-box colour erasing: each box row
+    is a contiguous run of ``W * C`` values in the batch's memory, so the rows that hold a box are
+    gathered (one ``index_select``), blended with the fill by the box's columns (one ``lerp``, as
+    the batched form) and written back (one ``index_copy_``): the boxes' rows instead of the
+    whole batch, and no batch-sized weight. The rows are the values of that batched form
+    (:func:`box_weight` and ``lerp``); so are the other rows (``lerp`` with weight 0) for every
+    finite value but -0.0. A new batch unless ``inplace``; ``images`` itself when no image has
+    a box.
+    """
+    n, c, h, w = images.shape
+    pos = _positions(max(h, w), images.device)
+    inside = (pos >= corner[:, :, None]) & (pos < (corner + box)[:, :, None])  # (2, N, S): rows, columns
+    image, row = inside[0, :, :h].nonzero().unbind(1)  # every row of a box (reading its count is free)
+    if image.numel() == 0:
+        return images
+    out = images if inplace else images.clone()
+    rows = out.permute(0, 2, 3, 1).view(n * h, w * c)  # (image, row) -> its W * C values
+    index = torch.add(row, image, alpha=h)
+    # per image, 1 for the values of the box's columns, each column repeated over the channels
+    # (memory order): the blend below runs over whole contiguous rows (vectorised)
+    weight = inside[1, :, :w].to(images.dtype).repeat_interleave(c, dim=1).index_select(0, image)
+    if colour is None:
+        fill = images.new_zeros(())
+    else:  # each row's colour, laid out as its values
+        fill = colour[:, None, :].expand(n, w, c).reshape(n, w * c).index_select(0, image)
+    values = rows.index_select(0, index)  # (R, W * C)
+    rows.index_copy_(0, index, torch.lerp(values, fill, weight, out=values))
+    return out
 
 
 def _erase_with_noise(

@@ -1,0 +1,232 @@
+"""The batched CPU augmentations against plain per-image references that make the same draws.
+
+The fast CPU paths of :mod:`cifarbudget.augment.batch` (one joint draw, cached per-shape
+constants, box geometry as stacked vectors, CutMix's batch box on the host, erasing that writes
+only the boxes' rows) must give the same values, bit for bit, and consume the same random numbers
+as the straightforward form: separate ``torch.rand``/``torch.randint`` draws in the documented
+order, then each image transformed on its own in a Python loop. Each check also compares the next
+draw after the call (the RNG stream is left where the plain form leaves it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cifarbudget.augment.batch import (
+    Blur,
+    CropFlip,
+    CutMix,
+    RandomErasing,
+    consecutive_draws,
+    gaussian_kernels,
+    separable_blur,
+)
+
+SEEDS = range(12)
+SIZES = (1, 7, 128)
+LAYOUTS = ("channels_last", "contiguous")
+
+
+def batch(n: int, layout: str, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(1000 + seed)
+    if dtype == torch.uint8:
+        x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    else:
+        x = torch.randn(n, 3, 32, 32, generator=gen, dtype=dtype)
+    return x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
+
+
+def soft_targets(n: int, seed: int) -> torch.Tensor:
+    return torch.softmax(torch.randn(n, 10, generator=torch.Generator().manual_seed(seed)), dim=1)
+
+
+def assert_bits_equal(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    if actual.dtype == torch.float32:  # compare the bits (tells -0.0 from 0.0)
+        actual, expected = actual.contiguous().view(torch.int32), expected.contiguous().view(torch.int32)
+    assert torch.equal(actual, expected)
+
+
+def run_both(aug, reference, images, targets, seed):
+    """The augmentation (copying and in place) and the reference, each from ``seed``; checks the
+    three agree, and that each leaves the generator in the same state."""
+    torch.manual_seed(seed)
+    want_x, want_t = reference(images.clone(), targets.clone())
+    want_next = torch.rand(4)
+    calls = [aug]
+    if hasattr(aug, "apply_"):
+        calls.append(aug.apply_)
+    for call in calls:
+        torch.manual_seed(seed)
+        source = images.clone()
+        x, t = call(source, targets.clone())
+        assert_bits_equal(x, want_x)
+        assert_bits_equal(t, want_t)
+        assert torch.equal(torch.rand(4), want_next)
+        if call is aug:
+            assert torch.equal(source, images)  # the copying form leaves its input alone
+
+
+@pytest.mark.parametrize("n", [1, 5, 128])
+def test_consecutive_draws_equal_separate_draws_on_the_cpu(n: int) -> None:
+    cpu = torch.device("cpu")
+    torch.manual_seed(n)
+    separate = torch.cat([torch.rand(n * 3), torch.rand(n), torch.rand(n)])
+    after = torch.rand(2)
+    torch.manual_seed(n)
+    assert torch.equal(consecutive_draws(lambda m: torch.rand(m), cpu, n * 3, n, n), separate)
+    assert torch.equal(torch.rand(2), after)
+    torch.manual_seed(n)
+    separate = torch.cat([torch.randint(0, 9, (n,)), torch.randint(0, 9, (n,))])
+    after = torch.rand(2)
+    torch.manual_seed(n)
+    assert torch.equal(consecutive_draws(lambda m: torch.randint(0, 9, (m,)), cpu, n, n), separate)
+    assert torch.equal(torch.rand(2), after)
+
+
+# --- random erasing -------------------------------------------------------------------------------
+def erasing_reference(aug: RandomErasing):
+    def reference(images: torch.Tensor, targets: torch.Tensor):
+        n, c, h, w = images.shape
+        k, (a_lo, a_hi) = aug.attempts, aug.area
+        log_lo, log_hi = math.log(aug.aspect[0]), math.log(aug.aspect[1])
+        target_area = (a_lo + (a_hi - a_lo) * torch.rand(n, k)) * (h * w)
+        aspect = torch.exp(log_lo + (log_hi - log_lo) * torch.rand(n, k))
+        erase, top_u, left_u = torch.rand(n) < aug.p, torch.rand(n), torch.rand(n)
+        colour = torch.randn(n, c) if aug.mode == "rand" else None
+        heights = torch.sqrt(target_area * aspect).round().long()
+        widths = torch.sqrt(target_area / aspect).round().long()
+        out = images.clone()
+        heights_, widths_, erase_ = heights.tolist(), widths.tolist(), erase.tolist()
+        for i in range(n):
+            fitting = [j for j in range(k) if 0 < heights_[i][j] < h and 0 < widths_[i][j] < w]
+            j = fitting[0] if fitting else 0
+            bh, bw = heights_[i][j], widths_[i][j]
+            # the offsets are float32 products, truncated, as torch computes them
+            top = min(int(top_u[i : i + 1] * (h - bh + 1)), h - 1)
+            left = min(int(left_u[i : i + 1] * (w - bw + 1)), w - 1)
+            if erase_[i] and fitting:
+                fill = 0.0 if colour is None else colour[i][:, None, None]
+                out[i, :, top : top + bh, left : left + bw] = fill
+        return out, targets
+
+    return reference
+
+
+@pytest.mark.parametrize("mode", ["const", "rand"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_erasing_matches_per_image_reference(mode: str, layout: str) -> None:
+    settings = [
+        {"p": 0.5},
+        {"p": 1.0, "area": (0.02, 0.2)},
+        {"p": 1.0, "area": (0.3, 0.9), "attempts": 3},  # often no candidate fits
+        {"p": 0.0},
+    ]
+    for params in settings:
+        aug = RandomErasing(mode=mode, **params)
+        for n in SIZES:
+            for seed in SEEDS[:6]:
+                run_both(aug, erasing_reference(aug), batch(n, layout, seed), soft_targets(n, seed), seed)
+
+
+# --- CutMix, batch mode -------------------------------------------------------------------------------
+def cutmix_batch_reference(aug: CutMix):
+    def reference(images: torch.Tensor, targets: torch.Tensor):
+        n, _, h, w = images.shape
+        lam = torch.rand(1) if aug.alpha == 1.0 else None
+        assert lam is not None
+        apply = bool(torch.rand(1) < aug.p)
+        perm = torch.randperm(n)
+        cy, cx = int(torch.randint(0, h, (1,))), int(torch.randint(0, w, (1,)))
+        ratio = torch.sqrt(1.0 - lam)
+        cut_h, cut_w = int(h * ratio), int(w * ratio)  # float32 products, truncated
+        if not apply:
+            return images, targets
+        y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
+        x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
+        if y0 == y1 or x0 == x1:
+            return images, targets
+        out = images.clone()
+        for i in range(n):
+            out[i, :, y0:y1, x0:x1] = images[int(perm[i]), :, y0:y1, x0:x1]
+        area = torch.tensor([float((y1 - y0) * (x1 - x0))]) / (h * w)
+        return out, (1.0 - area) * targets + area * targets[perm]
+
+    return reference
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("p", [0.5, 1.0, 0.0])
+def test_cutmix_batch_mode_matches_reference(layout: str, p: float) -> None:
+    aug = CutMix(alpha=1.0, p=p, mode="batch")
+    for n in SIZES:
+        for seed in range(16):  # lam near 1 (an empty box) comes up now and then
+            run_both(aug, cutmix_batch_reference(aug), batch(n, layout, seed), soft_targets(n, seed), seed)
+
+
+# --- crop-flip ------------------------------------------------------------------------------------------
+def crop_flip_reference(aug: CropFlip):
+    def reference(images: torch.Tensor, targets: torch.Tensor):
+        n, _, h, w = images.shape
+        p = aug.padding
+        dy, dx = torch.randint(0, 2 * p + 1, (n,)), torch.randint(0, 2 * p + 1, (n,))
+        flip = torch.rand(n) < 0.5 if aug.flip else torch.zeros(n, dtype=torch.bool)
+        pad = {"value": 0} if aug.padding_mode in ("black", "zeros") else {"mode": aug.padding_mode}
+        out = torch.empty_like(images)
+        for i in range(n):
+            padded = F.pad(images[i : i + 1], (p, p, p, p), **pad)[0]
+            crop = padded[:, int(dy[i]) : int(dy[i]) + h, int(dx[i]) : int(dx[i]) + w]
+            out[i] = crop.flip(2) if flip[i] else crop
+        return out, targets
+
+    return reference
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize(
+    ("padding", "padding_mode", "flip", "dtype"),
+    [
+        (4, "black", True, torch.uint8),
+        (2, "black", False, torch.uint8),
+        (4, "reflect", True, torch.uint8),
+        (3, "replicate", True, torch.float32),
+        (4, "zeros", True, torch.float32),
+    ],
+)
+def test_crop_flip_matches_per_image_reference(
+    layout: str, padding: int, padding_mode: str, flip: bool, dtype: torch.dtype
+) -> None:
+    aug = CropFlip(padding, padding_mode, flip)
+    for n in SIZES:
+        for seed in SEEDS[:6]:
+            images = batch(n, layout, seed, dtype)
+            run_both(aug, crop_flip_reference(aug), images, soft_targets(n, seed), seed)
+
+
+# --- Gaussian blur --------------------------------------------------------------------------------------
+def blur_reference(aug: Blur):
+    """The sync-free form (blur the whole batch, keep the drawn images) from separate draws."""
+
+    def reference(images: torch.Tensor, targets: torch.Tensor):
+        n = images.shape[0]
+        lo, hi = aug.sigma
+        sigma = lo + (hi - lo) * torch.rand(n)
+        apply = torch.rand(n) < aug.p
+        blurred = separable_blur(images, gaussian_kernels(sigma, aug.kernel_size // 2, images.dtype))
+        return torch.where(apply[:, None, None, None], blurred, images), targets
+
+    return reference
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("kernel_size", [None, 3])
+@pytest.mark.parametrize("p", [0.3, 1.0])
+def test_blur_matches_batched_reference(layout: str, kernel_size: int | None, p: float) -> None:
+    aug = Blur(sigma=(0.1, 1.5), p=p, kernel_size=kernel_size)
+    for n in SIZES:
+        for seed in SEEDS[:4]:
+            run_both(aug, blur_reference(aug), batch(n, layout, seed), soft_targets(n, seed), seed)
