@@ -290,7 +290,8 @@ class RayExecutor:
         ray = require_ray()
         self.ray = ray
         self.started = not ray.is_initialized()
-        self._running: set[Any] = set()  # the task refs not yet settled, cancelled by close(cancel=True)
+        # the task refs not yet settled, in submission order (cancelled in it by close(cancel=True))
+        self._running: dict[Any, None] = {}
         self._sigterm = _HeldSigterm()  # before ray.init, which replaces the handler
         if self.started:
             if sweep.ray_address:
@@ -334,7 +335,7 @@ class RayExecutor:
 
     def submit(self, task: dict[str, Any]) -> Any:
         ref = self._remote.remote({**task, "threads": self.threads})
-        self._running.add(ref)
+        self._running[ref] = None
         return ref
 
     def wait(self, handles: list[Any]) -> list[tuple[Any, dict[str, Any]]]:
@@ -346,7 +347,7 @@ class RayExecutor:
             done, _ = self.ray.wait(handles, num_returns=1, timeout=RAY_POLL)
         out = []
         for ref in done:
-            self._running.discard(ref)
+            self._running.pop(ref, None)
             try:
                 out.append((ref, self.ray.get(ref)))
             except Exception as exc:  # the worker or its node died
