@@ -230,3 +230,68 @@ def test_blur_matches_batched_reference(layout: str, kernel_size: int | None, p:
     for n in SIZES:
         for seed in SEEDS[:4]:
             run_both(aug, blur_reference(aug), batch(n, layout, seed), soft_targets(n, seed), seed)
+
+
+# every builtin augmentation, with settings that reach its other code paths
+LAYOUT_CASES = [
+    ("crop-flip", {}),
+    ("crop-flip", {"padding_mode": "black"}),
+    ("crop-flip", {"padding_mode": "zeros"}),
+    ("crop-flip", {"padding_mode": "replicate", "flip": False}),
+    ("blur", {}),
+    ("blur", {"sigma": [0.1, 1.5], "p": 0.3, "kernel_size": None}),
+    ("blur", {"p": 1.0, "kernel_size": 11}),
+    ("vflip", {}),
+    ("erasing", {}),
+    ("erasing", {"mode": "const"}),
+    ("erasing", {"mode": "rand"}),
+    ("cutout", {}),
+    ("cutmix", {}),
+    ("cutmix", {"mode": "batch", "p": 1.0}),
+    ("mixup", {}),
+    ("flip-alternating", {"seed": 3}),
+    ("autoaugment", {}),
+    ("randaugment", {}),
+    ("trivialaugment", {}),
+    ("progressive-resize", {"size": 24, "epochs": 5}),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "params"), LAYOUT_CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(LAYOUT_CASES)]
+)
+def test_the_pipeline_gives_the_same_values_from_a_channels_last_split(name: str, params: dict) -> None:
+    """A channels_last split keeps its uint8 images channels_last (``DeviceSplit.take``), so every
+    builtin augmentation may get channels_last uint8 batches: each must give the same values and
+    make the same random draws as from the contiguous uint8 batch of the same images (what the
+    split held until 2026-12-02; the normalised batches were channels_last in both)."""
+    from cifarbudget.augment.pipeline import BatchContext, Compose
+    from cifarbudget.data.core import DeviceSplit
+    from cifarbudget.plugins import get_registry
+
+    images = torch.randint(
+        0, 256, (96, 3, 32, 32), generator=torch.Generator().manual_seed(5), dtype=torch.uint8
+    )
+    labels = torch.arange(96) % 10
+    stats = ([0.49, 0.48, 0.45], [0.25, 0.24, 0.26])
+    packed = DeviceSplit.from_tensors(images, labels, torch.device("cpu"), *stats, channels_last=True)
+    # the same split as kept before: contiguous uint8 images, channels_last float batches
+    planar = DeviceSplit(images.contiguous(), labels, packed.mean, packed.std, channels_last=True)
+    assert packed.images.is_contiguous(memory_format=torch.channels_last) and torch.equal(
+        packed.images, images
+    )
+    index = torch.randperm(96, generator=torch.Generator().manual_seed(6))[:40]
+    assert packed.take(index).is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(packed.take(index), planar.take(index))
+    outputs = []
+    for data in (planar, packed):
+        aug = get_registry("augmentations").create(name, **params)
+        pipeline = Compose([aug], [name], normalize=data.normalize)
+        targets = F.one_hot(data.labels[index], 10).float()
+        torch.manual_seed(7)
+        got = [pipeline(data.take(index), targets, BatchContext(epoch=e, indices=index)) for e in range(3)]
+        outputs.append((got, torch.rand(1)))  # the generator's state after the draws
+    for (x_planar, t_planar), (x_packed, t_packed) in zip(outputs[0][0], outputs[1][0], strict=True):
+        assert_bits_equal(x_packed, x_planar)
+        assert_bits_equal(t_packed, t_planar)
+    assert_bits_equal(outputs[1][1], outputs[0][1])

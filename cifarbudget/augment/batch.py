@@ -564,10 +564,9 @@ class Blur(InPlaceAugmentation):
             return separable_blur(images, kernel), targets
         out = images if inplace else images.clone()
         if is_channels_last(images):  # whole images are contiguous (H, W, C) blocks: move them as such
-            blurred = separable_blur(
-                images.permute(0, 2, 3, 1).index_select(0, index).permute(0, 3, 1, 2), kernel
-            )
-            out.permute(0, 2, 3, 1).index_copy_(0, index, blurred.permute(0, 2, 3, 1))
+            selected = images.permute(0, 2, 3, 1).index_select(0, index).permute(0, 3, 1, 2)
+            # written back from the layout the blur computed them in (no copy before the scatter)
+            out.permute(0, 2, 3, 1).index_copy_(0, index, blur_view(selected, kernel).permute(0, 2, 3, 1))
         else:
             out.index_copy_(0, index, separable_blur(images.index_select(0, index), kernel))
         return out, targets
@@ -607,26 +606,38 @@ def separable_blur(images: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     1e-3 relative, harmless for an augmentation). A channels_last batch gives a channels_last
     result, any other a contiguous one.
     """
+    out = blur_view(images, kernel)
+    memory_format = torch.channels_last if is_channels_last(images) else torch.contiguous_format
+    return out.contiguous(memory_format=memory_format)
+
+
+def blur_view(images: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """:func:`separable_blur`'s values, in whatever layout they were computed in: the matrix
+    products' ``(N, W, C, H)`` memory for a channels_last batch (:func:`_blur_by_matmul`), which a
+    caller that copies the result anyway (a scatter into the batch) reads without a copy first."""
     if kernel.shape[1] < MATMUL_MIN_TAPS:
         return _blur_by_taps(images, kernel)
-    out = _blur_by_matmul(images, kernel)
-    return out.contiguous(memory_format=torch.channels_last) if is_channels_last(images) else out
+    return _blur_by_matmul(images, kernel)
 
 
 def _blur_by_matmul(images: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """:func:`separable_blur` by matrix products, as a contiguous ``(N, C, H, W)`` tensor.
+    """:func:`separable_blur` by matrix products, as an ``(N, C, H, W)`` view of the second
+    product's memory: ``(N, W, C, H)`` for a channels_last batch, ``(N, C, H, W)`` for any other.
 
-    The pass that needs no copy of the input's memory goes first: the vertical one on a
-    channels_last batch (``(N, H, W * C)`` rows), the horizontal one on a contiguous batch
-    (``(N, C * H, W)`` rows); between the two, a channels_last batch is copied once to planes.
+    Each product reads its operand where it lies (a transposed operand is a BLAS argument, not a
+    copy), so nothing is copied between the two passes. On a channels_last batch the vertical
+    pass goes first, as ``X^T R^T`` over the image's ``(W * C, H)`` columns, which leaves its
+    result as ``(W, C * H)`` rows for the horizontal pass ``B_w @ Y``; on a contiguous batch the
+    horizontal pass goes first, over the ``(C * H, W)`` rows.
     """
     n, c, h, w = images.shape
     rows = blur_matrix(kernel, h)  # (N, H, H): rows @ a column of an image
     cols = rows if w == h else blur_matrix(kernel, w)
     if is_channels_last(images):
-        vertical = torch.bmm(rows, images.permute(0, 2, 3, 1).reshape(n, h, w * c))
-        planes = vertical.view(n, h, w, c).permute(0, 3, 1, 2).contiguous().view(n, c * h, w)
-        return torch.bmm(planes, cols.transpose(1, 2)).view(n, c, h, w)
+        columns = images.permute(0, 2, 3, 1).reshape(n, h, w * c).transpose(1, 2)  # (N, W * C, H): a view
+        vertical = torch.bmm(columns, rows.transpose(1, 2))  # (N, W * C, H) memory = (N, W, C * H)
+        out = torch.bmm(cols, vertical.view(n, w, c * h))  # (N, W, C * H)
+        return out.view(n, w, c, h).permute(0, 2, 3, 1)
     horizontal = torch.bmm(images.contiguous().view(n, c * h, w), cols.transpose(1, 2)).view(n, c, h, w)
     return torch.matmul(rows[:, None], horizontal)
 
