@@ -8,7 +8,8 @@ baseline is pytest-benchmark's ``setup``), takes medians over the rounds after a
 prints the ratio and stores it in ``benchmark.extra_info``. The goals (ratios, never absolute
 times) are asserted in full mode only; ``--quick`` shrinks every size so the suite only proves
 that the benchmarks still run. A full run writes ``results/benchmarks/<device>-<date>.json``
-(ratios, command, machine, versions, git revision).
+(ratios, command, machine, versions, git revision), or ``<device>-<date>-<HHMMSS>.json`` when the
+day's file exists: a record is never overwritten.
 """
 
 from __future__ import annotations
@@ -162,7 +163,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Full mode: write the ratios with their provenance to ``results/benchmarks/<device>-<date>.json``."""
+    """Full mode: write the ratios with their provenance to ``results/benchmarks/<device>-<date>.json``
+    (or ``<device>-<date>-<HHMMSS>.json``: an earlier record of the day is kept)."""
     config = session.config
     if config.getoption("--quick") or not _COLLECTED.results or config.getoption("collectonly", False):
         return
@@ -197,5 +199,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "outcomes": _COLLECTED.outcomes,
     }
     path = SUMMARY_DIR / f"{device.type}-{today}.json"
+    if path.exists():  # an earlier record of the day stays as it is: this one is named by its time too
+        path = path.with_name(f"{device.type}-{today}-{datetime.now(timezone.utc):%H%M%S}.json")
     atomic_write_json(path, summary)
     print(f"\nwrote {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}")
