@@ -89,13 +89,13 @@ def augmented_batches(
         for idx in batches:
             y = train.labels[idx]
             context = BatchContext(epoch=epoch, indices=idx)
-            x, soft = pipeline(train.take(idx), targets(y), context)
+            x, soft = pipeline(train.images.index_select(0, idx), targets(y), context)
             yield y, x, soft
         return
     while group := list(itertools.islice(batches, chunk)):
         idx = torch.cat(group)
         contexts = [BatchContext(epoch=epoch, indices=i) for i in group]
-        augmented = run_chunk(train.take(idx), targets(train.labels[idx]), contexts)
+        augmented = run_chunk(train.images.index_select(0, idx), targets(train.labels[idx]), contexts)
         for i, (x, soft) in zip(group, augmented, strict=True):
             yield train.labels[i], x, soft
 

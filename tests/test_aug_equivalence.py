@@ -260,11 +260,13 @@ LAYOUT_CASES = [
 @pytest.mark.parametrize(
     ("name", "params"), LAYOUT_CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(LAYOUT_CASES)]
 )
-def test_the_pipeline_gives_the_same_values_from_a_channels_last_split(name: str, params: dict) -> None:
-    """A channels_last split keeps its uint8 images channels_last (``DeviceSplit.take``), so every
-    builtin augmentation may get channels_last uint8 batches: each must give the same values and
-    make the same random draws as from the contiguous uint8 batch of the same images (what the
-    split held until 2026-12-02; the normalised batches were channels_last in both)."""
+def test_every_builtin_augmentation_gives_the_same_values_from_either_uint8_layout(
+    name: str, params: dict
+) -> None:
+    """The engine hands a pipeline uint8 batches in the layout their split keeps, and a plugin's
+    split may be channels_last: every builtin augmentation must give the same values and make the
+    same random draws from a channels_last uint8 batch as from a contiguous batch of the same
+    images (the normalised batches channels_last in both, as a channels_last run has them)."""
     from cifarbudget.augment.pipeline import BatchContext, Compose
     from cifarbudget.data.core import DeviceSplit
     from cifarbudget.plugins import get_registry
@@ -273,25 +275,40 @@ def test_the_pipeline_gives_the_same_values_from_a_channels_last_split(name: str
         0, 256, (96, 3, 32, 32), generator=torch.Generator().manual_seed(5), dtype=torch.uint8
     )
     labels = torch.arange(96) % 10
-    stats = ([0.49, 0.48, 0.45], [0.25, 0.24, 0.26])
-    packed = DeviceSplit.from_tensors(images, labels, torch.device("cpu"), *stats, channels_last=True)
-    # the same split as kept before: contiguous uint8 images, channels_last float batches
-    planar = DeviceSplit(images.contiguous(), labels, packed.mean, packed.std, channels_last=True)
-    assert packed.images.is_contiguous(memory_format=torch.channels_last) and torch.equal(
-        packed.images, images
+    data = DeviceSplit.from_tensors(
+        images, labels, torch.device("cpu"), [0.49, 0.48, 0.45], [0.25, 0.24, 0.26], True
     )
     index = torch.randperm(96, generator=torch.Generator().manual_seed(6))[:40]
-    assert packed.take(index).is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(packed.take(index), planar.take(index))
+    planar = images.index_select(0, index)
+    packed = planar.contiguous(memory_format=torch.channels_last)
     outputs = []
-    for data in (planar, packed):
+    for batch in (planar, packed):
         aug = get_registry("augmentations").create(name, **params)
         pipeline = Compose([aug], [name], normalize=data.normalize)
-        targets = F.one_hot(data.labels[index], 10).float()
+        targets = F.one_hot(labels[index], 10).float()
         torch.manual_seed(7)
-        got = [pipeline(data.take(index), targets, BatchContext(epoch=e, indices=index)) for e in range(3)]
+        got = [pipeline(batch, targets, BatchContext(epoch=e, indices=index)) for e in range(3)]
         outputs.append((got, torch.rand(1)))  # the generator's state after the draws
     for (x_planar, t_planar), (x_packed, t_packed) in zip(outputs[0][0], outputs[1][0], strict=True):
         assert_bits_equal(x_packed, x_planar)
         assert_bits_equal(t_packed, t_planar)
     assert_bits_equal(outputs[1][1], outputs[0][1])
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "constant"])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_pad_images_is_f_pad_and_keeps_the_layout(mode: str, dtype: torch.dtype) -> None:
+    from cifarbudget.augment.batch import pad_images
+
+    for h, w in [(32, 32), (8, 12), (5, 3)]:
+        for p in range(min(h, w)):
+            x = torch.randint(
+                0, 256, (4, 3, h, w), generator=torch.Generator().manual_seed(p), dtype=torch.uint8
+            )
+            for layout in (torch.contiguous_format, torch.channels_last):
+                images = x.to(dtype).contiguous(memory_format=layout)
+                kwargs: dict = {"value": 0} if mode == "constant" else {"mode": mode}
+                expected = F.pad(x.to(dtype), (p, p, p, p), **kwargs)
+                got = pad_images(images, p, mode)
+                assert_bits_equal(got, expected)
+                assert got.is_contiguous(memory_format=layout)

@@ -251,9 +251,30 @@ class CropFlip(BatchAugmentation):
         offsets = consecutive_draws(lambda m: torch.randint(0, 2 * p + 1, (m,), device=dev), dev, n, n)
         dy, dx = offsets.view(2, n)
         flip = torch.rand(n, device=dev) < 0.5 if self.flip else None
-        pad = {"value": 0} if mode in ("black", "zeros") else {"mode": mode}
-        padded = F.pad(images, (p, p, p, p), **pad) if p else images
+        padded = pad_images(images, p, "constant" if mode in ("black", "zeros") else mode)
         return crop_rows(padded, dy, dx, flip, h, w), targets  # copies whole rows, in either layout
+
+
+def pad_images(images: torch.Tensor, p: int, mode: str) -> torch.Tensor:
+    """``F.pad(images, (p, p, p, p), mode)`` (``"constant"``: zeros), keeping a channels_last
+    batch channels_last. ``F.pad``'s reflect and replicate kernels are about 10x slower on a
+    channels_last batch than on a contiguous one on the CPU; there the borders are made by one
+    ``cat`` of single slices per side (:func:`_reflect_pad`, :func:`_edge_pad`), columns first
+    (on the shorter batch), then whole rows. The same values as ``F.pad``."""
+    if not p:
+        return images
+    if mode == "constant":
+        return F.pad(images, (p, p, p, p), value=0)
+    if images.device.type != "cpu" or not is_channels_last(images):
+        return F.pad(images, (p, p, p, p), mode=mode)
+    pad = _reflect_pad if mode == "reflect" else _edge_pad
+    return pad(pad(images, p, 3), p, 2)
+
+
+def _edge_pad(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    """``x`` padded by ``r`` copies of its edge values along ``dim`` (``F.pad``'s replicate)."""
+    size = x.shape[dim]
+    return torch.cat([*[x.narrow(dim, 0, 1)] * r, x, *[x.narrow(dim, size - 1, 1)] * r], dim)
 
 
 def crop_rows(

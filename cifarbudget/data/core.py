@@ -194,30 +194,13 @@ class DeviceSplit:
         std: list[float],
         channels_last: bool = False,
     ) -> DeviceSplit:
-        """Images and labels (``-1`` for unknown) that need not form a dataset :class:`Split`.
-
-        With ``channels_last`` the uint8 images are kept channels_last on the device, so that the
-        batches :meth:`take` gathers are channels_last already and normalising them changes no
-        layout (converting each float batch was about 40% of the normalisation on the CPU).
-        """
+        """Images and labels (``-1`` for unknown) that need not form a dataset :class:`Split`."""
         m = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
         s = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
-        memory_format = (
-            torch.channels_last if channels_last and images.dim() == 4 else torch.contiguous_format
-        )
-        images = images.to(device).contiguous(memory_format=memory_format)
-        return cls(images, labels.long().to(device), m, s, channels_last)
+        return cls(images.to(device), labels.long().to(device), m, s, channels_last)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
-
-    def take(self, index: torch.Tensor) -> torch.Tensor:
-        """The uint8 images at ``index`` (int64, on the device), laid out as the split keeps them:
-        a channels_last split is gathered as whole ``(H, W, C)`` images (``index_select`` on the
-        NCHW view of channels_last memory would write a contiguous batch, value by value)."""
-        if self.images.dim() == 4 and self.images.is_contiguous(memory_format=torch.channels_last):
-            return self.images.permute(0, 2, 3, 1).index_select(0, index).permute(0, 3, 1, 2)
-        return self.images.index_select(0, index)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """``(images - mean) / std`` in float32 (channels_last when the split is), in one float copy.
@@ -253,7 +236,7 @@ class DeviceSplit:
         n = len(self)
         if shuffle:
             for idx in self.index_batches(batch_size, shuffle=True, drop_last=drop_last):
-                yield self.normalize(self.take(idx)), self.labels[idx]
+                yield self.normalize(self.images.index_select(0, idx)), self.labels[idx]
             return
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
