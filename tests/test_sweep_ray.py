@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -123,11 +124,67 @@ def test_the_address_probe_names_the_cause() -> None:
     with pytest.raises(SweepError, match=r"^cannot connect to Ray at no-such-host\.invalid:6379: "):
         check_ray_address("no-such-host.invalid:6379", timeout=5)  # "cannot resolve host", offline too
     assert time.perf_counter() - started < 6
-    with socket.socket() as server:  # anything that accepts a connection passes; ray.init does the rest
+    check_ray_address("local")  # a fresh local instance: nothing to probe
+
+
+def serve_once(reply: bytes | None) -> tuple[socket.socket, threading.Thread]:
+    """A server on a free local port that accepts one connection, reads the client's first bytes,
+    then sends ``reply`` and closes (``None``: keeps the connection open and silent)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(64)
+            if reply is None:
+                time.sleep(1.5)
+                return
+            conn.sendall(reply)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    return server, thread
+
+
+@pytest.mark.parametrize(
+    ("reply", "what"),
+    [
+        (b"HTTP/1.1 400 Bad Request\r\n\r\n", "answered b'HTTP/1.1 '"),  # a web server, the dashboard's port
+        (b"", "closed the connection"),
+        (None, "said nothing"),
+    ],
+)
+def test_a_port_where_something_else_listens_is_not_taken_for_ray(reply: bytes | None, what: str) -> None:
+    """Ray would retry there for minutes: the probe expects the HTTP/2 settings frame that Ray's
+    gRPC servers send first (Ray 2.60's GCS does, checked by hand with `ray start --head`)."""
+    server, thread = serve_once(reply)
+    port = server.getsockname()[1]
+    with server:
+        address = f"127.0.0.1:{port}"
+        started = time.perf_counter()
+        with pytest.raises(SweepError) as caught:
+            check_ray_address(address, timeout=0.5)
+        assert time.perf_counter() - started < 2
+        thread.join(3)
+    message = str(caught.value)
+    assert message.startswith(f"cannot connect to Ray at {address}: port {port} accepts connections but ")
+    assert what in message and message.endswith("not a Ray GCS or Ray Client port")
+    assert "\n" not in message
+
+
+def test_a_grpc_server_passes_the_probe_and_tls_is_only_connected_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = bytes([0, 0, 6, 4, 0, 0, 0, 0, 0]) + bytes(6)  # a SETTINGS frame with one setting
+    server, thread = serve_once(settings)
+    with server:
+        check_ray_address(f"127.0.0.1:{server.getsockname()[1]}", timeout=2)
+        thread.join(3)
+    monkeypatch.setenv("RAY_USE_TLS", "1")  # the preface would be refused by TLS: connect only
+    with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
-        check_ray_address(f"127.0.0.1:{server.getsockname()[1]}")
-    check_ray_address("local")  # a fresh local instance: nothing to probe
+        check_ray_address(f"127.0.0.1:{server.getsockname()[1]}", timeout=2)
 
 
 def test_a_host_lookup_that_hangs_is_bounded_too(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from pathlib import Path
@@ -203,39 +204,82 @@ def _ray_endpoint(address: str) -> tuple[str, int] | None:
     return (parts.hostname, port) if parts.hostname and port is not None else None
 
 
-def check_ray_address(address: str, timeout: float | None = None) -> None:
-    """One line, within ``timeout`` seconds, when nothing accepts a connection at ``address``.
+# what a client sends first on an HTTP/2 connection (RFC 9113, 3.4), with an empty SETTINGS frame
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+HTTP2_SETTINGS = 4  # a frame's type, its 4th byte
 
-    A TCP connect to the GCS (or Ray Client) port before ``ray.init``: Ray retries an unreachable
-    address for many minutes (an unreachable ``ray://`` for 30 s, with a warning). The connect runs
-    in a thread so that the host name's lookup, which has no timeout of its own, is bounded too.
+
+def check_ray_address(address: str, timeout: float | None = None) -> None:
+    """One line, within ``timeout`` seconds, when Ray does not answer at ``address``.
+
+    A probe of the GCS (or Ray Client) port before ``ray.init``: Ray retries an unreachable
+    address for many minutes (an unreachable ``ray://`` for 30 s, with a warning), and one where
+    something else listens (the dashboard's port, 8265, given for the GCS's, 6379) as long. Both
+    ports serve gRPC, so the probe opens an HTTP/2 connection and expects the server's SETTINGS
+    frame, which every HTTP/2 server sends first (Ray 2.60's GCS answers at once); with
+    ``RAY_USE_TLS`` set, only the TCP connect is tried. The probe runs in a thread so that the
+    host name's lookup, which has no timeout of its own, is bounded too.
     """
     timeout = RAY_CONNECT_TIMEOUT if timeout is None else timeout
     endpoint = _ray_endpoint(address)
     if endpoint is None:
         return
     host, port = endpoint
-    outcome: list[str] = []  # why it failed; "" when it connected
+    tls = os.environ.get("RAY_USE_TLS", "0").strip().lower() not in ("", "0", "false")
+    outcome: list[str] = []  # why it failed; "" when Ray answered
+    deadline = time.monotonic() + timeout
 
-    def connect() -> None:
+    def probe() -> None:
         try:
-            socket.create_connection((host, port), timeout=timeout).close()
+            with socket.create_connection((host, port), timeout=timeout) as conn:
+                if not tls:
+                    # the reply is awaited until just before the caller stops waiting for this thread
+                    conn.settimeout(max(0.05, deadline - time.monotonic() - 0.2))
+                    conn.sendall(HTTP2_PREFACE)
+                    outcome.append(_not_grpc(conn, port))
+                    return
         except socket.gaierror as exc:
             outcome.append(f"cannot resolve host {host!r} ({exc.strerror})")
+            return
         except TimeoutError:
             outcome.append(f"no answer within {timeout:g} s")
+            return
         except OSError as exc:
             outcome.append(exc.strerror or describe_error(exc))
-        else:
-            outcome.append("")
+            return
+        outcome.append("")
 
-    probe = threading.Thread(target=connect, name="ray-address-probe", daemon=True)
-    probe.start()
-    probe.join(timeout)
+    worker = threading.Thread(target=probe, name="ray-address-probe", daemon=True)
+    worker.start()
+    worker.join(timeout)
     reason = outcome[0] if outcome else f"no answer within {timeout:g} s"
     if reason:
         where = f"{address} ({host}:{port})" if address == "auto" else address
         raise SweepError(f"cannot connect to Ray at {where}: {reason}")
+
+
+def _not_grpc(conn: socket.socket, port: int) -> str:
+    """Why what answers on ``conn`` (after the HTTP/2 preface was sent) is not Ray; "" when it is."""
+    head, timed_out = b"", False
+    try:
+        while len(head) < 9:  # a frame header: length (3 bytes), type, flags, stream id (4)
+            chunk = conn.recv(9 - len(head))
+            if not chunk:
+                break
+            head += chunk
+    except TimeoutError:
+        timed_out = True
+    if len(head) >= 4 and head[3] == HTTP2_SETTINGS:
+        return ""
+    silent = "said nothing" if timed_out else "closed the connection"
+    what = f"answered {head!r}" if head else silent
+    hint = ""
+    if port == 8265:
+        hint = " (8265 is the Ray dashboard's port; the GCS listens on 6379 unless `ray start --port` chose another)"
+    return (
+        f"port {port} accepts connections but {what} where Ray's gRPC server sends its HTTP/2 "
+        f"settings: not a Ray GCS or Ray Client port{hint}"
+    )
 
 
 class _HeldSigterm:
