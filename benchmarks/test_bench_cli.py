@@ -41,3 +41,47 @@ def test_bench_cli_help_starts_fast(paired: Any, record_ratio: Any, quick: bool)
         assert help_s < HELP_GOAL_SECONDS, (
             f"cifarbudget --help took {help_s:.3f} s (goal < {HELP_GOAL_SECONDS} s)"
         )
+
+
+REFUSAL_GOAL_SECONDS = 10.0  # issue 10, check 1
+REFUSAL = ["run", "resnetsmall", "--epochs", "100", "--compute-budget", "30T"]
+
+
+def _refusal_seconds(argv: list[str]) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    seconds = time.perf_counter() - start
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 3 and len(lines) == 1 and lines[0].startswith("Error: refusing to train:"), (
+        done.returncode,
+        done.stderr[-2000:],
+    )
+    return seconds
+
+
+def test_bench_over_budget_plan_is_refused_fast(paired: Any, record_ratio: Any, quick: bool) -> None:
+    """``cifarbudget run resnetsmall --epochs 100 --compute-budget 30T``: refused before any data is
+    read, with one line and exit 3 (the over-budget code). The wait is torch's import, building the
+    model and counting its MACs twice (fvcore, and torch's flop counter, which imports
+    ``torch._dynamo``), so the baseline is a bare ``python -c 'import torch'``. Goal (full mode):
+    under 10 s, the issue's target in seconds; the ratio to the bare import is what transfers."""
+    refuse = [sys.executable, "-c", "from cifarbudget.cli import main; main()", *REFUSAL]
+    bare = [sys.executable, "-c", "import torch"]
+    refusals, bares = paired(
+        lambda: _refusal_seconds(refuse), lambda: _seconds(bare), rounds=1 if quick else 7
+    )
+    refusal_s, bare_s = statistics.median(refusals), statistics.median(bares)
+    record_ratio(
+        "over-budget refusal",
+        refusal_s / bare_s,
+        what="cifarbudget run resnetsmall --epochs 100 --compute-budget 30T (exit 3) / "
+        "python -c 'import torch', wall seconds of fresh processes",
+        refusal_seconds_median=round(refusal_s, 3),
+        refusal_seconds=[round(s, 3) for s in refusals],
+        bare_import_torch_seconds_median=round(bare_s, 3),
+        goal_seconds=REFUSAL_GOAL_SECONDS,
+    )
+    if not quick:
+        assert refusal_s < REFUSAL_GOAL_SECONDS, (
+            f"the over-budget refusal took {refusal_s:.3f} s (goal < {REFUSAL_GOAL_SECONDS} s)"
+        )
