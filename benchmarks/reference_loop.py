@@ -27,7 +27,7 @@ from cifarbudget.api import create_model
 from cifarbudget.augment.pipeline import compose, soft_targets
 from cifarbudget.data.core import DeviceSplit, Split
 from cifarbudget.device import DeviceSettings
-from cifarbudget.engine import Engine, TrainPlan, steps_per_epoch
+from cifarbudget.engine import Engine, TrainPlan, laid_out_for, steps_per_epoch
 from cifarbudget.plugins import get_registry
 
 # Any fixed statistics do: the data is random, only the arithmetic matters.
@@ -124,8 +124,9 @@ class EngineVsHandwritten:
     ) -> None:
         self.device, self.batch_size, self.amp = device, batch_size, amp
         self.settings = DeviceSettings(device=device, amp=amp, channels_last=channels_last, compile=compile)
-        self.data = DeviceSplit.from_split(random_split(steps * batch_size), device, MEAN, STD, channels_last)
-        self.pipeline = compose(augs, normalize=self.data.normalize)
+        data = DeviceSplit.from_split(random_split(steps * batch_size), device, MEAN, STD, channels_last)
+        self.pipeline = compose(augs, normalize=data.normalize)
+        self.data = laid_out_for(data, self.pipeline)  # the uint8 layout the engine keeps it in
         memory_format = torch.channels_last if channels_last else torch.preserve_format
         torch.manual_seed(0)
         self.engine_model = create_model(model, num_classes=NUM_CLASSES)
@@ -166,7 +167,7 @@ class EngineVsHandwritten:
         sync(device)
         start = time.perf_counter()
         for idx in self.data.index_batches(self.batch_size, shuffle=True, drop_last=True):
-            raw, y = self.data.images[idx], self.data.labels[idx]
+            raw, y = self.data.take(idx), self.data.labels[idx]
             if len(self.pipeline):
                 x, target = self.pipeline(raw, soft_targets(y, NUM_CLASSES))
             else:

@@ -50,7 +50,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from cifarbudget.augment.pipeline import Compose, soft_targets
 from cifarbudget.data.core import DeviceSplit, Split, normalization_stats
 from cifarbudget.device import keep_freed_memory
-from cifarbudget.engine import augmented_batches
+from cifarbudget.engine import augmented_batches, laid_out_for
 from cifarbudget.plugins import get_registry
 from cifarbudget.runner import resolve_spec
 
@@ -107,6 +107,8 @@ def prepare(name: str, quick: bool, device: torch.device, shared_data: Path | No
     channels_last = run_defaults(device)[1]  # the batches come out as the engine gets them
     data = DeviceSplit.from_split(split, device, mean, std, channels_last)
     augs = recipe_augs() if name == "input pipeline" else PREVIOUS_AUGS
+    # the uint8 layout the engine keeps the training split in for this pipeline (Engine: laid_out_for)
+    data = laid_out_for(data, build_pipeline(augs, data))
     return Prepared(split, source, mean, std, data, augs)
 
 

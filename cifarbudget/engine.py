@@ -63,6 +63,18 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, **_: Any) ->
     return -(targets * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
 
 
+def laid_out_for(train: DeviceSplit, pipeline: Pipeline) -> DeviceSplit:
+    """The training split with its uint8 images in the layout its pipeline runs fastest on
+    (:meth:`~cifarbudget.augment.pipeline.Compose.preferred_uint8_layout`; contiguous for a pipeline that
+    does not say), when its batches are channels_last; a split of contiguous batches is kept as
+    it is. The same batches either way (:meth:`DeviceSplit.laid_out`)."""
+    if not train.channels_last:
+        return train
+    layout = getattr(pipeline, "preferred_uint8_layout", None)
+    preferred = layout() if callable(layout) else "contiguous"
+    return train.laid_out(channels_last=preferred == "channels_last")
+
+
 def augmented_batches(
     train: DeviceSplit,
     pipeline: Pipeline,
@@ -89,13 +101,13 @@ def augmented_batches(
         for idx in batches:
             y = train.labels[idx]
             context = BatchContext(epoch=epoch, indices=idx)
-            x, soft = pipeline(train.images.index_select(0, idx), targets(y), context)
+            x, soft = pipeline(train.take(idx), targets(y), context)
             yield y, x, soft
         return
     while group := list(itertools.islice(batches, chunk)):
         idx = torch.cat(group)
         contexts = [BatchContext(epoch=epoch, indices=i) for i in group]
-        augmented = run_chunk(train.images.index_select(0, idx), targets(train.labels[idx]), contexts)
+        augmented = run_chunk(train.take(idx), targets(train.labels[idx]), contexts)
         for i, (x, soft) in zip(group, augmented, strict=True):
             yield train.labels[i], x, soft
 
@@ -243,7 +255,7 @@ class Engine:
     ) -> None:
         self.plan, self.train_split, self.val_split = (
             plan,
-            train,
+            laid_out_for(train, pipeline),
             val if val is not None and len(val) else None,
         )
         self.pipeline, self.targets, self.loss, self.settings = pipeline, targets, loss, settings

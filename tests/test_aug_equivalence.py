@@ -295,6 +295,73 @@ def test_every_builtin_augmentation_gives_the_same_values_from_either_uint8_layo
     assert_bits_equal(outputs[1][1], outputs[0][1])
 
 
+class _PluginRaw:
+    """A plugin's uint8-stage augmentation that does not say which layout it prefers."""
+
+    stage = "uint8"
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return images, targets
+
+
+LAYOUT_PICKS = [  # (augmentations, the layout the engine keeps the training split in)
+    ([], "channels_last"),  # only the normalisation sees the uint8 batch
+    (
+        [("crop-flip", {"padding_mode": "black"}), ("blur", {}), ("vflip", {}), ("erasing", {})],
+        "channels_last",
+    ),
+    ([("vflip", {}), ("crop-flip", {"padding_mode": "black"})], "channels_last"),
+    ([("crop-flip", {"padding_mode": "reflect"}), ("cutmix", {})], "contiguous"),  # slow to pad channels_last
+    ([("crop-flip", {"padding_mode": "replicate"})], "contiguous"),
+    ([("crop-flip", {"padding_mode": "zeros"}), ("vflip", {})], "channels_last"),  # both run normalised
+    ([("trivialaugment", {}), ("crop-flip", {"padding_mode": "black"})], "contiguous"),  # does not say
+    ([("plugin", {}), ("vflip", {})], "contiguous"),
+]
+
+
+@pytest.mark.parametrize(("augs", "layout"), LAYOUT_PICKS, ids=[str(i) for i in range(len(LAYOUT_PICKS))])
+def test_the_engine_keeps_the_training_split_in_the_layout_its_pipeline_prefers(augs, layout) -> None:
+    """:func:`cifarbudget.engine.laid_out_for` stores a channels_last split's uint8 images
+    channels_last only when every augmentation that runs on the uint8 batch says it is as fast
+    there (``uint8_layout``); an epoch's batches are then the same values, layout, targets and
+    draws as from the other layout (what the engine trains on does not depend on the choice)."""
+    from cifarbudget.augment.pipeline import Compose, soft_targets
+    from cifarbudget.data.core import DeviceSplit
+    from cifarbudget.engine import augmented_batches, laid_out_for
+    from cifarbudget.plugins import get_registry
+
+    images = torch.randint(
+        0, 256, (80, 3, 32, 32), generator=torch.Generator().manual_seed(8), dtype=torch.uint8
+    )
+    data = DeviceSplit.from_tensors(
+        images, torch.arange(80) % 10, torch.device("cpu"), [0.49, 0.48, 0.45], [0.25, 0.24, 0.26], True
+    )
+    registry = get_registry("augmentations")
+    built = [_PluginRaw() if n == "plugin" else registry.create(n, **p) for n, p in augs]
+    pipeline = Compose(built, [n for n, _ in augs], normalize=data.normalize)
+    assert pipeline.preferred_uint8_layout() == layout
+    chosen = laid_out_for(data, pipeline)
+    assert chosen.images.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
+    assert torch.equal(chosen.images, images) and chosen.labels is data.labels
+    epochs = []
+    for split in (data.laid_out(channels_last=True), data.laid_out(channels_last=False)):
+        torch.manual_seed(9)
+        batches = list(
+            augmented_batches(split, pipeline, lambda y: soft_targets(y, 10), 32, epoch=0, drop_last=False)
+        )
+        epochs.append((batches, torch.rand(1)))
+    for (ya, xa, ta), (yb, xb, tb) in zip(epochs[0][0], epochs[1][0], strict=True):
+        assert torch.equal(ya, yb) and xa.stride() == xb.stride()
+        assert_bits_equal(xa, xb)
+        assert_bits_equal(ta, tb)
+    assert_bits_equal(epochs[0][1], epochs[1][1])
+    plain = DeviceSplit.from_tensors(
+        images, torch.arange(80) % 10, torch.device("cpu"), [0.5] * 3, [0.25] * 3
+    )
+    assert laid_out_for(plain, pipeline) is plain  # contiguous batches: the split stays as it is
+    assert laid_out_for(data, lambda x, t, c: (x, t)).images.is_contiguous()  # a pipeline that does not say
+
+
 @pytest.mark.parametrize("mode", ["reflect", "replicate", "constant"])
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
 def test_pad_images_is_f_pad_and_keeps_the_layout(mode: str, dtype: torch.dtype) -> None:

@@ -93,6 +93,37 @@ def test_channels_last_batches_hold_the_same_numbers() -> None:
     assert b.is_contiguous(memory_format=torch.channels_last) and torch.equal(a, b)
 
 
+def test_a_channels_last_split_keeps_its_uint8_images_channels_last_and_gathers_them_so() -> None:
+    """The uint8 images of a channels_last split are stored channels_last (a batch is then
+    normalised without a transposition); :meth:`DeviceSplit.take` and the shuffled batches gather
+    them as such, and either layout gives the same values; a split of contiguous batches keeps the
+    images as they were given."""
+    data = make_synthetic(40, seed=4)
+    mean, std = normalization_stats(data.images)
+    cpu = torch.device("cpu")
+    cl = DeviceSplit.from_split(data, cpu, mean, std, channels_last=True)
+    assert cl.images.is_contiguous(memory_format=torch.channels_last) and not cl.images.is_contiguous()
+    planar = cl.laid_out(channels_last=False)
+    assert planar.images.is_contiguous() and planar.labels is cl.labels
+    assert planar.laid_out(channels_last=False) is planar and cl.laid_out(channels_last=True) is cl
+    index = torch.tensor([5, 0, 39, 5, 17])
+    taken = cl.take(index)
+    assert taken.is_contiguous(memory_format=torch.channels_last) and not taken.is_contiguous()
+    assert torch.equal(taken, data.images[index]) and torch.equal(planar.take(index), data.images[index])
+    assert planar.take(index).is_contiguous()
+    for split in (cl, planar):  # the same shuffled batches (values and channels_last layout)
+        torch.manual_seed(0)
+        batches = list(split.batches(16, shuffle=True, drop_last=False))
+        assert all(x.is_contiguous(memory_format=torch.channels_last) for x, _ in batches)
+        if split is cl:
+            first = batches
+    for (a, ya), (b, yb) in zip(first, batches, strict=True):
+        assert torch.equal(a, b) and torch.equal(ya, yb)
+    given = data.images.contiguous(memory_format=torch.channels_last)
+    plain = DeviceSplit.from_tensors(given, data.labels, cpu, mean, std)  # not channels_last: as given
+    assert plain.images.is_contiguous(memory_format=torch.channels_last) and not plain.channels_last
+
+
 # --- decoding and image folders: what a user's files can be ----------------------------------------
 def _png(path: Path, image: object) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -227,6 +227,9 @@ class CropFlip(BatchAugmentation):
         )
         self.padding, self.padding_mode, self.flip = int(padding), padding_mode, bool(flip)
         self.stage = self._STAGES[padding_mode]
+        # black padding crops a channels_last uint8 batch as fast as a contiguous one; reflect and
+        # replicate padding are slower on it on the CPU (pad_images)
+        self.uint8_layout = "channels_last" if padding_mode == "black" else "contiguous"
 
     def params(self) -> dict[str, Any]:
         return {"padding": self.padding, "padding_mode": self.padding_mode, "flip": self.flip}
@@ -360,6 +363,7 @@ class VerticalFlip(InPlaceAugmentation):
     name = "vflip"
     per_image = True
     stage = "any"
+    uint8_layout = "channels_last"  # it moves whole images in either layout
 
     def __init__(self, p: float = 0.5) -> None:
         self.p = check_prob("vflip", p)

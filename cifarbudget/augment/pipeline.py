@@ -17,6 +17,15 @@ before normalising, on the uint8 batch (a quarter of the bytes): the order is un
 normalisation moves after them. The engine hands it raw uint8 batches; called on a float batch it
 runs only the normalised stage (and refuses a pipeline that has uint8-stage augmentations).
 
+The engine hands the uint8 batches over in the layout their training split keeps: channels_last
+(each image one ``(H, W, C)`` block) or contiguous, the same values either way, so a raw-stage
+augmentation must accept both. Normalising a channels_last uint8 batch into the channels_last float
+batch the model takes (the default on the CPU and on CUDA) changes only the type; a contiguous one
+is transposed as well. An augmentation that runs on the uint8 batch and is at least as fast on a
+channels_last one says ``uint8_layout = "channels_last"``; the split is kept channels_last when
+all of them say so (:meth:`Compose.preferred_uint8_layout`), contiguous otherwise (reflect padding,
+for one, is several times slower on a channels_last uint8 batch on the CPU).
+
 An augmentation that needs to know *which* images it gets and in which epoch (the derandomized
 alternating flip) sets ``wants_context = True``; it is then called as
 ``aug(images, targets, context=BatchContext(epoch, indices))``, where ``indices`` are the images'
@@ -126,6 +135,7 @@ class BatchAugmentation:
 
     name: str = "augmentation"
     stage: str = "normalized"
+    uint8_layout: str = "contiguous"  # the uint8 layout it runs fastest on, when it runs on uint8
     wants_context: bool = False
     per_image: bool = False  # True: each image's result depends on that image alone (Compose.batches)
 
@@ -209,6 +219,15 @@ class Compose(BatchAugmentation):
         while lead < len(others) and stage_of(others[lead]) == "any":
             lead += 1
         self.before_normalize_augs, self.float_augs = others[:lead], others[lead:]
+
+    def preferred_uint8_layout(self) -> str:
+        """The layout of uint8 batches this pipeline runs fastest on: ``"channels_last"`` when
+        every augmentation that runs on the uint8 batch says so (``uint8_layout``), or when none
+        runs there (only the normalisation sees it); ``"contiguous"`` when one prefers it or does
+        not say."""
+        raw = self.uint8_augs + self.before_normalize_augs
+        fast = all(getattr(aug, "uint8_layout", "contiguous") == "channels_last" for aug in raw)
+        return "channels_last" if fast else "contiguous"
 
     def params(self) -> dict[str, Any]:
         pairs = zip(self.names, self.augs, strict=True)
