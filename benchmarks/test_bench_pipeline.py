@@ -360,6 +360,45 @@ def test_bench_in_place_augmentations(
     )
 
 
+@pytest.mark.parametrize("name", list(PIPELINES))
+def test_bench_uint8_layout(
+    name: str, paired: Any, record_ratio: Any, quick: bool, device: torch.device, shared_data: Path | None
+) -> None:
+    """The training split's uint8 layout the engine picks for the pipeline
+    (:func:`~cifarbudget.engine.laid_out_for`: channels_last when every augmentation that runs on
+    the uint8 batch says it is as fast there) against the other layout, on the same images, in
+    alternating rounds. The batches are the same values either way (tests/test_aug_equivalence.py);
+    only the time differs. No goal: it tells whether the choice is right on this machine (a ratio
+    below 1 says the other layout would be faster here)."""
+    split, source, _, _, data, augs = prepare(name, quick, device, shared_data)
+    pipeline = build_pipeline(augs, data)
+    if not data.channels_last:
+        pytest.skip("this device's runs use contiguous batches: the split's layout is not chosen")
+    chosen = pipeline.preferred_uint8_layout()
+    picked = data.laid_out(channels_last=chosen == "channels_last")
+    other = data.laid_out(channels_last=chosen != "channels_last")
+
+    def measure(split: DeviceSplit) -> float:
+        seen, _, seconds = epoch(split, pipeline, device)
+        return seen / seconds
+
+    ours_ips, base_ips = paired(lambda: measure(picked), lambda: measure(other), rounds=1 if quick else 9)
+    ratios = [o / b for o, b in zip(ours_ips, base_ips, strict=True)]
+    record_ratio(
+        f"{name}, uint8 layout",
+        median(ratios),
+        what=f"images/s, batched pipeline ({PIPELINES[name]}) with the split's uint8 images in the layout "
+        f"the engine picks ({chosen}) / in the other layout",
+        **provenance(len(split), source, device),
+        batch_size=BATCH,
+        augmentations=pipeline.params()["augs"],
+        chosen_layout=chosen,
+        chosen_images_per_s=round(median(ours_ips)),
+        other_images_per_s=round(median(base_ips)),
+        round_ratios=[round(r, 3) for r in ratios],
+    )
+
+
 BATCH_SIZES = (8, 32, 128, 512, 1024)
 
 
