@@ -132,6 +132,41 @@ def epoch(
     return seen, batches, time.perf_counter() - start
 
 
+def images_per_s(data: DeviceSplit, stages: Compose, device: torch.device, chunk: int = 1) -> float:
+    """Images per second of one :func:`epoch` at the recipes' batch size."""
+    seen, _, seconds = epoch(data, stages, device, chunk=chunk)
+    return seen / seconds
+
+
+def record_paired(
+    paired: Any,
+    record_ratio: Any,
+    key: str,
+    ours: tuple[str, Callable[[], float]],
+    baseline: tuple[str, Callable[[], float]],
+    *,
+    rounds: int,
+    what: str,
+    **info: Any,
+) -> None:
+    """Two ways of running the same pipeline (each a label and a callable returning images/s),
+    timed in alternating rounds; records the median of the per-round ratios (ours / baseline),
+    both sides' median images/s under their labels, and each round's ratio."""
+    ours_ips, base_ips = paired(ours[1], baseline[1], rounds=rounds)
+    ratios = [o / b for o, b in zip(ours_ips, base_ips, strict=True)]
+    record_ratio(
+        key,
+        median(ratios),
+        what=what,
+        **info,
+        **{
+            f"{ours[0]}_images_per_s": round(median(ours_ips)),
+            f"{baseline[0]}_images_per_s": round(median(base_ips)),
+        },
+        round_ratios=[round(r, 3) for r in ratios],
+    )
+
+
 def load_images(shared_data: Path | None, quick: bool) -> tuple[Split, str]:
     n = 512 if quick else 10_240
     if shared_data is None:
@@ -273,8 +308,7 @@ def test_bench_input_pipeline(
     pipeline = build_pipeline(augs, data)
 
     def ours(stages: Compose = pipeline) -> float:
-        seen, _, seconds = epoch(data, stages, device)
-        return seen / seconds
+        return images_per_s(data, stages, device)
 
     loader = torchvision_loader(split, augs, mean, std)
 
@@ -340,23 +374,18 @@ def test_bench_in_place_augmentations(
     in_place = build_pipeline(augs, data)
     copying = Compose([_Copying(a) for a in in_place.augs], in_place.names, normalize=data.normalize)
 
-    def measure(stages: Compose) -> float:
-        seen, _, seconds = epoch(data, stages, device)
-        return seen / seconds
-
-    ours_ips, base_ips = paired(lambda: measure(in_place), lambda: measure(copying), rounds=1 if quick else 7)
-    ratios = [o / b for o, b in zip(ours_ips, base_ips, strict=True)]
-    record_ratio(
+    record_paired(
+        paired,
+        record_ratio,
         f"{name}, in place",
-        median(ratios),
+        ("in_place", lambda: images_per_s(data, in_place, device)),
+        ("copying", lambda: images_per_s(data, copying, device)),
+        rounds=1 if quick else 7,
         what=f"images/s, batched pipeline ({PIPELINES[name]}) with in-place augmentations / the same "
         "augmentations each writing a new batch",
         **provenance(len(split), source, device),
         batch_size=BATCH,
         augmentations=in_place.params()["augs"],
-        in_place_images_per_s=round(median(ours_ips)),
-        copying_images_per_s=round(median(base_ips)),
-        round_ratios=[round(r, 3) for r in ratios],
     )
 
 
@@ -378,24 +407,19 @@ def test_bench_uint8_layout(
     picked = data.laid_out(channels_last=chosen == "channels_last")
     other = data.laid_out(channels_last=chosen != "channels_last")
 
-    def measure(split: DeviceSplit) -> float:
-        seen, _, seconds = epoch(split, pipeline, device)
-        return seen / seconds
-
-    ours_ips, base_ips = paired(lambda: measure(picked), lambda: measure(other), rounds=1 if quick else 9)
-    ratios = [o / b for o, b in zip(ours_ips, base_ips, strict=True)]
-    record_ratio(
+    record_paired(
+        paired,
+        record_ratio,
         f"{name}, uint8 layout",
-        median(ratios),
+        ("chosen", lambda: images_per_s(picked, pipeline, device)),
+        ("other", lambda: images_per_s(other, pipeline, device)),
+        rounds=1 if quick else 9,
         what=f"images/s, batched pipeline ({PIPELINES[name]}) with the split's uint8 images in the layout "
         f"the engine picks ({chosen}) / in the other layout",
         **provenance(len(split), source, device),
         batch_size=BATCH,
         augmentations=pipeline.params()["augs"],
         chosen_layout=chosen,
-        chosen_images_per_s=round(median(ours_ips)),
-        other_images_per_s=round(median(base_ips)),
-        round_ratios=[round(r, 3) for r in ratios],
     )
 
 
@@ -473,8 +497,7 @@ def test_bench_aug_chunk(
     default_ips: list[float] = []
 
     def measure(chunk: int) -> float:
-        seen, _, seconds = epoch(data, pipeline, device, chunk=chunk)
-        return seen / seconds
+        return images_per_s(data, pipeline, device, chunk)
 
     def baseline_then_default() -> float:
         base = loader_epoch(loader, device, BATCH, (BATCH, NUM_CLASSES))
