@@ -23,6 +23,7 @@ from cifarbudget.augment.batch import (
     RandomErasing,
     consecutive_draws,
     gaussian_kernels,
+    is_channels_last,
     separable_blur,
 )
 
@@ -131,6 +132,56 @@ def test_erasing_matches_per_image_reference(mode: str, layout: str) -> None:
         for n in SIZES:
             for seed in SEEDS[:6]:
                 run_both(aug, erasing_reference(aug), batch(n, layout, seed), soft_targets(n, seed), seed)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("layout", [*LAYOUTS, "strided"])
+@pytest.mark.parametrize("fill", ["zero", "colour", "noise"])
+def test_fill_boxes_writes_exactly_the_boxes_in_memory_order(
+    dtype: torch.dtype, layout: str, fill: str
+) -> None:
+    """The CPU box writer of erasing and Cutout: only the boxes' values change, to 0, to the
+    image's colour, or to the noise in the batch's memory order (channels_last: row, column,
+    channel; otherwise channel, row, column), for float types numpy has and has not (bfloat16);
+    ``inplace`` writes into a channels_last or contiguous batch, never into the caller's otherwise."""
+    from cifarbudget.augment.batch import fill_boxes
+
+    gen = torch.Generator().manual_seed(11)
+    if layout == "strided":  # every other column of a wider batch: neither layout
+        images = torch.randn(6, 3, 32, 64, generator=gen).to(dtype)[..., ::2]
+    else:
+        images = batch(6, layout, 3).to(dtype)
+    boxes = [(0, 0, 0, 32, 32), (2, 5, 7, 3, 9), (5, 31, 31, 1, 1), (3, 10, 0, 2, 32)]
+    colour = torch.randn(6, 3, generator=gen).to(dtype)
+    noise = torch.randn(3 * sum(h * w for _, _, _, h, w in boxes), generator=gen).to(dtype)
+    expected, start = images.clone(), 0
+    for i, top, left, h, w in boxes:
+        if fill == "zero":
+            value = torch.zeros(3, h, w, dtype=dtype)
+        elif fill == "colour":
+            value = colour[i][:, None, None].expand(3, h, w)
+        elif layout == "channels_last":
+            value = noise[start : start + 3 * h * w].view(h, w, 3).permute(2, 0, 1)
+        else:
+            value = noise[start : start + 3 * h * w].view(3, h, w)
+        start += 3 * h * w
+        expected[i, :, top : top + h, left : left + w] = value
+    kwargs = {"colour": colour if fill == "colour" else None, "noise": noise if fill == "noise" else None}
+    source = images.clone()
+    out = fill_boxes(source, boxes, inplace=False, **kwargs)
+    assert out is not source and torch.equal(source, images)
+    if layout == "strided":
+        owned = torch.zeros(6, 3, 32, 64, dtype=dtype)[..., ::2]
+        owned.copy_(images)
+    else:
+        owned = images.clone()
+    written = fill_boxes(owned, boxes, inplace=True, **kwargs)
+    assert (written is owned) == (layout != "strided")
+    as_bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[dtype.itemsize]
+    for got in (out, written):
+        assert got.dtype == dtype and is_channels_last(got) == (layout == "channels_last")
+        assert torch.equal(got.contiguous().view(as_bits), expected.contiguous().view(as_bits))
+    assert fill_boxes(images, [], inplace=False, **kwargs) is images
 
 
 # --- CutMix, batch mode -------------------------------------------------------------------------------

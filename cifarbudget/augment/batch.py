@@ -44,6 +44,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -71,6 +72,7 @@ __all__ = [
     "consecutive_draws",
     "copy_images_",
     "crop_rows",
+    "fill_boxes",
     "gather_pixels",
     "gaussian_kernels",
     "is_channels_last",
@@ -805,19 +807,21 @@ class RandomErasing(InPlaceAugmentation):
         # top and left, uniform over the offsets that keep the box inside: trunc is .long() here (>= 0)
         corner = (offset_u * (size_plus_1 - box)).trunc_().clamp_(max=size_minus_1)
         box *= apply  # an image not erased gets an empty box
+        if syncs_freely(dev):  # the CPU: the boxes written one by one into the batch's memory
+            colour = torch.randn(n, c, device=dev, dtype=images.dtype) if self.mode == "rand" else None
+            tops, lefts, heights, widths = torch.cat([corner, box]).long().tolist()
+            boxes = [(i, tops[i], lefts[i], heights[i], widths[i]) for i in range(n) if heights[i]]
+            noise = None
+            if self.mode == "pixel":  # normals for exactly the erased values, in memory order
+                count = c * sum(height * width for _, _, _, height, width in boxes)
+                noise = torch.randn(count, device=dev, dtype=images.dtype)
+            return fill_boxes(images, boxes, colour=colour, noise=noise, inplace=inplace), targets
         (top, left), (box_h, box_w) = corner, box
-        if self.mode == "pixel" and not syncs_freely(dev):
-            # on a GPU: one fused where, no host sync (counting the erased pixels would need one)
+        if self.mode == "pixel":  # one fused where, no host sync (counting the erased pixels would need one)
             mask = box_mask(top, top + box_h, left, left + box_w, h, w)[:, None]
             return torch.where(mask, torch.randn_like(images), images, out=_out(images, inplace)), targets
-        if self.mode == "pixel":
-            top, left, box_h, box_w = torch.cat([corner, box]).long()
-            return _erase_with_noise(images, top, left, box_h, box_w, inplace), targets
-        colour = torch.randn(n, c, device=dev, dtype=images.dtype) if self.mode == "rand" else None
-        if syncs_freely(dev) and is_channels_last(images):  # write the boxes' rows only
-            return _fill_boxes(images, corner, box, colour, inplace), targets
-        if colour is not None:
-            fill = per_image_colour(images, colour)
+        if self.mode == "rand":
+            fill = per_image_colour(images, torch.randn(n, c, device=dev, dtype=images.dtype))
         else:
             fill = torch.zeros((), device=dev, dtype=images.dtype)
         weight = box_weight(images, top, top + box_h, left, left + box_w)
@@ -832,100 +836,57 @@ def _box_limits(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, tor
     return size, size + 1, size - 1
 
 
-@functools.lru_cache(maxsize=32)
-def _positions(size: int, device: torch.device) -> torch.Tensor:
-    """``torch.arange(size)`` in float32, made once per size."""
-    return torch.arange(size, dtype=torch.float32, device=device)
+# a CPU tensor's memory as integers of its element size: writing a value's bit pattern writes the
+# value, whatever the floating-point type (numpy has no bfloat16)
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
-def _fill_boxes(
+def _host_bits(tensor: torch.Tensor) -> np.ndarray:
+    """A numpy view of a CPU tensor's memory, each element as an integer of its size."""
+    return tensor.detach().view(_BITS[tensor.element_size()]).numpy()
+
+
+def fill_boxes(
     images: torch.Tensor,
-    corner: torch.Tensor,
-    box: torch.Tensor,
-    colour: torch.Tensor | None,
-    inplace: bool,
-) -> torch.Tensor:
-    """Set each image's box to its ``colour`` ``(N, C)`` (``None``: 0) in a channels_last batch,
-    touching only the rows of the boxes.
-
-    ``corner`` ``(2, N)`` is the boxes' (top, left), ``box`` ``(2, N)`` their (height, width)
-    (0: no box), whole numbers. The CPU path of constant and per-box colour erasing: each box row
-    is a contiguous run of ``W * C`` values in the batch's memory, so the rows that hold a box are
-    gathered (one ``index_select``), blended with the fill by the box's columns (one ``lerp``, as
-    the batched form) and written back (one ``index_copy_``): the boxes' rows instead of the
-    whole batch, and no batch-sized weight. The rows are the values of that batched form
-    (:func:`box_weight` and ``lerp``); so are the other rows (``lerp`` with weight 0) for every
-    finite value but -0.0. A new batch unless ``inplace``; ``images`` itself when no image has
-    a box.
-    """
-    n, c, h, w = images.shape
-    pos = _positions(max(h, w), images.device)
-    inside = (pos >= corner[:, :, None]) & (pos < (corner + box)[:, :, None])  # (2, N, S): rows, columns
-    image, row = inside[0, :, :h].nonzero().unbind(1)  # every row of a box (reading its count is free)
-    if image.numel() == 0:
-        return images
-    out = images if inplace else images.clone()
-    rows = out.permute(0, 2, 3, 1).view(n * h, w * c)  # (image, row) -> its W * C values
-    index = torch.add(row, image, alpha=h)
-    # per image, 1 for the values of the box's columns, each column repeated over the channels
-    # (memory order): the blend below runs over whole contiguous rows (vectorised)
-    weight = inside[1, :, :w].to(images.dtype).repeat_interleave(c, dim=1).index_select(0, image)
-    if colour is None:
-        fill = images.new_zeros(())
-    else:  # each row's colour, laid out as its values
-        fill = colour[:, None, :].expand(n, w, c).reshape(n, w * c).index_select(0, image)
-    values = rows.index_select(0, index)  # (R, W * C)
-    rows.index_copy_(0, index, torch.lerp(values, fill, weight, out=values))
-    return out
-
-
-def _erase_with_noise(
-    images: torch.Tensor,
-    top: torch.Tensor,
-    left: torch.Tensor,
-    box_h: torch.Tensor,
-    box_w: torch.Tensor,
+    boxes: Sequence[tuple[int, int, int, int, int]],
+    *,
+    colour: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
     inplace: bool = False,
 ) -> torch.Tensor:
-    """Fill each box with standard normals drawn for its values only (the CPU path of ``mode="pixel"``).
+    """Fill boxes of a CPU batch: ``boxes`` are ``(image, top, left, height, width)``, each
+    written as one numpy slice of the batch's memory (the CPU path of erasing and Cutout).
 
-    One ``torch.randn`` of exactly the erased values, assigned in the batch's memory order (what
-    ``masked_scatter`` with the box mask does on its memory): ``(image, row, column, channel)``
-    for a channels_last batch, written as whole pixels by one ``index_copy_``;
-    ``(image, channel, row, column)`` for a contiguous one. No scan of every value of the batch.
-    With ``inplace`` the values are written into ``images`` when its layout allows (one of those two).
+    The fill is 0 (``colour`` and ``noise`` ``None``); or image ``i``'s colour ``colour[i]``
+    (``(N, C)``); or ``noise``, the boxes' values one after another, each box's in the batch's
+    memory order: ``(row, column, channel)`` for a channels_last batch, ``(channel, row, column)``
+    for a contiguous one (what ``masked_scatter`` with the boxes' mask gives). Only the values
+    inside the boxes are written, bit for bit as given. A slice assignment costs about a
+    microsecond here, a tensor op 5-10: the few dozen boxes of a batch cost less written one by one
+    than built as index and weight tensors. A new batch unless ``inplace`` (then ``images``
+    itself when it is channels_last or contiguous); ``images`` itself when there is no box.
     """
-    n, c, h, w = images.shape
-    dev = images.device
-    area = box_h * box_w  # (N,) erased pixels per image (0: not erased)
-    values = torch.randn(c * int(area.sum()), device=dev, dtype=images.dtype)
-    if values.numel() == 0:
+    if not boxes:
         return images
-    start = torch.cumsum(area, 0) - area  # first pixel of each image's box in the list of erased pixels
-    # per erased pixel (M of them): its image's start, box width, area, top-left pixel, in one gather
-    image = torch.repeat_interleave(torch.arange(n, device=dev), area)
-    start_, width, area_, corner = (
-        torch.stack([start, box_w, area, top * w + left], dim=1).index_select(0, image).unbind(1)
-    )
-    rank = torch.arange(image.numel(), device=dev) - start_  # row-major rank inside its box
-    # rank // width in float32 (exact: both are small integers and the margin is >= 0.5 / width; an
-    # integer division is a scalar loop on the CPU)
-    row = ((rank + 0.5) / width).long()
-    # flat pixel in the batch: image, then (row, column) = corner + row * w + (rank - row * width)
-    pixel = image * (h * w) + corner + row * (w - width) + rank
-    if is_channels_last(images):  # memory order (image, row, column, channel): whole pixels
-        out = images if inplace else images.clone()
-        out.permute(0, 2, 3, 1).view(-1, c).index_copy_(0, pixel, values.view(-1, c))
-        return out
-    # memory order (image, channel, row, column): image i's values are channel 0's box, then
-    # channel 1's, ...; they start after c * start[i]
-    channel = torch.arange(c, device=dev)
-    source = (c * start_ + rank)[:, None] + channel * area_[:, None]  # (M, C) positions in values
-    out = (
-        images if inplace and images.is_contiguous() else images.clone(memory_format=torch.contiguous_format)
-    )
-    target = (pixel + image * ((c - 1) * h * w))[:, None] + channel * (h * w)
-    out.view(-1).scatter_(0, target.view(-1), values.take(source.view(-1)))
+    channels_last = is_channels_last(images)
+    if inplace and (channels_last or images.is_contiguous()):
+        out = images
+    else:
+        out = images.clone(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    pixels = _host_bits(out.permute(0, 2, 3, 1) if channels_last else out)  # (N, H, W, C) or (N, C, H, W)
+    colours = None if colour is None else _host_bits(colour)
+    values = None if noise is None else _host_bits(noise)
+    start = 0
+    for i, top, left, height, width in boxes:
+        rows, cols = slice(top, top + height), slice(left, left + width)
+        region = pixels[i, rows, cols] if channels_last else pixels[i, :, rows, cols]
+        if values is not None:
+            region[...] = values[start : start + region.size].reshape(region.shape)
+            start += region.size
+        elif colours is not None:
+            region[...] = colours[i] if channels_last else colours[i][:, None, None]
+        else:
+            region[...] = 0
     return out
 
 
@@ -960,6 +921,14 @@ class Cutout(InPlaceAugmentation):
         top, bottom = (cy - half).clamp(0, h), (cy - half + self.size).clamp(0, h)
         left, right = (cx - half).clamp(0, w), (cx - half + self.size).clamp(0, w)
         bottom = torch.where(apply, bottom, top)  # an empty box when not applied
+        if syncs_freely(dev):  # the CPU: each square written into the batch's memory
+            tops, bottoms, lefts, rights = torch.stack([top, bottom, left, right]).tolist()
+            boxes = [
+                (i, tops[i], lefts[i], bottoms[i] - tops[i], rights[i] - lefts[i])
+                for i in range(n)
+                if bottoms[i] > tops[i] and rights[i] > lefts[i]
+            ]
+            return fill_boxes(images, boxes, inplace=inplace), targets
         weight = box_weight(images, top, bottom, left, right)
         zero = torch.zeros((), device=dev, dtype=images.dtype)
         return torch.lerp(images, zero, weight, out=_out(images, inplace)), targets
