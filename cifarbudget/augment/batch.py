@@ -3,7 +3,8 @@
 Every augmentation transforms a whole batch on its device with a few tensor ops: per-image
 randomness is drawn as vectors from torch's global RNG (``torch.rand(n, device=...)``), never in a
 Python loop over images, so the same code is fast on a GPU and reproducible under
-``torch.manual_seed``. Each one is called as ``aug(images, targets) -> (images, targets)`` with
+``torch.manual_seed``. (One CPU-only exception to "tensor ops": erasing and Cutout write their
+drawn boxes into host memory one numpy slice each, cheaper there than building index tensors.) Each one is called as ``aug(images, targets) -> (images, targets)`` with
 ``images`` a normalised float ``(N, C, H, W)`` batch and ``targets`` float soft labels ``(N, K)``;
 the inputs are never modified in place. A random draw is made whether or not an image ends up
 augmented, so the RNG stream depends on the batch shape only (one exception: on the CPU, random
@@ -24,9 +25,9 @@ leaves elementwise kernels an inner loop of 3 values (5-10x slower on the CPU), 
 are built in the batch's own layout (:func:`box_weight`) and applied with ``torch.lerp`` (a
 vectorised kernel; ``where``/``masked_fill`` run scalar loops on the CPU). A 0/1 ``lerp`` weight
 selects exactly one of its two inputs, so the results equal those of ``torch.where`` value for
-value. On the CPU, where reading a count costs no device sync, blur, vertical flip and pixel
-erasing compute only the images they change, constant and colour erasing rewrite only the rows
-of the boxes (channels_last) and batch-mode CutMix works out its one box on the host; on a GPU
+value. On the CPU, where reading a count costs no device sync, blur and vertical flip compute
+only the images they change, erasing and Cutout write each box as a numpy slice of the batch's
+memory (:func:`fill_boxes`) and batch-mode CutMix works out its one box on the host; on a GPU
 they stay sync-free. At the recipes' batch size (128) much of the CPU cost is per op, not per
 value, so the small per-image vectors are computed with few ops: consecutive draws are one call
 on the CPU (:func:`consecutive_draws`, the same values and RNG stream), index tensors that
