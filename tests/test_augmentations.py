@@ -1117,6 +1117,7 @@ def test_erasing_scale_and_ratio_map_to_area_and_aspect_like_torchvision() -> No
         CutMix(p=1.0, mode="batch"),
         CutMix(p=0.5),
         RandomErasing(mode="const"),
+        RandomErasing(mode="rand", p=0.7),
         Cutout(p=0.5),
     ],
     ids=repr,
