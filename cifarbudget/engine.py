@@ -65,9 +65,9 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, **_: Any) ->
 
 def laid_out_for(train: DeviceSplit, pipeline: Pipeline) -> DeviceSplit:
     """The training split with its uint8 images in the layout its pipeline runs fastest on
-    (:meth:`~cifarbudget.augment.pipeline.Compose.preferred_uint8_layout`; contiguous for a pipeline that
-    does not say), when its batches are channels_last; a split of contiguous batches is kept as
-    it is. The same batches either way (:meth:`DeviceSplit.laid_out`)."""
+    (:meth:`~cifarbudget.augment.pipeline.Compose.preferred_uint8_layout`; contiguous for a
+    pipeline that does not say), when its batches are channels_last; a split of contiguous
+    batches is kept as it is. The same batches either way (:meth:`DeviceSplit.laid_out`)."""
     if not train.channels_last:
         return train
     layout = getattr(pipeline, "preferred_uint8_layout", None)

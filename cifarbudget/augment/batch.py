@@ -4,8 +4,9 @@ Every augmentation transforms a whole batch on its device with a few tensor ops:
 randomness is drawn as vectors from torch's global RNG (``torch.rand(n, device=...)``), never in a
 Python loop over images, so the same code is fast on a GPU and reproducible under
 ``torch.manual_seed``. (One CPU-only exception to "tensor ops": erasing and Cutout write their
-drawn boxes into host memory one numpy slice each, cheaper there than building index tensors.) Each one is called as ``aug(images, targets) -> (images, targets)`` with
-``images`` a normalised float ``(N, C, H, W)`` batch and ``targets`` float soft labels ``(N, K)``;
+drawn boxes into host memory one numpy slice each, cheaper there than building index tensors.)
+Each one is called as ``aug(images, targets) -> (images, targets)`` with ``images`` a normalised
+float ``(N, C, H, W)`` batch and ``targets`` float soft labels ``(N, K)``;
 the inputs are never modified in place. A random draw is made whether or not an image ends up
 augmented, so the RNG stream depends on the batch shape only (one exception: on the CPU, random
 erasing with random-pixel fill draws noise only for the images it erases; the stream is still
